@@ -1,0 +1,137 @@
+//! Single instructions: interrupt flag, halting, port I/O, TSC, fences,
+//! control registers. Every `asm!` of the guest outside the boot and
+//! interrupt entry code lives here.
+
+use core::arch::asm;
+
+/// RFLAGS.IF.
+const RFLAGS_IF: u64 = 1 << 9;
+
+/// Reads RFLAGS.
+#[inline(always)]
+pub fn rflags() -> u64 {
+    let f: u64;
+    // SAFETY: pushfq/pop only reads the flags into a register.
+    unsafe { asm!("pushfq", "pop {}", out(reg) f, options(nomem, preserves_flags)) };
+    f
+}
+
+/// Whether maskable interrupts are enabled on this CPU.
+#[inline(always)]
+pub fn irqs_enabled() -> bool {
+    rflags() & RFLAGS_IF != 0
+}
+
+/// Disables maskable interrupts.
+#[inline(always)]
+pub fn cli() {
+    // SAFETY: clearing IF only delays interrupt delivery; it is how the
+    // kernel enters its irqs-off sections.
+    unsafe { asm!("cli", options(nomem, nostack)) };
+}
+
+/// Enables maskable interrupts.
+#[inline(always)]
+pub fn sti() {
+    // SAFETY: the IDT is loaded on every CPU before its first `sti`, so any
+    // interrupt that arrives has a handler.
+    unsafe { asm!("sti", options(nomem, nostack)) };
+}
+
+/// Enables interrupts and halts until one arrives (the `sti` shadow makes
+/// the pair atomic: no wake-up is lost between them).
+#[inline(always)]
+pub fn sti_hlt() {
+    // SAFETY: as for `sti`; `hlt` just waits for the next interrupt.
+    unsafe { asm!("sti", "hlt", options(nomem, nostack)) };
+}
+
+/// Halts with interrupts disabled, for good.
+pub fn halt_forever() -> ! {
+    loop {
+        // SAFETY: stops this CPU; only an NMI or INIT can wake it.
+        unsafe { asm!("cli", "hlt", options(nomem, nostack)) };
+    }
+}
+
+/// Spin-loop hint.
+#[inline(always)]
+pub fn pause() {
+    core::hint::spin_loop();
+}
+
+/// Reads the time-stamp counter.
+#[inline(always)]
+pub fn rdtsc() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: rdtsc reads a counter into edx:eax; no memory is touched.
+    unsafe {
+        asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
+    };
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+/// Writes one 32-bit value to an I/O port.
+#[inline(always)]
+pub fn outl(port: u16, value: u32) {
+    // SAFETY: port I/O to the protocol ports only exits to the VMM; the
+    // callers pass ports from `shared::ports`.
+    unsafe {
+        asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags))
+    };
+}
+
+/// Writes one byte to an I/O port.
+#[inline(always)]
+pub fn outb(port: u16, value: u8) {
+    // SAFETY: as for `outl`.
+    unsafe {
+        asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags))
+    };
+}
+
+/// Hands the VMM the guest-physical address of a buffer through a 32-bit
+/// port write. Unlike [`outl`] this tells the compiler the buffer is read,
+/// so every store to it happens before the write.
+#[inline(always)]
+pub fn out_buffer<T>(port: u16, buffer: &T) {
+    let addr = buffer as *const T as u64 as u32;
+    // SAFETY: port I/O to a protocol port exits to the VMM, which reads the
+    // buffer; `readonly` keeps the compiler's stores to it in front.
+    unsafe {
+        asm!("out dx, eax", in("dx") port, in("eax") addr, options(nostack, preserves_flags, readonly))
+    };
+}
+
+/// Full memory fence followed by a load fence: orders earlier stores
+/// before a following non-serializing WRMSR (the x2APIC ICR), as Linux's
+/// `weak_wrmsr_fence()`.
+#[inline(always)]
+pub fn wrmsr_fence() {
+    // SAFETY: fences only order memory accesses.
+    unsafe { asm!("mfence", "lfence", options(nostack, preserves_flags)) };
+}
+
+/// Reads CR2 (the faulting address of a page fault).
+#[inline]
+pub fn cr2() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR2 has no side effects.
+    unsafe { asm!("mov {}, cr2", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Reads CR3 (the page-table root).
+#[inline]
+pub fn cr3() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR3 has no side effects.
+    unsafe { asm!("mov {}, cr3", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Executes CPUID.
+pub fn cpuid(leaf: u32, sub: u32) -> [u32; 4] {
+    let r = core::arch::x86_64::__cpuid_count(leaf, sub);
+    [r.eax, r.ebx, r.ecx, r.edx]
+}

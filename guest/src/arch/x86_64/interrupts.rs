@@ -1,0 +1,213 @@
+//! Interrupt entry: the IDT, naked entry stubs, and the trap frame handed
+//! to the kernel's handlers.
+//!
+//! Exception stubs push a dummy error code where the CPU pushes none, then
+//! the vector, then the caller-saved registers, so every handler sees one
+//! [`TrapFrame`] layout. Interrupt stubs for the IPI vectors are leaner:
+//! caller-saved registers, a call, `iretq` (the IPI path is counted in
+//! guest instructions).
+
+use core::arch::naked_asm;
+
+use shared::vectors::{self, Vector};
+use spin::Once;
+use x86_64::VirtAddr;
+use x86_64::instructions::tables::lidt;
+use x86_64::structures::DescriptorTablePointer;
+
+use super::gdt::{IST_DOUBLE_FAULT, IST_MACHINE_CHECK, IST_NMI, KERNEL_CODE_SELECTOR};
+
+/// Registers saved on exception entry, lowest address first.
+#[repr(C)]
+#[derive(Debug)]
+#[allow(missing_docs)]
+pub struct TrapFrame {
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub rcx: u64,
+    pub rax: u64,
+    pub vector: u64,
+    pub error_code: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+/// The kernel's handlers, installed once at boot.
+#[derive(Clone, Copy)]
+pub struct Handlers {
+    /// Any CPU exception (may fix up `rip` and return).
+    pub exception: fn(&mut TrapFrame),
+    /// CALL_FUNCTION and CALL_FUNCTION_SINGLE.
+    pub call_function: fn(),
+    /// The irq_work self-interrupt.
+    pub irq_work: fn(),
+    /// A request from the VMM.
+    pub host_request: fn(),
+    /// The benchmark's raw ping vector.
+    pub bench_ping: fn(),
+    /// APIC error.
+    pub apic_error: fn(),
+}
+
+static HANDLERS: Once<Handlers> = Once::new();
+
+fn handlers() -> &'static Handlers {
+    // The IDT is only loaded after `init` stored the handlers, so this
+    // never waits.
+    HANDLERS.wait()
+}
+
+extern "C" fn exception_entry(frame: &mut TrapFrame) {
+    (handlers().exception)(frame)
+}
+extern "C" fn call_function_entry() {
+    (handlers().call_function)()
+}
+extern "C" fn irq_work_entry() {
+    (handlers().irq_work)()
+}
+extern "C" fn host_request_entry() {
+    (handlers().host_request)()
+}
+extern "C" fn bench_ping_entry() {
+    (handlers().bench_ping)()
+}
+extern "C" fn apic_error_entry() {
+    (handlers().apic_error)()
+}
+
+#[unsafe(naked)]
+extern "C" fn exception_common() {
+    naked_asm!(
+        "push rax", "push rcx", "push rdx", "push rsi", "push rdi",
+        "push r8", "push r9", "push r10", "push r11",
+        "mov rdi, rsp",
+        "cld",
+        "call {handler}",
+        "pop r11", "pop r10", "pop r9", "pop r8",
+        "pop rdi", "pop rsi", "pop rdx", "pop rcx", "pop rax",
+        "add rsp, 16",
+        "iretq",
+        handler = sym exception_entry,
+    )
+}
+
+macro_rules! exception_stubs {
+    ($($name:ident = $vector:literal $(, $err:ident)?;)*) => {
+        $(
+            #[unsafe(naked)]
+            extern "C" fn $name() {
+                exception_stubs!(@body $vector $(, $err)?)
+            }
+        )*
+        const EXCEPTION_STUBS: [extern "C" fn(); 32] = [$($name),*];
+    };
+    (@body $vector:literal, err) => {
+        naked_asm!("push {v}", "jmp {common}", v = const $vector, common = sym exception_common)
+    };
+    (@body $vector:literal) => {
+        naked_asm!("push 0", "push {v}", "jmp {common}", v = const $vector, common = sym exception_common)
+    };
+}
+
+exception_stubs! {
+    exc0 = 0; exc1 = 1; exc2 = 2; exc3 = 3; exc4 = 4; exc5 = 5; exc6 = 6; exc7 = 7;
+    exc8 = 8, err; exc9 = 9; exc10 = 10, err; exc11 = 11, err; exc12 = 12, err;
+    exc13 = 13, err; exc14 = 14, err; exc15 = 15; exc16 = 16; exc17 = 17, err;
+    exc18 = 18; exc19 = 19; exc20 = 20; exc21 = 21, err; exc22 = 22; exc23 = 23;
+    exc24 = 24; exc25 = 25; exc26 = 26; exc27 = 27; exc28 = 28; exc29 = 29, err;
+    exc30 = 30, err; exc31 = 31;
+}
+
+macro_rules! irq_stub {
+    ($name:ident => $entry:ident) => {
+        #[unsafe(naked)]
+        extern "C" fn $name() {
+            naked_asm!(
+                "push rax", "push rcx", "push rdx", "push rsi", "push rdi",
+                "push r8", "push r9", "push r10", "push r11",
+                "call {entry}",
+                "pop r11", "pop r10", "pop r9", "pop r8",
+                "pop rdi", "pop rsi", "pop rdx", "pop rcx", "pop rax",
+                "iretq",
+                entry = sym $entry,
+            )
+        }
+    };
+}
+
+irq_stub!(call_function_stub => call_function_entry);
+irq_stub!(irq_work_stub => irq_work_entry);
+irq_stub!(host_request_stub => host_request_entry);
+irq_stub!(bench_ping_stub => bench_ping_entry);
+irq_stub!(apic_error_stub => apic_error_entry);
+
+/// The spurious vector needs no EOI and does nothing.
+#[unsafe(naked)]
+extern "C" fn spurious_stub() {
+    naked_asm!("iretq")
+}
+
+/// A 64-bit interrupt gate (SDM Vol. 3A §6.14.1).
+const fn gate(handler: u64, ist: u16) -> u128 {
+    let present_ring0_intgate: u128 = 0x8e;
+    (handler as u128 & 0xffff)
+        | ((KERNEL_CODE_SELECTOR as u128) << 16)
+        | (((ist as u128) & 0x7) << 32)
+        | (present_ring0_intgate << 40)
+        | (((handler as u128 >> 16) & 0xffff) << 48)
+        | (((handler as u128 >> 32) & 0xffff_ffff) << 64)
+}
+
+#[repr(C, align(16))]
+struct Idt([u128; 256]);
+
+static IDT: Once<Idt> = Once::new();
+
+fn build() -> Idt {
+    let mut idt = [0u128; 256];
+    for (v, stub) in EXCEPTION_STUBS.iter().enumerate() {
+        let ist = match v {
+            2 => IST_NMI + 1,
+            8 => IST_DOUBLE_FAULT + 1,
+            18 => IST_MACHINE_CHECK + 1,
+            _ => 0,
+        };
+        idt[v] = gate(*stub as usize as u64, ist);
+    }
+    let irqs: [(Vector, extern "C" fn()); 7] = [
+        (vectors::CALL_FUNCTION, call_function_stub),
+        (vectors::CALL_FUNCTION_SINGLE, call_function_stub),
+        (vectors::IRQ_WORK, irq_work_stub),
+        (vectors::HOST_REQUEST, host_request_stub),
+        (vectors::BENCH_PING, bench_ping_stub),
+        (vectors::APIC_ERROR, apic_error_stub),
+        (vectors::SPURIOUS, spurious_stub),
+    ];
+    for (v, stub) in irqs {
+        idt[usize::from(v.0)] = gate(stub as usize as u64, 0);
+    }
+    Idt(idt)
+}
+
+/// Stores the kernel's handlers (first call wins) and loads the IDT on
+/// this CPU. Every CPU calls it before enabling interrupts.
+pub fn init(h: Handlers) {
+    HANDLERS.call_once(|| h);
+    let idt = IDT.call_once(build);
+    let ptr = DescriptorTablePointer {
+        limit: (core::mem::size_of::<Idt>() - 1) as u16,
+        base: VirtAddr::new(idt as *const Idt as u64),
+    };
+    // SAFETY: the table is a static that lives forever and every present
+    // gate points at a stub in this kernel's code segment.
+    unsafe { lidt(&ptr) };
+}

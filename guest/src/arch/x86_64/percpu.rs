@@ -1,0 +1,90 @@
+//! Per-CPU areas, one cache-line aligned block per CPU, reached through
+//! GS by its own CPU and through [`area`] by the others.
+
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use shared::{ApicId, CpuId, MAX_CPUS};
+
+use super::msr;
+
+/// One CPU's private area. GS points at it; `cpu` is at a fixed offset so
+/// that [`this_cpu`] is one instruction.
+#[repr(C, align(64))]
+pub struct PerCpu {
+    /// CPU number (offset 0, read through GS).
+    cpu: AtomicU32,
+    /// x2APIC id.
+    apic_id: AtomicU32,
+    /// Call-function IPIs sent by this CPU.
+    pub ipi_sent: AtomicU64,
+    /// Call-function IPIs taken by this CPU.
+    pub ipi_received: AtomicU64,
+    /// Interrupts from the VMM taken by this CPU.
+    pub host_requests: AtomicU64,
+    /// APIC errors seen.
+    pub apic_errors: AtomicU64,
+}
+
+impl PerCpu {
+    const fn new() -> Self {
+        PerCpu {
+            cpu: AtomicU32::new(0),
+            apic_id: AtomicU32::new(0),
+            ipi_sent: AtomicU64::new(0),
+            ipi_received: AtomicU64::new(0),
+            host_requests: AtomicU64::new(0),
+            apic_errors: AtomicU64::new(0),
+        }
+    }
+
+    /// This area's CPU's x2APIC id.
+    pub fn apic_id(&self) -> ApicId {
+        // Relaxed: written once by the BSP before the CPU is started; the
+        // start itself (INIT/SIPI after a fence) orders it.
+        ApicId(self.apic_id.load(Ordering::Relaxed))
+    }
+}
+
+static AREAS: [PerCpu; MAX_CPUS] = [const { PerCpu::new() }; MAX_CPUS];
+
+/// The area of `cpu` (CPU numbers are masked into range; callers check
+/// them against `nr_cpu_ids` first).
+#[inline(always)]
+pub fn area(cpu: CpuId) -> &'static PerCpu {
+    &AREAS[cpu.index() % MAX_CPUS]
+}
+
+/// Records the identity of `cpu` (done by the BSP for every CPU at boot).
+pub fn init_area(cpu: CpuId, apic_id: ApicId) {
+    let a = area(cpu);
+    // Relaxed: see `PerCpu::apic_id`.
+    a.cpu.store(cpu.0, Ordering::Relaxed);
+    a.apic_id.store(apic_id.0, Ordering::Relaxed);
+}
+
+/// Points this CPU's GS at the area of `cpu`. Call once per CPU, first
+/// thing after entry.
+pub fn install(cpu: CpuId) {
+    let base = area(cpu) as *const PerCpu as u64;
+    // SAFETY: GS_BASE takes any canonical address; this one is a static
+    // that lives forever, and nothing else uses GS in this kernel.
+    unsafe { msr::IA32_GS_BASE.write(base) };
+}
+
+/// The current CPU number (one GS-relative load).
+#[inline(always)]
+pub fn this_cpu() -> CpuId {
+    let cpu: u32;
+    // SAFETY: GS points at this CPU's `PerCpu` (installed before any code
+    // that asks), whose first field is the CPU number.
+    unsafe {
+        core::arch::asm!("mov {:e}, gs:[0]", out(reg) cpu, options(nostack, preserves_flags, readonly))
+    };
+    CpuId(cpu)
+}
+
+/// The current CPU's area.
+#[inline(always)]
+pub fn this() -> &'static PerCpu {
+    area(this_cpu())
+}

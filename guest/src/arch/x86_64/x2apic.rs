@@ -1,0 +1,143 @@
+//! The local APIC in x2APIC mode: enable, id, EOI, and IPIs through a typed
+//! interrupt command register (Intel SDM Vol. 3A §11.12.9-10: in x2APIC
+//! mode the ICR is one 64-bit MSR write with the destination in bits
+//! 63:32 and no delivery-status bit to poll).
+
+use shared::ApicId;
+use shared::vectors::{self, Vector};
+
+use super::cpu;
+use super::msr::{self, APIC_BASE_EN, APIC_BASE_EXTD};
+
+/// ICR delivery mode (bits 10:8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub enum DeliveryMode {
+    /// Deliver the vector.
+    Fixed = 0b000 << 8,
+    /// Non-maskable interrupt.
+    Nmi = 0b100 << 8,
+    /// INIT: reset the target into wait-for-SIPI.
+    Init = 0b101 << 8,
+    /// Start-up IPI: start the target in real mode at vector * 4 KiB.
+    StartUp = 0b110 << 8,
+}
+
+/// ICR destination (shorthand bits 19:18, destination mode bit 11,
+/// destination field bits 63:32).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Destination {
+    /// One CPU, by x2APIC id (physical mode).
+    Physical(ApicId),
+    /// A cluster and a 16-bit set of CPUs in it (logical mode): the
+    /// logical id is `cluster << 16 | bitmap`.
+    Logical(u32),
+    /// This CPU only.
+    SelfOnly,
+    /// Every CPU including this one.
+    All,
+    /// Every CPU except this one.
+    AllButSelf,
+}
+
+const DEST_LOGICAL: u64 = 1 << 11;
+const LEVEL_ASSERT: u64 = 1 << 14;
+const SHORTHAND_SELF: u64 = 0b01 << 18;
+const SHORTHAND_ALL: u64 = 0b10 << 18;
+const SHORTHAND_ALL_BUT_SELF: u64 = 0b11 << 18;
+
+/// An interrupt command: what to deliver and to whom.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Icr {
+    /// Vector (ignored by INIT; the start page for SIPI).
+    pub vector: Vector,
+    /// Delivery mode.
+    pub mode: DeliveryMode,
+    /// Destination.
+    pub dest: Destination,
+}
+
+impl Icr {
+    /// A fixed interrupt.
+    pub const fn fixed(vector: Vector, dest: Destination) -> Self {
+        Icr {
+            vector,
+            mode: DeliveryMode::Fixed,
+            dest,
+        }
+    }
+
+    /// The 64-bit register value.
+    #[inline(always)]
+    pub const fn value(self) -> u64 {
+        let low = self.vector.0 as u64 | self.mode as u64 | LEVEL_ASSERT;
+        match self.dest {
+            Destination::Physical(id) => low | ((id.0 as u64) << 32),
+            Destination::Logical(ldr) => low | DEST_LOGICAL | ((ldr as u64) << 32),
+            Destination::SelfOnly => low | SHORTHAND_SELF,
+            Destination::All => low | SHORTHAND_ALL,
+            Destination::AllButSelf => low | SHORTHAND_ALL_BUT_SELF,
+        }
+    }
+}
+
+/// Puts this CPU's local APIC in x2APIC mode, software-enables it with
+/// the spurious vector, and accepts every priority.
+pub fn enable() {
+    // SAFETY: IA32_APIC_BASE exists on every CPU whose CPUID reports x2APIC
+    // (the VMM sets that bit); going xAPIC-enabled -> x2APIC is the legal
+    // transition, setting EN and EXTD together from either state.
+    unsafe {
+        let base = msr::IA32_APIC_BASE.read();
+        msr::IA32_APIC_BASE.write(base | APIC_BASE_EN | APIC_BASE_EXTD);
+    }
+    // SAFETY: x2APIC registers exist once x2APIC mode is on; a TPR of 0
+    // accepts every vector.
+    unsafe { msr::X2APIC_TPR.write(0) };
+    // SAFETY: as above; errors go to the APIC error vector, not a NMI.
+    unsafe { msr::X2APIC_LVT_ERROR.write(u64::from(vectors::APIC_ERROR.0)) };
+    // SAFETY: bit 8 software-enables the APIC; the vector is ours.
+    unsafe { msr::X2APIC_SVR.write(0x100 | u64::from(vectors::SPURIOUS.0)) };
+}
+
+/// This CPU's x2APIC id, read from the APIC.
+pub fn id() -> ApicId {
+    // SAFETY: the ID register exists in x2APIC mode and reading it has no
+    // side effect.
+    ApicId(unsafe { msr::X2APIC_ID.read() } as u32)
+}
+
+/// Signals end of interrupt.
+#[inline(always)]
+pub fn eoi() {
+    // SAFETY: writing 0 to EOI retires the in-service interrupt; called
+    // only from interrupt handlers of fixed vectors.
+    unsafe { msr::X2APIC_EOI.write(0) };
+}
+
+/// Sends an IPI. The fence first makes every earlier store (a queued csd,
+/// a flag) globally visible before the non-serializing ICR write.
+#[inline(always)]
+pub fn send(icr: Icr) {
+    cpu::wrmsr_fence();
+    // SAFETY: the ICR accepts any well-formed command; `Icr::value` only
+    // builds well-formed ones.
+    unsafe { msr::X2APIC_ICR.write(icr.value()) };
+}
+
+/// Sends a self-IPI through the dedicated register (no ICR decode).
+#[inline(always)]
+pub fn send_self(vector: Vector) {
+    // SAFETY: the self-IPI register takes a vector and delivers it to this
+    // CPU only.
+    unsafe { msr::X2APIC_SELF_IPI.write(u64::from(vector.0)) };
+}
+
+/// Reads and clears the APIC error status.
+pub fn read_error() -> u32 {
+    // SAFETY: writing ESR latches the errors, reading it returns them.
+    unsafe {
+        msr::X2APIC_ESR.write(0);
+        msr::X2APIC_ESR.read() as u32
+    }
+}

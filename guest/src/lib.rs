@@ -1,0 +1,22 @@
+//! The smpcall guest.
+//!
+//! [`smp`] is Linux's smp cross-call core, generic over a small architecture
+//! interface so that it runs on the host (threads as CPUs) for unit and model
+//! tests as well as on real vCPUs; [`params`] parses the boot command line.
+//! Everything else is the bare-metal kernel and only exists when built for
+//! `x86_64-unknown-none`.
+#![cfg_attr(not(test), no_std)]
+
+pub mod params;
+pub mod smp;
+
+#[cfg(target_os = "none")]
+pub mod arch;
+#[cfg(target_os = "none")]
+pub mod console;
+#[cfg(target_os = "none")]
+pub mod kernel;
+#[cfg(target_os = "none")]
+pub mod report;
+#[cfg(target_os = "none")]
+pub mod time;

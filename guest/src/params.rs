@@ -1,0 +1,215 @@
+//! Boot parameters from the guest command line, with the seed's meaning:
+//! `nosmp`, `maxcpus=N` (SMP activation limit, 0 disables SMP),
+//! `nr_cpus=N` (hard limit on possible CPUs), plus the scenario and test
+//! switches of this kernel. Malformed values get a warning and the
+//! default; nothing here can fail.
+
+use shared::cmdline::{NumberError, Param, params, parse_u64};
+
+/// How to make the guest misbehave on purpose (for the VMM's tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Crash {
+    /// Execute `ud2` (#UD).
+    InvalidOpcode,
+    /// Touch an unmapped address (#PF).
+    PageFault,
+    /// Load a non-canonical address (#GP).
+    GeneralProtection,
+}
+
+/// Most warnings kept.
+pub const MAX_WARNINGS: usize = 8;
+
+/// A warning about one parameter, for the console.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Warning<'a> {
+    /// The parameter.
+    pub key: &'a str,
+    /// Its value, if any.
+    pub value: Option<&'a str>,
+    /// What is wrong.
+    pub problem: &'static str,
+}
+
+/// The parsed command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BootParams<'a> {
+    /// `run=`: the scenario.
+    pub scenario: &'a str,
+    /// `maxcpus=` (or 0 from `nosmp`): CPUs to bring up at boot; `None`
+    /// brings up every present CPU (the seed's `NR_CPUS` default).
+    pub max_cpus: Option<u32>,
+    /// `nr_cpus=`: hard limit on `nr_cpu_ids`, if given and positive.
+    pub nr_cpus: Option<u32>,
+    /// `nosmp` or `maxcpus=0`: SMP support disabled (only CPU 0 is
+    /// possible, as x86's `disable_smp()`).
+    pub smp_disabled: bool,
+    /// `crash=ud|pf|gp`.
+    pub crash: Option<Crash>,
+    /// `hang`: spin forever after boot (trips the VMM's watchdog).
+    pub hang: bool,
+    /// Problems found, at most [`MAX_WARNINGS`].
+    pub warnings: [Option<Warning<'a>>; MAX_WARNINGS],
+}
+
+fn why(e: NumberError) -> &'static str {
+    match e {
+        NumberError::Missing => "needs a value; ignored",
+        NumberError::Invalid => "is not a non-negative number; ignored",
+        NumberError::Overflow => "is too large; ignored",
+    }
+}
+
+impl<'a> BootParams<'a> {
+    /// Parses `cmdline`.
+    pub fn parse(cmdline: &'a str) -> Self {
+        let mut p = BootParams {
+            scenario: "demo",
+            max_cpus: None,
+            nr_cpus: None,
+            smp_disabled: false,
+            crash: None,
+            hang: false,
+            warnings: [None; MAX_WARNINGS],
+        };
+        for Param { key, value } in params(cmdline) {
+            let mut warn = |problem| p_warn(&mut p.warnings, key, value, problem);
+            match key {
+                "run" => match value {
+                    Some(v) if !v.is_empty() => p.scenario = v,
+                    _ => warn("needs a scenario name; running demo"),
+                },
+                "nosmp" => {
+                    p.max_cpus = Some(0);
+                    p.smp_disabled = true;
+                }
+                "maxcpus" => match parse_u64(value) {
+                    Ok(n) => {
+                        let n = u32::try_from(n).unwrap_or(u32::MAX);
+                        p.max_cpus = Some(n);
+                        if n == 0 {
+                            p.smp_disabled = true;
+                        }
+                    }
+                    Err(e) => warn(why(e)),
+                },
+                "nr_cpus" => match parse_u64(value) {
+                    // The seed ignores 0 (and values not below nr_cpu_ids,
+                    // which the caller applies).
+                    Ok(0) => warn("must be positive; ignored"),
+                    Ok(n) => p.nr_cpus = Some(u32::try_from(n).unwrap_or(u32::MAX)),
+                    Err(e) => warn(why(e)),
+                },
+                "crash" => match value {
+                    Some("ud") => p.crash = Some(Crash::InvalidOpcode),
+                    Some("pf") => p.crash = Some(Crash::PageFault),
+                    Some("gp") => p.crash = Some(Crash::GeneralProtection),
+                    _ => warn("takes ud, pf or gp; ignored"),
+                },
+                "hang" => p.hang = true,
+                _ => warn("unknown parameter; ignored"),
+            }
+        }
+        p
+    }
+
+    /// The warnings, in order.
+    pub fn warnings(&self) -> impl Iterator<Item = &Warning<'a>> {
+        self.warnings.iter().flatten()
+    }
+
+    /// `nr_cpu_ids` for `possible` possible CPUs: the seed's rule, a
+    /// positive `nr_cpus=` below it lowers it, anything else is ignored.
+    pub fn nr_cpu_ids(&self, possible: u32) -> u32 {
+        if self.smp_disabled {
+            return 1;
+        }
+        match self.nr_cpus {
+            Some(n) if n > 0 && n < possible => n,
+            _ => possible,
+        }
+    }
+}
+
+fn p_warn<'a>(
+    slots: &mut [Option<Warning<'a>>; MAX_WARNINGS],
+    key: &'a str,
+    value: Option<&'a str>,
+    problem: &'static str,
+) {
+    if let Some(slot) = slots.iter_mut().find(|s| s.is_none()) {
+        *slot = Some(Warning {
+            key,
+            value,
+            problem,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let p = BootParams::parse("");
+        assert_eq!(
+            (p.scenario, p.max_cpus, p.nr_cpus, p.smp_disabled),
+            ("demo", None, None, false)
+        );
+        assert_eq!(p.nr_cpu_ids(8), 8);
+        assert_eq!(p.warnings().count(), 0);
+    }
+
+    #[test]
+    fn nosmp_and_maxcpus_zero_disable_smp() {
+        for line in ["nosmp", "maxcpus=0"] {
+            let p = BootParams::parse(line);
+            assert_eq!(p.max_cpus, Some(0), "{line}");
+            assert!(p.smp_disabled);
+            assert_eq!(p.nr_cpu_ids(8), 1);
+        }
+    }
+
+    #[test]
+    fn maxcpus_limits_activation_only() {
+        let p = BootParams::parse("maxcpus=2 run=selftest");
+        assert_eq!(p.max_cpus, Some(2));
+        assert!(!p.smp_disabled);
+        assert_eq!(p.nr_cpu_ids(6), 6);
+        assert_eq!(p.scenario, "selftest");
+    }
+
+    #[test]
+    fn nr_cpus_is_a_hard_limit_ignored_when_not_smaller() {
+        assert_eq!(BootParams::parse("nr_cpus=3").nr_cpu_ids(8), 3);
+        assert_eq!(BootParams::parse("nr_cpus=8").nr_cpu_ids(8), 8);
+        assert_eq!(BootParams::parse("nr_cpus=100").nr_cpu_ids(8), 8);
+    }
+
+    #[test]
+    fn malformed_values_warn_and_keep_defaults() {
+        let p = BootParams::parse("maxcpus=abc nr_cpus=-1 maxcpus= nr_cpus=0 bogus crash=zz run=");
+        assert_eq!((p.max_cpus, p.nr_cpus, p.scenario), (None, None, "demo"));
+        let keys: Vec<&str> = p.warnings().map(|w| w.key).collect();
+        assert_eq!(
+            keys,
+            [
+                "maxcpus", "nr_cpus", "maxcpus", "nr_cpus", "bogus", "crash", "run"
+            ]
+        );
+    }
+
+    #[test]
+    fn warnings_are_capped() {
+        let line = "a b c d e f g h i j k";
+        assert_eq!(BootParams::parse(line).warnings().count(), MAX_WARNINGS);
+    }
+
+    #[test]
+    fn test_switches() {
+        let p = BootParams::parse("crash=pf hang");
+        assert_eq!(p.crash, Some(Crash::PageFault));
+        assert!(p.hang);
+    }
+}

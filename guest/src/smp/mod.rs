@@ -1,0 +1,1 @@
+//! The smp call core (being written).

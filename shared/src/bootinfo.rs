@@ -1,0 +1,77 @@
+//! The boot information block the VMM writes at [`crate::layout::BOOT_INFO`].
+
+use crate::MAX_CPUS;
+
+/// `BootInfo::magic`: "SMPCALL\0" little-endian.
+pub const BOOT_INFO_MAGIC: u64 = u64::from_le_bytes(*b"SMPCALL\0");
+
+/// Feature bit: the VMM advertises KVM's paravirtual send-IPI hypercall in
+/// CPUID. The guest must still probe it before use.
+pub const FEATURE_PV_SEND_IPI: u32 = 1 << 0;
+/// Feature bit: the host's KVM emulates guest instructions (nested or
+/// software-assisted), so timings mean little for bare-metal KVM.
+pub const FEATURE_EMULATED_HOST: u32 = 1 << 1;
+
+/// Machine description handed from the VMM to the guest. Written once by the
+/// VMM before the first vCPU runs; read-only for the guest.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BootInfo {
+    /// [`BOOT_INFO_MAGIC`].
+    pub magic: u64,
+    /// TSC frequency in kHz, from `KVM_GET_TSC_KHZ` (0 if unknown).
+    pub tsc_khz: u64,
+    /// Bytes of guest RAM, starting at guest-physical 0.
+    pub mem_size: u64,
+    /// [`crate::PROTOCOL_VERSION`] of the VMM.
+    pub protocol_version: u32,
+    /// Present CPUs (vCPUs created by the VMM), at most [`MAX_CPUS`].
+    pub cpu_count: u32,
+    /// Bytes of command line at [`crate::layout::CMDLINE`].
+    pub cmdline_len: u32,
+    /// `FEATURE_*` bits.
+    pub features: u32,
+    /// x2APIC id of each CPU number; entries past `cpu_count` are unused.
+    pub apic_ids: [u32; MAX_CPUS],
+    /// NUMA node of each CPU number; entries past `cpu_count` are unused.
+    pub numa_node: [u8; MAX_CPUS],
+}
+
+/// Size of [`BootInfo`] in bytes.
+pub const BOOT_INFO_SIZE: usize = core::mem::size_of::<BootInfo>();
+
+// No padding: every byte is a field, so the block can be copied as bytes.
+const _: () = assert!(BOOT_INFO_SIZE == 40 + 4 * MAX_CPUS + MAX_CPUS);
+const _: () = assert!(BOOT_INFO_SIZE as u64 <= crate::layout::BOOT_INFO.size);
+
+impl BootInfo {
+    /// An empty block with the magic and version filled in.
+    pub const fn new() -> Self {
+        BootInfo {
+            magic: BOOT_INFO_MAGIC,
+            tsc_khz: 0,
+            mem_size: 0,
+            protocol_version: crate::PROTOCOL_VERSION,
+            cpu_count: 0,
+            cmdline_len: 0,
+            features: 0,
+            apic_ids: [0; MAX_CPUS],
+            numa_node: [0; MAX_CPUS],
+        }
+    }
+
+    /// Whether the block is one this guest understands.
+    pub fn is_valid(&self) -> bool {
+        self.magic == BOOT_INFO_MAGIC
+            && self.protocol_version == crate::PROTOCOL_VERSION
+            && self.cpu_count >= 1
+            && self.cpu_count as usize <= MAX_CPUS
+            && u64::from(self.cmdline_len) <= crate::layout::CMDLINE.size
+    }
+}
+
+impl Default for BootInfo {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,32 @@
+//! The contract between the smpcall VMM and its guest.
+//!
+//! Everything both sides must agree on lives here and nowhere else: the
+//! guest-physical memory layout, the boot information block, the I/O ports of
+//! the host/guest protocol and the records sent over them, interrupt vectors,
+//! and exit codes. The crate is `no_std` so the guest can use it.
+//!
+//! Everything the guest writes is untrusted input for the host: every decoder
+//! here checks bounds and returns an error instead of panicking.
+#![no_std]
+#![deny(missing_docs)]
+
+#[cfg(test)]
+extern crate std;
+
+pub mod bootinfo;
+pub mod cmdline;
+pub mod ids;
+pub mod layout;
+pub mod ports;
+pub mod record;
+pub mod status;
+pub mod vectors;
+
+pub use ids::{ApicId, CpuId};
+
+/// Version of the host/guest protocol. Bump on every change to the layout,
+/// the boot information block, the ports or the record formats.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Most CPUs the guest supports. CPU masks are one 64-bit word.
+pub const MAX_CPUS: usize = 64;

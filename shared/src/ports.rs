@@ -1,0 +1,55 @@
+//! I/O ports of the host/guest protocol. Every `out` the guest makes to one
+//! of these exits to the VMM, which treats the data as untrusted.
+
+/// A protocol port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u16)]
+pub enum Port {
+    /// Console text: one 32-bit write of the guest-physical address of a
+    /// [`CONSOLE_HEADER`]-byte little-endian length followed by that many
+    /// bytes of text (at most [`CONSOLE_CHUNK_MAX`]).
+    Console = 0xE9,
+    /// The guest's exit status: one 32-bit write ([`crate::status::GuestStatus`]).
+    Exit = 0xF4,
+    /// Structured records ([`crate::record`]): one 32-bit write of the
+    /// guest-physical address of an encoded record (its header gives its
+    /// length).
+    Record = 0x510,
+}
+
+impl TryFrom<u16> for Port {
+    type Error = u16;
+
+    fn try_from(port: u16) -> Result<Self, u16> {
+        match port {
+            0xE9 => Ok(Port::Console),
+            0xF4 => Ok(Port::Exit),
+            0x510 => Ok(Port::Record),
+            other => Err(other),
+        }
+    }
+}
+
+/// Bytes of the length prefix of a console buffer.
+pub const CONSOLE_HEADER: usize = 2;
+/// Most text bytes in one console write.
+pub const CONSOLE_CHUNK_MAX: usize = 1024;
+
+/// Legacy PIC data ports; the guest masks every line so nothing arrives
+/// through ExtINT.
+pub const PIC1_DATA: u16 = 0x21;
+/// Second PIC's data port.
+pub const PIC2_DATA: u16 = 0xA1;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_round_trip() {
+        for p in [Port::Console, Port::Exit, Port::Record] {
+            assert_eq!(Port::try_from(p as u16), Ok(p));
+        }
+        assert_eq!(Port::try_from(0x80), Err(0x80));
+    }
+}

@@ -1,0 +1,63 @@
+//! Exit statuses: what the guest reports, and what the VMM process returns.
+
+/// Status the guest writes to [`crate::ports::Port::Exit`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum GuestStatus {
+    /// The scenario ran and everything it checked passed.
+    Success = 0,
+    /// The scenario ran and something it checked failed.
+    Failure = 1,
+    /// The guest crashed: an exception or a panic (reported before exiting).
+    Crashed = 2,
+    /// The guest could not run the request (bad boot info, unknown scenario).
+    BadRequest = 3,
+}
+
+impl TryFrom<u32> for GuestStatus {
+    type Error = u32;
+
+    fn try_from(v: u32) -> Result<Self, u32> {
+        match v {
+            0 => Ok(GuestStatus::Success),
+            1 => Ok(GuestStatus::Failure),
+            2 => Ok(GuestStatus::Crashed),
+            3 => Ok(GuestStatus::BadRequest),
+            other => Err(other),
+        }
+    }
+}
+
+/// Exit codes of the `vmm` process (documented in README.md and `--help`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ExitCode {
+    /// The guest ran and reported success.
+    Success = 0,
+    /// The guest reported a failure (a failed self-test, a bad scenario name).
+    GuestFailure = 1,
+    /// Usage or configuration error: bad arguments, bad kernel, no KVM.
+    Usage = 2,
+    /// The guest crashed: exception, triple fault, failed entry, protocol abuse.
+    Crashed = 3,
+    /// The watchdog fired: the guest did not finish in time.
+    Timeout = 4,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_status_round_trip() {
+        for s in [
+            GuestStatus::Success,
+            GuestStatus::Failure,
+            GuestStatus::Crashed,
+            GuestStatus::BadRequest,
+        ] {
+            assert_eq!(GuestStatus::try_from(s as u32), Ok(s));
+        }
+        assert_eq!(GuestStatus::try_from(77), Err(77));
+    }
+}

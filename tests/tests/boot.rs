@@ -1,0 +1,219 @@
+//! Booting real VMs on /dev/kvm: every CPU comes up over x2APIC, crashes
+//! and hangs are reported, bad input is refused.
+
+use shared::status::{ExitCode, GuestStatus};
+use smpcall_tests::{SHORT_TIMEOUT, config, explain, run};
+use vmm::{Ending, Error, Kernel, OwnedBody, VmConfig};
+
+fn boots(cpus: u32, stride: u32) {
+    let mut c = config(cpus, "demo", "");
+    c.apic_stride = stride;
+    let o = run(&c);
+    assert_eq!(
+        o.ending,
+        Ending::GuestExit(GuestStatus::Success),
+        "{}",
+        explain(&o)
+    );
+    assert_eq!(o.exit_code(), ExitCode::Success);
+    assert!(
+        o.console.contains(&format!("Brought up {cpus} CPUs")),
+        "{}",
+        explain(&o)
+    );
+    let mut online: Vec<(u16, u32)> = o
+        .records
+        .iter()
+        .filter_map(|r| match r.body {
+            OwnedBody::CpuOnline { apic_id } => Some((r.cpu, apic_id)),
+            _ => None,
+        })
+        .collect();
+    online.sort();
+    let want: Vec<(u16, u32)> = (0..cpus).map(|c| (c as u16, c * stride)).collect();
+    assert_eq!(online, want, "{}", explain(&o));
+    assert!(o.protocol_errors.is_empty(), "{}", explain(&o));
+}
+
+#[test]
+fn boots_1_cpu() {
+    boots(1, 1);
+}
+
+#[test]
+fn boots_2_cpus() {
+    boots(2, 1);
+}
+
+#[test]
+fn boots_3_cpus() {
+    boots(3, 1);
+}
+
+#[test]
+fn boots_4_cpus() {
+    boots(4, 1);
+}
+
+#[test]
+fn boots_8_cpus() {
+    boots(8, 1);
+}
+
+#[test]
+fn apic_ids_distinct_from_cpu_numbers() {
+    boots(5, 3);
+}
+
+fn crashes_with(word: &str, vector: u8) -> vmm::Outcome {
+    let o = run(&config(2, "demo", &format!("crash={word}")));
+    assert_eq!(
+        o.ending,
+        Ending::GuestExit(GuestStatus::Crashed),
+        "{}",
+        explain(&o)
+    );
+    assert_eq!(o.exit_code(), ExitCode::Crashed);
+    let exc = o.records.iter().find_map(|r| match r.body {
+        OwnedBody::Exception { vector, rip, .. } => Some((r.cpu, vector, rip)),
+        _ => None,
+    });
+    let (cpu, got, rip) = exc.unwrap_or_else(|| panic!("no exception record\n{}", explain(&o)));
+    assert_eq!((cpu, got), (0, vector), "{}", explain(&o));
+    assert!(
+        rip >= shared::layout::KERNEL.0,
+        "RIP {rip:#x} not in the kernel"
+    );
+    let d = o.diagnosis();
+    assert!(
+        d.contains(&format!("exception {vector}")) && d.contains(&format!("{rip:#x}")),
+        "{d}"
+    );
+    o
+}
+
+#[test]
+fn invalid_opcode_is_reported_with_vector_and_rip() {
+    crashes_with("ud", 6);
+}
+
+#[test]
+fn page_fault_is_reported_with_address() {
+    let o = crashes_with("pf", 14);
+    assert!(
+        o.diagnosis().contains("address 0x4000000000"),
+        "{}",
+        o.diagnosis()
+    );
+}
+
+#[test]
+fn general_protection_fault_is_reported() {
+    crashes_with("gp", 13);
+}
+
+#[test]
+fn hung_guest_trips_the_watchdog_with_every_vcpu_dumped() {
+    let mut c = config(3, "demo", "hang");
+    c.timeout = SHORT_TIMEOUT;
+    let o = run(&c);
+    assert_eq!(o.ending, Ending::Timeout(SHORT_TIMEOUT), "{}", explain(&o));
+    assert_eq!(o.exit_code(), ExitCode::Timeout);
+    assert_eq!(o.dumps.iter().map(|d| d.cpu).collect::<Vec<_>>(), [0, 1, 2]);
+    assert!(o.dumps.iter().all(|d| d.rip >= shared::layout::KERNEL.0));
+    assert!(o.diagnosis().contains("timeout"), "{}", o.diagnosis());
+}
+
+fn setup_error(c: &VmConfig) -> Error {
+    match vmm::run(c) {
+        Ok(o) => panic!("expected a setup error\n{}", explain(&o)),
+        Err(e) => {
+            assert_eq!(e.exit_code(), ExitCode::Usage, "{e}");
+            assert!(!e.to_string().contains('\n'), "one line: {e}");
+            e
+        }
+    }
+}
+
+#[test]
+fn bad_cpu_counts_are_refused() {
+    assert!(matches!(setup_error(&config(0, "demo", "")), Error::NoCpus));
+    let e = setup_error(&config(65, "demo", ""));
+    assert!(e.to_string().contains("at most 64"), "{e}");
+}
+
+#[test]
+fn bad_memory_sizes_are_refused() {
+    let mut c = config(1, "demo", "");
+    c.mem_mib = 1;
+    assert!(matches!(setup_error(&c), Error::MemTooSmall { .. }));
+    c.mem_mib = 1 << 20;
+    assert!(matches!(setup_error(&c), Error::MemTooLarge { .. }));
+}
+
+fn kernel_error(bytes: Option<&[u8]>, want: &str) {
+    let dir = std::env::temp_dir().join(format!("smpcall-kernel-{}-{want}", std::process::id()));
+    let _ = std::fs::remove_file(&dir);
+    if let Some(b) = bytes {
+        std::fs::write(&dir, b).unwrap();
+    }
+    let mut c = config(1, "demo", "");
+    c.kernel = Kernel::Path(dir.clone());
+    let e = setup_error(&c);
+    let _ = std::fs::remove_file(&dir);
+    let msg = e.to_string();
+    assert!(
+        msg.contains(want) && msg.contains("--kernel"),
+        "{msg:?} lacks {want:?}"
+    );
+}
+
+#[test]
+fn bad_kernels_are_refused_with_a_reason() {
+    let good = vmm::EMBEDDED_GUEST;
+    kernel_error(None, "No such file");
+    kernel_error(Some(b"#!/bin/sh\necho hi\n"), "not an ELF");
+    kernel_error(Some(&good[..30]), "truncated");
+    kernel_error(Some(&good[..good.len() / 2]), "truncated");
+    let mut arm = good.to_vec();
+    arm[18] = 183; // EM_AARCH64
+    kernel_error(Some(&arm), "wrong architecture");
+    let mut elf32 = good.to_vec();
+    elf32[4] = 1;
+    kernel_error(Some(&elf32), "32-bit");
+}
+
+#[test]
+fn unreadable_kernel_is_refused() {
+    let mut c = config(1, "demo", "");
+    c.kernel = Kernel::Path(std::env::temp_dir());
+    let e = setup_error(&c);
+    assert!(matches!(e, Error::KernelRead { .. }), "{e}");
+}
+
+#[test]
+fn missing_kvm_device_is_named() {
+    let e = vmm::run_with_device(&config(1, "demo", ""), "/nonexistent/kvm".as_ref()).unwrap_err();
+    assert!(matches!(e, Error::KvmMissing { .. }), "{e}");
+    assert!(e.to_string().contains("/nonexistent/kvm"));
+    let e = vmm::run_with_device(&config(1, "demo", ""), "/dev/null".as_ref()).unwrap_err();
+    assert!(matches!(e, Error::NotKvm { .. }), "{e}");
+}
+
+#[test]
+fn malformed_boot_parameters_warn_and_boot() {
+    let o = run(&config(2, "demo", "maxcpus=abc nr_cpus=-1 maxcpus="));
+    assert_eq!(
+        o.ending,
+        Ending::GuestExit(GuestStatus::Success),
+        "{}",
+        explain(&o)
+    );
+    assert!(
+        o.console.contains("warning: maxcpus=abc"),
+        "{}",
+        explain(&o)
+    );
+    assert!(o.console.contains("warning: nr_cpus=-1"), "{}", explain(&o));
+    assert!(o.console.contains("Brought up 2 CPUs"), "{}", explain(&o));
+}

@@ -1,0 +1,210 @@
+//! What to run: the VM's shape and the guest's request, validated before
+//! anything touches KVM.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use shared::MAX_CPUS;
+use shared::cmdline::CMDLINE_MAX;
+use shared::layout::{DEFAULT_MEM, MAX_MEM};
+
+use crate::error::{Error, Result};
+
+/// Where the guest kernel comes from.
+#[derive(Clone, Debug, Default)]
+pub enum Kernel {
+    /// The guest built with this vmm and embedded in it.
+    #[default]
+    Embedded,
+    /// Another guest ELF on disk.
+    Path(PathBuf),
+}
+
+/// A VM to run.
+#[derive(Clone, Debug)]
+pub struct VmConfig {
+    /// Number of vCPUs (present CPUs).
+    pub cpus: u32,
+    /// Guest memory in MiB.
+    pub mem_mib: u64,
+    /// Extra guest command-line words (`nosmp`, `maxcpus=2`, ...).
+    pub cmdline: String,
+    /// Scenario the guest runs (`run=` on its command line).
+    pub scenario: String,
+    /// The guest kernel.
+    pub kernel: Kernel,
+    /// Watchdog: stop the guest and report each vCPU after this long.
+    pub timeout: Duration,
+    /// NUMA node of each CPU; empty means one node.
+    pub numa: Vec<u8>,
+    /// Copy the guest console to stdout as it arrives.
+    pub echo_console: bool,
+    /// APIC id of CPU n is `n * apic_stride`; values above 1 keep CPU
+    /// numbers and APIC ids apart so that mixing them up shows.
+    pub apic_stride: u32,
+}
+
+impl Default for VmConfig {
+    fn default() -> Self {
+        VmConfig {
+            cpus: 1,
+            mem_mib: DEFAULT_MEM >> 20,
+            cmdline: String::new(),
+            scenario: "demo".into(),
+            kernel: Kernel::Embedded,
+            timeout: Duration::from_secs(120),
+            numa: Vec::new(),
+            echo_console: false,
+            apic_stride: 1,
+        }
+    }
+}
+
+impl VmConfig {
+    /// A config with `cpus` vCPUs and defaults for everything else.
+    pub fn with_cpus(cpus: u32) -> Self {
+        VmConfig {
+            cpus,
+            ..Default::default()
+        }
+    }
+
+    /// The full guest command line: the scenario, then the user's words.
+    pub fn guest_cmdline(&self) -> String {
+        let mut line = format!("run={}", self.scenario);
+        if !self.cmdline.trim().is_empty() {
+            line.push(' ');
+            line.push_str(self.cmdline.trim());
+        }
+        line
+    }
+
+    /// Checks everything that can be checked without KVM.
+    pub fn validate(&self) -> Result<()> {
+        if self.cpus == 0 {
+            return Err(Error::NoCpus);
+        }
+        if self.cpus as usize > MAX_CPUS {
+            return Err(Error::TooManyCpus {
+                requested: self.cpus,
+                limit: MAX_CPUS as u32,
+                why: "the guest's CPU masks",
+            });
+        }
+        let max_mib = MAX_MEM >> 20;
+        if self.mem_mib > max_mib {
+            return Err(Error::MemTooLarge {
+                mib: self.mem_mib,
+                max_mib,
+            });
+        }
+        if self.scenario.is_empty()
+            || !self
+                .scenario
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(Error::BadScenario(self.scenario.clone()));
+        }
+        let len = self.guest_cmdline().len();
+        if len > CMDLINE_MAX {
+            return Err(Error::CmdlineTooLong {
+                len,
+                max: CMDLINE_MAX,
+            });
+        }
+        if self.apic_stride == 0 || self.apic_stride > 16 {
+            return Err(Error::BadApicStride(self.apic_stride));
+        }
+        if !self.numa.is_empty() && self.numa.len() != self.cpus as usize {
+            return Err(Error::BadNuma {
+                spec: format!("{:?}", self.numa),
+                reason: format!("maps {} CPUs but the VM has {}", self.numa.len(), self.cpus),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Parses a NUMA map such as `0-3,4-7` (node 0 = CPUs 0-3, node 1 = CPUs
+/// 4-7): one comma-separated CPU list per node, every CPU exactly once.
+pub fn parse_numa(spec: &str, cpus: u32) -> Result<Vec<u8>> {
+    let bad = |reason: String| Error::BadNuma {
+        spec: spec.to_string(),
+        reason,
+    };
+    let mut nodes = vec![None::<u8>; cpus as usize];
+    let groups: Vec<&str> = spec.split(',').collect();
+    if groups.len() > 64 {
+        return Err(bad("more than 64 nodes".into()));
+    }
+    for (node, group) in groups.iter().enumerate() {
+        let group = group.trim();
+        let (lo, hi) = match group.split_once('-') {
+            Some((a, b)) => (a, b),
+            None => (group, group),
+        };
+        let lo: u32 = lo
+            .trim()
+            .parse()
+            .map_err(|_| bad(format!("{group:?} is not a CPU or CPU range")))?;
+        let hi: u32 = hi
+            .trim()
+            .parse()
+            .map_err(|_| bad(format!("{group:?} is not a CPU or CPU range")))?;
+        if lo > hi {
+            return Err(bad(format!("range {group:?} is backwards")));
+        }
+        for cpu in lo..=hi {
+            let slot = nodes
+                .get_mut(cpu as usize)
+                .ok_or_else(|| bad(format!("CPU {cpu} does not exist (--cpus {cpus})")))?;
+            if slot.is_some() {
+                return Err(bad(format!("CPU {cpu} is in two nodes")));
+            }
+            *slot = Some(node as u8);
+        }
+    }
+    nodes
+        .iter()
+        .enumerate()
+        .map(|(cpu, n)| n.ok_or_else(|| bad(format!("CPU {cpu} is in no node"))))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numa_maps() {
+        assert_eq!(parse_numa("0-3,4-7", 8).unwrap(), [0, 0, 0, 0, 1, 1, 1, 1]);
+        assert_eq!(parse_numa("0,1-2", 3).unwrap(), [0, 1, 1]);
+        for bad in ["0-3", "0-3,3-7", "a-b", "0-8", "3-1,0,2", ""] {
+            assert!(parse_numa(bad, 8).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn validation() {
+        assert!(VmConfig::with_cpus(8).validate().is_ok());
+        assert!(matches!(
+            VmConfig::with_cpus(0).validate(),
+            Err(Error::NoCpus)
+        ));
+        assert!(matches!(
+            VmConfig::with_cpus(65).validate(),
+            Err(Error::TooManyCpus { .. })
+        ));
+        let c = VmConfig {
+            cmdline: "x".repeat(5000),
+            ..VmConfig::with_cpus(1)
+        };
+        assert!(matches!(c.validate(), Err(Error::CmdlineTooLong { .. })));
+        let c = VmConfig {
+            scenario: "a b".into(),
+            ..VmConfig::with_cpus(1)
+        };
+        assert!(matches!(c.validate(), Err(Error::BadScenario(_))));
+    }
+}

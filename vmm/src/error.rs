@@ -1,0 +1,156 @@
+//! Errors of the vmm library. Each carries the context a user needs: the
+//! CPU, the address, the path.
+
+use std::path::PathBuf;
+
+use shared::status::ExitCode;
+
+/// Everything that can stop a VM from being set up or run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `--cpus 0`.
+    #[error("--cpus must be at least 1")]
+    NoCpus,
+    /// More vCPUs than KVM or the guest supports.
+    #[error("--cpus {requested}: at most {limit} vCPUs are supported here ({why})")]
+    TooManyCpus {
+        /// What was asked for.
+        requested: u32,
+        /// The limit.
+        limit: u32,
+        /// Whose limit it is.
+        why: &'static str,
+    },
+    /// Guest memory smaller than the layout and kernel need.
+    #[error("--mem {mib} MiB is too small: this kernel needs at least {min_mib} MiB")]
+    MemTooSmall {
+        /// What was asked for.
+        mib: u64,
+        /// The smallest that works.
+        min_mib: u64,
+    },
+    /// Guest memory larger than the layout supports.
+    #[error("--mem {mib} MiB is too large: at most {max_mib} MiB is supported")]
+    MemTooLarge {
+        /// What was asked for.
+        mib: u64,
+        /// The largest supported.
+        max_mib: u64,
+    },
+    /// The guest command line does not fit its region.
+    #[error("--cmdline is {len} bytes; at most {max} fit")]
+    CmdlineTooLong {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A bad `--numa` map.
+    #[error("--numa {spec:?}: {reason}")]
+    BadNuma {
+        /// The text given.
+        spec: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A bad APIC id stride.
+    #[error("--apic-stride {0}: must be 1 to 16")]
+    BadApicStride(u32),
+    /// A bad `--run` scenario name.
+    #[error("--run {0:?}: a scenario name is letters, digits, '-' and '_'")]
+    BadScenario(String),
+    /// `/dev/kvm` is missing.
+    #[error("{path}: not found; KVM is not available on this host (is the kvm module loaded?)")]
+    KvmMissing {
+        /// The device path.
+        path: PathBuf,
+    },
+    /// `/dev/kvm` exists but may not be opened.
+    #[error("{path}: permission denied; add yourself to the 'kvm' group or run as root")]
+    KvmPermission {
+        /// The device path.
+        path: PathBuf,
+    },
+    /// The device opened is not KVM.
+    #[error("{path}: not a KVM device")]
+    NotKvm {
+        /// The device path.
+        path: PathBuf,
+    },
+    /// `/dev/kvm` could not be opened for another reason.
+    #[error("{path}: cannot open: {source}")]
+    KvmOpen {
+        /// The device path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// KVM lacks a capability this VMM needs.
+    #[error("this host's KVM lacks {0}")]
+    MissingCapability(&'static str),
+    /// The kernel file could not be read.
+    #[error("--kernel {path}: {source}")]
+    KernelRead {
+        /// The kernel path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The kernel is not an ELF this VMM can load.
+    #[error("--kernel {path}: {reason}")]
+    KernelInvalid {
+        /// The kernel path (or `<embedded>`).
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A VM-wide KVM call failed.
+    #[error("KVM {op} failed: {source}")]
+    Kvm {
+        /// Which operation.
+        op: &'static str,
+        /// The errno.
+        source: kvm_ioctls::Error,
+    },
+    /// A per-vCPU KVM call failed.
+    #[error("vCPU {cpu}: KVM {op} failed: {source}")]
+    Vcpu {
+        /// The vCPU.
+        cpu: u32,
+        /// Which operation.
+        op: &'static str,
+        /// The errno.
+        source: kvm_ioctls::Error,
+    },
+    /// Guest memory could not be set up or written.
+    #[error("guest memory: {0}")]
+    Memory(String),
+    /// A host thread could not be started.
+    #[error("cannot start thread for vCPU {cpu}: {source}")]
+    Thread {
+        /// The vCPU.
+        cpu: u32,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The kick signal could not be installed.
+    #[error("cannot install the vCPU kick signal handler: {0}")]
+    Signal(vmm_sys_util::errno::Error),
+}
+
+impl Error {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Error::Kvm { .. }
+            | Error::Vcpu { .. }
+            | Error::Memory(_)
+            | Error::Thread { .. }
+            | Error::Signal(_) => ExitCode::Crashed,
+            _ => ExitCode::Usage,
+        }
+    }
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,27 @@
+//! The smpcall VMM as a library: boot the smpcall guest (or another ELF) on
+//! N KVM vCPUs with the in-kernel x2APIC, collect what it reports, and say
+//! how it ended.
+//!
+//! ```no_run
+//! let outcome = vmm::run(&vmm::VmConfig::with_cpus(4)).unwrap();
+//! assert_eq!(outcome.online_cpus().len(), 4);
+//! ```
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod cpuid;
+pub mod elf;
+pub mod error;
+pub mod host;
+pub mod io;
+pub mod kick;
+pub mod memory;
+pub mod outcome;
+pub mod regs;
+pub mod vcpu;
+pub mod vm;
+
+pub use config::{Kernel, VmConfig, parse_numa};
+pub use error::{Error, Result};
+pub use outcome::{Ending, Outcome, OwnedBody, OwnedRecord, TestResult, VcpuDump};
+pub use vm::{EMBEDDED_GUEST, run, run_with_device};

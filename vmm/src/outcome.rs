@@ -1,0 +1,339 @@
+//! What a run produced: how it ended, the console, the records, and a
+//! report a person can read.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use shared::record::{Body, Record, WarnKind};
+use shared::status::{ExitCode, GuestStatus};
+use shared::vectors::exception_name;
+
+/// How the run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// The guest wrote its exit status.
+    GuestExit(GuestStatus),
+    /// The guest wrote an exit status that means nothing.
+    BadExitStatus(u32),
+    /// A vCPU triple-faulted (`KVM_EXIT_SHUTDOWN`).
+    TripleFault {
+        /// The vCPU.
+        cpu: u32,
+    },
+    /// KVM could not enter the guest (`KVM_EXIT_FAIL_ENTRY`).
+    FailEntry {
+        /// The vCPU.
+        cpu: u32,
+        /// Hardware entry failure reason.
+        reason: u64,
+    },
+    /// KVM could not emulate something (`KVM_EXIT_INTERNAL_ERROR`).
+    InternalError {
+        /// The vCPU.
+        cpu: u32,
+    },
+    /// An exit this VMM does not handle.
+    UnexpectedExit {
+        /// The vCPU.
+        cpu: u32,
+        /// What it was.
+        what: String,
+    },
+    /// `KVM_RUN` itself failed.
+    RunFailed {
+        /// The vCPU.
+        cpu: u32,
+        /// The error.
+        error: String,
+    },
+    /// The watchdog fired.
+    Timeout(Duration),
+}
+
+/// A vCPU's state when the run ended abnormally.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VcpuDump {
+    /// The vCPU (= CPU number).
+    pub cpu: u32,
+    /// KVM's MP state (0 runnable, 1 uninitialized/wait-for-INIT, 2 INIT
+    /// received, 3 halted, 4 SIPI received).
+    pub mp_state: u32,
+    /// Instruction pointer.
+    pub rip: u64,
+    /// Stack pointer.
+    pub rsp: u64,
+    /// Flags.
+    pub rflags: u64,
+    /// CR0.
+    pub cr0: u64,
+    /// CR3.
+    pub cr3: u64,
+    /// EFER.
+    pub efer: u64,
+}
+
+impl VcpuDump {
+    fn mp_state_name(&self) -> &'static str {
+        match self.mp_state {
+            0 => "running",
+            1 => "waiting for INIT/SIPI",
+            2 => "INIT received",
+            3 => "halted",
+            4 => "SIPI received",
+            _ => "unknown",
+        }
+    }
+}
+
+/// A record with owned strings, tagged with the vCPU whose exit carried it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnedRecord {
+    /// The vCPU that sent it (authoritative).
+    pub vcpu: u32,
+    /// The CPU number the guest put in the record.
+    pub cpu: u16,
+    /// The payload.
+    pub body: OwnedBody,
+}
+
+/// [`shared::record::Body`] with owned strings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OwnedBody {
+    /// See [`Body::CpuOnline`].
+    CpuOnline {
+        /// x2APIC id.
+        apic_id: u32,
+    },
+    /// See [`Body::Test`].
+    Test {
+        /// Passed?
+        passed: bool,
+        /// Case name.
+        name: String,
+        /// Detail.
+        detail: String,
+    },
+    /// See [`Body::Exception`].
+    Exception {
+        /// Vector.
+        vector: u8,
+        /// Error code.
+        error_code: u64,
+        /// RIP.
+        rip: u64,
+        /// CR2.
+        cr2: u64,
+    },
+    /// See [`Body::Warn`].
+    Warn {
+        /// Kind.
+        kind: WarnKind,
+        /// Count so far on that CPU.
+        count: u32,
+        /// Context.
+        detail: u64,
+    },
+    /// See [`Body::Counter`].
+    Counter {
+        /// Name.
+        name: String,
+        /// Value.
+        value: u64,
+    },
+}
+
+impl OwnedRecord {
+    /// Copies a decoded record.
+    pub fn new(vcpu: u32, r: &Record<'_>) -> Self {
+        let body = match r.body {
+            Body::CpuOnline { apic_id } => OwnedBody::CpuOnline { apic_id },
+            Body::Test {
+                passed,
+                name,
+                detail,
+            } => OwnedBody::Test {
+                passed,
+                name: name.into(),
+                detail: detail.into(),
+            },
+            Body::Exception {
+                vector,
+                error_code,
+                rip,
+                cr2,
+            } => OwnedBody::Exception {
+                vector,
+                error_code,
+                rip,
+                cr2,
+            },
+            Body::Warn {
+                kind,
+                count,
+                detail,
+            } => OwnedBody::Warn {
+                kind,
+                count,
+                detail,
+            },
+            Body::Counter { name, value } => OwnedBody::Counter {
+                name: name.into(),
+                value,
+            },
+        };
+        OwnedRecord {
+            vcpu,
+            cpu: r.cpu,
+            body,
+        }
+    }
+}
+
+/// One self-test result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TestResult {
+    /// Case name.
+    pub name: String,
+    /// Passed?
+    pub passed: bool,
+    /// Detail.
+    pub detail: String,
+}
+
+/// Everything a run produced.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// How it ended.
+    pub ending: Ending,
+    /// The guest console, line by line as the guest wrote it.
+    pub console: String,
+    /// Every well-formed record, in arrival order.
+    pub records: Vec<OwnedRecord>,
+    /// Malformed or unexpected guest output (the guest is untrusted).
+    pub protocol_errors: Vec<String>,
+    /// vCPU state, when the run ended abnormally.
+    pub dumps: Vec<VcpuDump>,
+    /// Wall time from VM creation to the end.
+    pub elapsed: Duration,
+}
+
+impl Outcome {
+    /// The process exit code this outcome maps to.
+    pub fn exit_code(&self) -> ExitCode {
+        match self.ending {
+            Ending::GuestExit(GuestStatus::Success) => ExitCode::Success,
+            Ending::GuestExit(GuestStatus::Failure | GuestStatus::BadRequest) => {
+                ExitCode::GuestFailure
+            }
+            Ending::Timeout(_) => ExitCode::Timeout,
+            _ => ExitCode::Crashed,
+        }
+    }
+
+    /// CPUs that reported themselves online, in report order.
+    pub fn online_cpus(&self) -> Vec<u16> {
+        self.records
+            .iter()
+            .filter(|r| matches!(r.body, OwnedBody::CpuOnline { .. }))
+            .map(|r| r.cpu)
+            .collect()
+    }
+
+    /// Self-test results, in report order.
+    pub fn tests(&self) -> Vec<TestResult> {
+        self.records
+            .iter()
+            .filter_map(|r| match &r.body {
+                OwnedBody::Test {
+                    passed,
+                    name,
+                    detail,
+                } => Some(TestResult {
+                    name: name.clone(),
+                    passed: *passed,
+                    detail: detail.clone(),
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Warnings of the smp core, in report order.
+    pub fn warnings(&self) -> Vec<(u16, WarnKind, u64)> {
+        self.records
+            .iter()
+            .filter_map(|r| match r.body {
+                OwnedBody::Warn { kind, detail, .. } => Some((r.cpu, kind, detail)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A one-paragraph explanation of an abnormal end (empty on success):
+    /// exceptions with vector, RIP and CPU, and each vCPU's state.
+    pub fn diagnosis(&self) -> String {
+        let mut s = String::new();
+        let _ = match &self.ending {
+            Ending::GuestExit(GuestStatus::Success) => return s,
+            Ending::GuestExit(status) => writeln!(s, "guest exited with status {status:?}"),
+            Ending::BadExitStatus(v) => writeln!(s, "guest wrote unknown exit status {v:#x}"),
+            Ending::TripleFault { cpu } => writeln!(s, "vCPU {cpu} triple-faulted (shutdown)"),
+            Ending::FailEntry { cpu, reason } => {
+                writeln!(
+                    s,
+                    "vCPU {cpu}: KVM failed to enter the guest (reason {reason:#x})"
+                )
+            }
+            Ending::InternalError { cpu } => {
+                writeln!(s, "vCPU {cpu}: KVM internal error (emulation failure)")
+            }
+            Ending::UnexpectedExit { cpu, what } => {
+                writeln!(s, "vCPU {cpu}: unexpected exit {what}")
+            }
+            Ending::RunFailed { cpu, error } => writeln!(s, "vCPU {cpu}: KVM_RUN failed: {error}"),
+            Ending::Timeout(t) => writeln!(
+                s,
+                "timeout: the guest did not finish within {:.1} s",
+                t.as_secs_f64()
+            ),
+        };
+        for r in &self.records {
+            if let OwnedBody::Exception {
+                vector,
+                error_code,
+                rip,
+                cr2,
+            } = r.body
+            {
+                let _ = write!(
+                    s,
+                    "CPU {} exception {vector} ({}) error code {error_code:#x} at RIP {rip:#x}",
+                    r.cpu,
+                    exception_name(vector)
+                );
+                if vector == 14 {
+                    let _ = write!(s, " address {cr2:#x}");
+                }
+                s.push('\n');
+            }
+        }
+        for d in &self.dumps {
+            let _ = writeln!(
+                s,
+                "vCPU {}: {} RIP {:#x} RSP {:#x} RFLAGS {:#x} CR0 {:#x} CR3 {:#x} EFER {:#x}",
+                d.cpu,
+                d.mp_state_name(),
+                d.rip,
+                d.rsp,
+                d.rflags,
+                d.cr0,
+                d.cr3,
+                d.efer
+            );
+        }
+        for e in &self.protocol_errors {
+            let _ = writeln!(s, "protocol error: {e}");
+        }
+        s
+    }
+}
