@@ -48,6 +48,10 @@ pub struct BootParams<'a> {
     pub crash: Option<Crash>,
     /// `hang`: spin forever after boot (trips the VMM's watchdog).
     pub hang: bool,
+    /// `wait_ms=`: how long `run=wait` waits for the host at most.
+    pub wait_ms: u64,
+    /// `csd_lock_timeout=` in ms (0 turns the stall detector off).
+    pub csd_lock_timeout_ms: Option<u64>,
     /// Problems found, at most [`MAX_WARNINGS`].
     pub warnings: [Option<Warning<'a>>; MAX_WARNINGS],
 }
@@ -70,6 +74,8 @@ impl<'a> BootParams<'a> {
             smp_disabled: false,
             crash: None,
             hang: false,
+            wait_ms: 60_000,
+            csd_lock_timeout_ms: None,
             warnings: [None; MAX_WARNINGS],
         };
         for Param { key, value } in params(cmdline) {
@@ -107,6 +113,14 @@ impl<'a> BootParams<'a> {
                     _ => warn("takes ud, pf or gp; ignored"),
                 },
                 "hang" => p.hang = true,
+                "wait_ms" => match parse_u64(value) {
+                    Ok(n) => p.wait_ms = n,
+                    Err(e) => warn(why(e)),
+                },
+                "csd_lock_timeout" => match parse_u64(value) {
+                    Ok(n) => p.csd_lock_timeout_ms = Some(n),
+                    Err(e) => warn(why(e)),
+                },
                 _ => warn("unknown parameter; ignored"),
             }
         }
@@ -116,18 +130,6 @@ impl<'a> BootParams<'a> {
     /// The warnings, in order.
     pub fn warnings(&self) -> impl Iterator<Item = &Warning<'a>> {
         self.warnings.iter().flatten()
-    }
-
-    /// `nr_cpu_ids` for `possible` possible CPUs: the seed's rule, a
-    /// positive `nr_cpus=` below it lowers it, anything else is ignored.
-    pub fn nr_cpu_ids(&self, possible: u32) -> u32 {
-        if self.smp_disabled {
-            return 1;
-        }
-        match self.nr_cpus {
-            Some(n) if n > 0 && n < possible => n,
-            _ => possible,
-        }
     }
 }
 
@@ -157,7 +159,6 @@ mod tests {
             (p.scenario, p.max_cpus, p.nr_cpus, p.smp_disabled),
             ("demo", None, None, false)
         );
-        assert_eq!(p.nr_cpu_ids(8), 8);
         assert_eq!(p.warnings().count(), 0);
     }
 
@@ -167,7 +168,6 @@ mod tests {
             let p = BootParams::parse(line);
             assert_eq!(p.max_cpus, Some(0), "{line}");
             assert!(p.smp_disabled);
-            assert_eq!(p.nr_cpu_ids(8), 1);
         }
     }
 
@@ -176,15 +176,21 @@ mod tests {
         let p = BootParams::parse("maxcpus=2 run=selftest");
         assert_eq!(p.max_cpus, Some(2));
         assert!(!p.smp_disabled);
-        assert_eq!(p.nr_cpu_ids(6), 6);
         assert_eq!(p.scenario, "selftest");
     }
 
     #[test]
-    fn nr_cpus_is_a_hard_limit_ignored_when_not_smaller() {
-        assert_eq!(BootParams::parse("nr_cpus=3").nr_cpu_ids(8), 3);
-        assert_eq!(BootParams::parse("nr_cpus=8").nr_cpu_ids(8), 8);
-        assert_eq!(BootParams::parse("nr_cpus=100").nr_cpu_ids(8), 8);
+    fn nr_cpus_is_parsed_and_applied_by_the_core() {
+        // Whether it lowers nr_cpu_ids is the core's rule
+        // (`Smp::apply_nr_cpus_param`); the parser keeps any positive value.
+        assert_eq!(BootParams::parse("nr_cpus=3").nr_cpus, Some(3));
+        assert_eq!(BootParams::parse("nr_cpus=100").nr_cpus, Some(100));
+    }
+
+    #[test]
+    fn tunables() {
+        let p = BootParams::parse("wait_ms=5 csd_lock_timeout=0");
+        assert_eq!((p.wait_ms, p.csd_lock_timeout_ms), (5, Some(0)));
     }
 
     #[test]

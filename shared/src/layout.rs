@@ -73,6 +73,11 @@ pub const DEFAULT_MEM: u64 = 64 * 1024 * 1024;
 /// unrestricted guest (`KVM_SET_TSS_ADDR`); in the MMIO hole, outside RAM.
 pub const KVM_TSS: Region = region(0xfffb_d000, 3 * PAGE_SIZE);
 
+/// Base of the MSI address window: an MSI written here with the APIC id
+/// in bits 19:12 (and bits 31:8 of a 32-bit id in the high half) is an
+/// interrupt for that APIC (Intel SDM Vol. 3A §11.11.1).
+pub const MSI_ADDRESS_BASE: u64 = 0xfee0_0000;
+
 /// The SIPI vector that starts an AP at [`AP_TRAMPOLINE`].
 pub const SIPI_VECTOR: u8 = (AP_TRAMPOLINE.start.0 / PAGE_SIZE) as u8;
 

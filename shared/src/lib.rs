@@ -17,6 +17,7 @@ pub mod bootinfo;
 pub mod cmdline;
 pub mod ids;
 pub mod layout;
+pub mod mailbox;
 pub mod ports;
 pub mod record;
 pub mod status;

@@ -31,17 +31,21 @@ pub enum WarnKind {
     FlushWithIrqsEnabled = 5,
     /// An irq_work was queued to an offline or invalid CPU (refused).
     IrqWorkOnOfflineCpu = 6,
+    /// A CPU going offline waited too long for a sender to finish queueing
+    /// (detail: the sender's CPU number).
+    HotplugSenderTimeout = 7,
 }
 
 impl WarnKind {
     /// Every kind, for tables.
-    pub const ALL: [WarnKind; 6] = [
+    pub const ALL: [WarnKind; 7] = [
         WarnKind::WaitWithIrqsDisabled,
         WarnKind::UnlockNotLocked,
         WarnKind::IpiOnOfflineCpu,
         WarnKind::CallbackOnOfflineCpu,
         WarnKind::FlushWithIrqsEnabled,
         WarnKind::IrqWorkOnOfflineCpu,
+        WarnKind::HotplugSenderTimeout,
     ];
 
     /// Short name used in reports.
@@ -53,6 +57,7 @@ impl WarnKind {
             WarnKind::CallbackOnOfflineCpu => "callback-on-offline-cpu",
             WarnKind::FlushWithIrqsEnabled => "flush-with-irqs-enabled",
             WarnKind::IrqWorkOnOfflineCpu => "irq-work-on-offline-cpu",
+            WarnKind::HotplugSenderTimeout => "hotplug-sender-timeout",
         }
     }
 

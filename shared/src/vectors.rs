@@ -14,6 +14,8 @@ pub const HOST_REQUEST: Vector = Vector(0xF0);
 pub const BENCH_PING: Vector = Vector(0xF1);
 /// irq_work self-interrupt (Linux `IRQ_WORK_VECTOR`).
 pub const IRQ_WORK: Vector = Vector(0xF6);
+/// Wakes a CPU to look at its flags (Linux's `RESCHEDULE_VECTOR`).
+pub const WAKE: Vector = Vector(0xFD);
 /// Call-function-single IPI (Linux `CALL_FUNCTION_SINGLE_VECTOR`).
 pub const CALL_FUNCTION_SINGLE: Vector = Vector(0xFB);
 /// Call-function IPI for masks (Linux `CALL_FUNCTION_VECTOR`).
@@ -89,6 +91,7 @@ mod tests {
             IRQ_WORK,
             CALL_FUNCTION_SINGLE,
             CALL_FUNCTION,
+            WAKE,
             APIC_ERROR,
             SPURIOUS,
         ];

@@ -42,6 +42,12 @@ pub struct VmConfig {
     /// APIC id of CPU n is `n * apic_stride`; values above 1 keep CPU
     /// numbers and APIC ids apart so that mixing them up shows.
     pub apic_stride: u32,
+    /// Hotplug changes to make while the guest runs.
+    pub hotplug: Vec<crate::hotplug::Step>,
+    /// Toggle a random CPU this often while the guest runs.
+    pub hotplug_churn: Option<Duration>,
+    /// Serve the control socket here.
+    pub api_sock: Option<PathBuf>,
 }
 
 impl Default for VmConfig {
@@ -56,6 +62,9 @@ impl Default for VmConfig {
             numa: Vec::new(),
             echo_console: false,
             apic_stride: 1,
+            hotplug: Vec::new(),
+            hotplug_churn: None,
+            api_sock: None,
         }
     }
 }
@@ -112,6 +121,17 @@ impl VmConfig {
                 len,
                 max: CMDLINE_MAX,
             });
+        }
+        if let Some(step) = self.hotplug.iter().find(|s| s.cpu >= self.cpus) {
+            return Err(Error::BadHotplug(format!(
+                "CPU {} does not exist (--cpus {})",
+                step.cpu, self.cpus
+            )));
+        }
+        if self.hotplug_churn.is_some_and(|p| p.is_zero()) {
+            return Err(Error::BadHotplug(
+                "--hotplug-churn must be at least 1 ms".into(),
+            ));
         }
         if self.apic_stride == 0 || self.apic_stride > 16 {
             return Err(Error::BadApicStride(self.apic_stride));

@@ -53,6 +53,17 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A bad hotplug schedule.
+    #[error("--hotplug: {0}")]
+    BadHotplug(String),
+    /// The control socket could not be created.
+    #[error("--api-sock {path}: {source}")]
+    ApiSocket {
+        /// The socket path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// A bad APIC id stride.
     #[error("--apic-stride {0}: must be 1 to 16")]
     BadApicStride(u32),

@@ -8,13 +8,16 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod api;
 pub mod config;
 pub mod cpuid;
 pub mod elf;
 pub mod error;
 pub mod host;
+pub mod hotplug;
 pub mod io;
 pub mod kick;
+pub mod mailbox;
 pub mod memory;
 pub mod outcome;
 pub mod regs;

@@ -38,7 +38,8 @@ struct Cli {
     #[arg(long, value_name = "PATH")]
     kernel: Option<PathBuf>,
     /// Scenario for the guest: demo (a tour of the API), selftest (every
-    /// semantic, one line per case).
+    /// semantic, one line per case), wait (serve --hotplug / --api-sock
+    /// requests until {"exit":true} or the schedule's end).
     #[arg(long, default_value = "demo", value_name = "SCENARIO")]
     run: String,
     /// Watchdog: stop the guest after this many seconds and print each
@@ -51,6 +52,17 @@ struct Cli {
     /// APIC id of CPU n is n * STRIDE (keeps CPU numbers and APIC ids apart).
     #[arg(long, default_value_t = 1, value_name = "STRIDE")]
     apic_stride: u32,
+    /// Hotplug schedule while the guest runs: "100ms:off 3; 250ms:on 3"
+    /// (times from the start; s or ms).
+    #[arg(long, value_name = "SCHEDULE")]
+    hotplug: Option<String>,
+    /// Take a random CPU offline or online every MS milliseconds.
+    #[arg(long, value_name = "MS")]
+    hotplug_churn: Option<u64>,
+    /// Serve a control socket: line-delimited JSON such as
+    /// {"cpu":3,"state":"offline"}, {"stats":true}, {"exit":true}.
+    #[arg(long, value_name = "PATH")]
+    api_sock: Option<PathBuf>,
     /// Do not copy the guest console to stdout.
     #[arg(long, short)]
     quiet: bool,
@@ -66,6 +78,15 @@ fn config(cli: &Cli) -> Result<VmConfig, String> {
             cli.timeout
         ));
     }
+    let hotplug = match &cli.hotplug {
+        Some(spec) => {
+            vmm::hotplug::parse_schedule(spec, cli.cpus).map_err(|e| format!("--hotplug: {e}"))?
+        }
+        None => Vec::new(),
+    };
+    if cli.hotplug_churn == Some(0) {
+        return Err("--hotplug-churn must be at least 1 ms".into());
+    }
     let numa = match &cli.numa {
         Some(spec) => vmm::parse_numa(spec, cli.cpus).map_err(|e| e.to_string())?,
         None => Vec::new(),
@@ -80,6 +101,9 @@ fn config(cli: &Cli) -> Result<VmConfig, String> {
         numa,
         echo_console: !cli.quiet,
         apic_stride: cli.apic_stride,
+        hotplug,
+        hotplug_churn: cli.hotplug_churn.map(Duration::from_millis),
+        api_sock: cli.api_sock.clone(),
     })
 }
 
@@ -102,6 +126,19 @@ fn main() -> ProcessExit {
     };
     match vmm::run(&config) {
         Ok(outcome) => {
+            for e in &outcome.hotplug {
+                let what = match &e.result {
+                    Ok(0) => "done".to_string(),
+                    Ok(errno) => format!("refused ({errno})"),
+                    Err(err) => err.to_string(),
+                };
+                println!(
+                    "hotplug: {:>7.1} ms {} CPU {}: {what}",
+                    e.at.as_secs_f64() * 1e3,
+                    e.change.name(),
+                    e.cpu
+                );
+            }
             let tests = outcome.tests();
             if !tests.is_empty() {
                 let passed = tests.iter().filter(|t| t.passed).count();

@@ -30,6 +30,15 @@ pub struct BootInfoBytes(pub BootInfo);
 // every byte pattern is a valid value.
 unsafe impl ByteValued for BootInfoBytes {}
 
+/// A `shared` wire struct as plain bytes for vm-memory.
+#[derive(Clone, Copy, Default)]
+#[repr(transparent)]
+pub struct Plain<T>(pub T);
+
+// SAFETY: only instantiated for CpuStatsWire, a repr(C) struct of five u64
+// with no padding, for which every byte pattern is a valid value.
+unsafe impl ByteValued for Plain<shared::mailbox::CpuStatsWire> {}
+
 /// Creates `size` bytes of guest RAM at guest-physical 0.
 pub fn create(size: u64) -> Result<GuestMemoryMmap> {
     let len = usize::try_from(size).map_err(|_| Error::Memory(format!("{size} bytes")))?;

@@ -215,6 +215,8 @@ pub struct Outcome {
     pub dumps: Vec<VcpuDump>,
     /// Wall time from VM creation to the end.
     pub elapsed: Duration,
+    /// Hotplug changes the host made, with the guest's answers.
+    pub hotplug: Vec<crate::hotplug::Event>,
 }
 
 impl Outcome {

@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::io::GuestIo;
 use crate::outcome::{Ending, Outcome};
 use crate::vcpu::{self, Control};
-use crate::{cpuid, elf, kick, memory, regs};
+use crate::{api, cpuid, elf, hotplug, kick, mailbox, memory, regs};
 
 /// The guest built with this vmm.
 pub static EMBEDDED_GUEST: &[u8] = include_bytes!(env!("GUEST_ELF"));
@@ -179,9 +179,16 @@ pub fn run_with_device(config: &VmConfig, kvm_path: &std::path::Path) -> Result<
     }
     kick::install()?;
 
+    let listener = match &config.api_sock {
+        Some(path) => Some(api::bind(path).map_err(|source| Error::ApiSocket {
+            path: path.clone(),
+            source,
+        })?),
+        None => None,
+    };
     let started = Instant::now();
     let mem = Arc::new(memory::create(mem_size)?);
-    let vm = setup_vm(&kvm, &mem)?;
+    let vm = Arc::new(setup_vm(&kvm, &mem)?);
     Elf::load(
         &*mem,
         None,
@@ -257,6 +264,34 @@ pub fn run_with_device(config: &VmConfig, kvm_path: &std::path::Path) -> Result<
         }
     }
 
+    let channel = Arc::new(mailbox::Channel::new(mem.clone(), vm.clone(), ids[0], {
+        let ctl = ctl.clone();
+        Box::new(move || ctl.stopped())
+    }));
+    let mut helpers = Vec::new();
+    let hotplug_events = Arc::new(std::sync::Mutex::new(Vec::new()));
+    if !config.hotplug.is_empty() || config.hotplug_churn.is_some() {
+        let (ch, c, ev) = (channel.clone(), ctl.clone(), hotplug_events.clone());
+        let (steps, churn, cpus) = (config.hotplug.clone(), config.hotplug_churn, config.cpus);
+        let finish = config.scenario == "wait";
+        helpers.push(std::thread::spawn(move || {
+            let stopped = || c.stopped();
+            let mut events = hotplug::run_schedule(&ch, &steps, started, &stopped);
+            if let Some(period) = churn {
+                events.extend(hotplug::churn(&ch, cpus, period, started, &stopped));
+            } else if finish && !stopped() {
+                let _ = ch.request(shared::mailbox::Op::Finish, 0, hotplug::REQUEST_TIMEOUT);
+            }
+            *ev.lock().unwrap_or_else(|p| p.into_inner()) = events;
+        }));
+    }
+    if let Some(listener) = listener {
+        let (ch, c, cpus) = (channel.clone(), ctl.clone(), config.cpus);
+        helpers.push(std::thread::spawn(move || {
+            api::serve(listener, &ch, cpus, &|| c.stopped());
+        }));
+    }
+
     let ending = match ctl.wait(config.timeout) {
         Some(e) => e,
         None => {
@@ -265,6 +300,13 @@ pub fn run_with_device(config: &VmConfig, kvm_path: &std::path::Path) -> Result<
         }
     };
     let stuck = stop_threads(threads);
+    for h in helpers {
+        let _ = h.join();
+    }
+    if let Some(path) = &config.api_sock {
+        let _ = std::fs::remove_file(path);
+    }
+    let hotplug = std::mem::take(&mut *hotplug_events.lock().unwrap_or_else(|p| p.into_inner()));
     let (console, records, mut protocol_errors) = io.take();
     if stuck > 0 {
         protocol_errors.push(format!("{stuck} vCPU threads did not stop"));
@@ -276,7 +318,9 @@ pub fn run_with_device(config: &VmConfig, kvm_path: &std::path::Path) -> Result<
         protocol_errors,
         dumps: ctl.take_dumps(),
         elapsed: started.elapsed(),
+        hotplug,
     };
+    drop(channel);
     if stuck > 0 {
         // A thread may still be inside KVM_RUN: keep its VM and memory.
         std::mem::forget(vm);

@@ -1,6 +1,11 @@
 //! The kernel proper: boot flow, CPU bring-up, interrupt handlers,
 //! scenarios.
 
+pub mod demo;
+pub mod hotplug;
+pub mod hotplug_test;
+pub mod mailbox;
+pub mod selftest;
 pub mod smpboot;
 pub mod trap;
 
@@ -12,26 +17,44 @@ use shared::status::GuestStatus;
 use shared::{ApicId, CpuId, MAX_CPUS};
 
 use crate::arch::x86_64::interrupts::Handlers;
+use crate::arch::x86_64::smp_arch::X86;
 use crate::arch::x86_64::{cpu, percpu, x2apic};
 use crate::params::{BootParams, Crash};
+use crate::smp::Smp;
 use crate::{kprintln, report, time};
+
+/// The machine's smp call state.
+pub static SMP: Smp<X86> = Smp::new(X86::new());
 
 /// The interrupt handlers every CPU installs.
 pub fn handlers() -> Handlers {
     Handlers {
         exception: trap::exception,
-        call_function: ipi_placeholder,
-        irq_work: ipi_placeholder,
-        host_request: ipi_placeholder,
-        bench_ping: ipi_placeholder,
+        call_function,
+        irq_work,
+        host_request: hotplug::host_request,
+        bench_ping: eoi_only,
+        wake: eoi_only,
         apic_error,
     }
 }
 
-fn ipi_placeholder() {
+/// CALL_FUNCTION and CALL_FUNCTION_SINGLE: both drain the same queue.
+fn call_function() {
+    x2apic::eoi();
+    // Relaxed: a statistic of this CPU.
     percpu::this()
         .ipi_received
         .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    SMP.generic_smp_call_function_interrupt();
+}
+
+fn irq_work() {
+    x2apic::eoi();
+    SMP.irq_work_run();
+}
+
+fn eoi_only() {
     x2apic::eoi();
 }
 
@@ -45,11 +68,9 @@ fn apic_error() {
     kprintln!("APIC error {esr:#x}");
 }
 
-/// What an idle CPU does: wait for interrupts, forever.
+/// What an idle CPU does: wait for interrupts and hotplug requests.
 pub fn idle() -> ! {
-    loop {
-        cpu::sti_hlt();
-    }
+    hotplug::idle()
 }
 
 fn boot_info() -> &'static BootInfo {
@@ -113,24 +134,49 @@ pub fn kmain() -> ! {
     }
     let present = info.cpu_count.min(MAX_CPUS as u32);
     for c in 0..present {
-        percpu::init_area(CpuId(c), ApicId(info.apic_ids[c as usize]));
+        let cpu = CpuId(c);
+        percpu::init_area(cpu, ApicId(info.apic_ids[c as usize]));
+        SMP.set_cpu_node(cpu, u32::from(info.numa_node[c as usize]));
+        // nosmp / maxcpus=0: only the boot CPU exists (x86's disable_smp).
+        if c == 0 || !params.smp_disabled {
+            let _ = SMP.set_cpu_present(cpu, true);
+            let _ = SMP.set_cpu_possible(cpu, true);
+        }
+    }
+    SMP.setup_nr_cpu_ids();
+    if let Some(n) = params.nr_cpus {
+        SMP.apply_nr_cpus_param(n);
+    }
+    // CPUs at or above nr_cpu_ids are not possible at all.
+    for c in SMP.nr_cpu_ids()..present {
+        let _ = SMP.set_cpu_present(CpuId(c), false);
+        let _ = SMP.set_cpu_possible(CpuId(c), false);
+    }
+    SMP.set_setup_max_cpus(params.max_cpus.unwrap_or(MAX_CPUS as u32));
+    if let Some(ms) = params.csd_lock_timeout_ms {
+        SMP.set_csd_lock_timeout_ns(ms.saturating_mul(1_000_000));
     }
     kprintln!(
-        "smpcall guest: {} present CPUs, TSC {} kHz, command line \"{}\"",
+        "smpcall guest: {} present CPUs, nr_cpu_ids {}, TSC {} kHz, command line \"{}\"",
         present,
+        SMP.nr_cpu_ids(),
         info.tsc_khz,
         cmdline(info)
     );
-    smpboot::set_online(cpu0);
+    if SMP.call_function_init().is_err() {
+        kprintln!("call_function_init failed");
+        report::exit(GuestStatus::Crashed);
+    }
     report::send(Body::CpuOnline {
         apic_id: x2apic::id().0,
     });
+    let _ = SMP.set_cpu_online(cpu0, true);
     if let Some(kind) = params.crash {
         crash(kind);
     }
-    let nr_cpu_ids = params.nr_cpu_ids(present);
-    let max_cpus = params.max_cpus.unwrap_or(u32::MAX).max(1);
-    smpboot::smp_init(nr_cpu_ids, max_cpus);
+    smpboot::smp_init();
+    cpu::sti();
+    mailbox::set_ready();
     if params.hang {
         kprintln!("hanging on purpose");
         cpu::cli();
@@ -138,5 +184,15 @@ pub fn kmain() -> ! {
             cpu::pause();
         }
     }
-    report::exit(GuestStatus::Success)
+    let status = match params.scenario {
+        "demo" => demo::run(),
+        "selftest" => selftest::run(),
+        "wait" => hotplug::wait_for_host(params.wait_ms),
+        "hotplug" => hotplug_test::run(&params, present),
+        other => {
+            kprintln!("unknown scenario {other:?}; known: demo, selftest, hotplug, wait");
+            GuestStatus::BadRequest
+        }
+    };
+    report::exit(status)
 }

@@ -1,12 +1,12 @@
 //! Bringing CPUs up: `smp_init` (present CPUs up to `maxcpus`), `cpu_up`
-//! with INIT-SIPI-SIPI through the trampoline, each AP's own set-up, and
+//! (prepare the CPU's call data, INIT-SIPI-SIPI through the trampoline,
+//! wait with a deadline, cancel on timeout), each AP's own set-up, and
 //! `smp_announce`.
-
-use core::sync::atomic::{AtomicU64, Ordering};
 
 use shared::record::Body;
 use shared::{ApicId, CpuId};
 
+use super::SMP;
 use crate::arch::x86_64::{ap_boot, cpu, gdt, interrupts, percpu, x2apic};
 use crate::kprintln;
 use crate::report;
@@ -14,24 +14,6 @@ use crate::time;
 
 /// How long an AP gets to come online before its bring-up is cancelled.
 const AP_START_TIMEOUT_MS: u64 = 5_000;
-
-static ONLINE: AtomicU64 = AtomicU64::new(0);
-
-/// Whether `cpu` is online.
-pub fn cpu_online(cpu: CpuId) -> bool {
-    cpu.0 < 64 && ONLINE.load(Ordering::Acquire) & (1 << cpu.0) != 0
-}
-
-/// Marks `cpu` online. Release: pairs with the Acquire in `cpu_online`,
-/// so the waiter sees everything the AP set up before it.
-pub fn set_online(cpu: CpuId) {
-    ONLINE.fetch_or(1 << cpu.0, Ordering::Release);
-}
-
-/// Number of online CPUs.
-pub fn num_online_cpus() -> u32 {
-    ONLINE.load(Ordering::Acquire).count_ones()
-}
 
 /// Set-up every CPU does for itself: per-CPU area, GDT/TSS, IDT, x2APIC.
 pub fn cpu_init(cpu: CpuId) {
@@ -53,20 +35,53 @@ extern "C" fn ap_entry(cpu: u64) -> ! {
             percpu::area(cpu).apic_id()
         );
     }
+    super::hotplug::starting(cpu);
+    // Calls queued to this CPU while it was offline (a sender that raced
+    // with its going down) run now; the flush reports them as sent to an
+    // offline CPU, with their callbacks.
+    SMP.flush_smp_call_function_queue();
     // Report before marking online: once online, the boot CPU may finish
     // and end the VM before a later report would get out.
     report::send(Body::CpuOnline { apic_id: apic_id.0 });
-    set_online(cpu);
+    // Interrupts are still off: nothing runs here before the CPU is
+    // online, and the flag is published with release semantics.
+    let _ = SMP.set_cpu_online(cpu, true);
     super::idle()
 }
 
-/// Starts `cpu` and waits until it is online. Returns false (the
-/// CPU_UP_CANCELED path) if it does not come up in time.
-pub fn cpu_up(cpu: CpuId) -> bool {
+/// Why a CPU did not come up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpError {
+    /// Not a present, possible CPU below `nr_cpu_ids`.
+    NoSuchCpu,
+    /// Already online.
+    AlreadyOnline,
+    /// Preparing its call data failed (`-ENOMEM`).
+    PrepareFailed,
+    /// It did not come online in time (CPU_UP_CANCELED).
+    Timeout,
+}
+
+/// Brings `cpu` up: prepare its call data, start it, wait until it is
+/// online. On failure everything prepared is undone (the up-canceled path).
+pub fn cpu_up(cpu: CpuId) -> Result<(), UpError> {
+    if cpu.0 >= SMP.nr_cpu_ids() || !SMP.cpu_present(cpu) || !SMP.cpu_possible(cpu) {
+        return Err(UpError::NoSuchCpu);
+    }
+    if SMP.cpu_online(cpu) {
+        return Err(UpError::AlreadyOnline);
+    }
+    if SMP.smpcfd_prepare_cpu(cpu).is_err() {
+        kprintln!(
+            "CPU {}: preparing its call data failed; bring-up cancelled",
+            cpu
+        );
+        return Err(UpError::PrepareFailed);
+    }
     let apic_id: ApicId = percpu::area(cpu).apic_id();
     ap_boot::start(cpu, apic_id, ap_entry);
-    if time::spin_until(AP_START_TIMEOUT_MS, || cpu_online(cpu)) {
-        return true;
+    if time::spin_until(AP_START_TIMEOUT_MS, || SMP.cpu_online(cpu)) {
+        return Ok(());
     }
     kprintln!(
         "CPU {} (APIC id {}) did not come online within {} ms; bring-up cancelled",
@@ -74,19 +89,20 @@ pub fn cpu_up(cpu: CpuId) -> bool {
         apic_id,
         AP_START_TIMEOUT_MS
     );
-    false
+    let _ = SMP.smpcfd_dead_cpu(cpu);
+    Err(UpError::Timeout)
 }
 
-/// Brings up present CPUs until `max_cpus` are online, then announces.
-pub fn smp_init(present: u32, max_cpus: u32) {
+/// Brings up present CPUs until `setup_max_cpus` are online, then
+/// announces (the seed's `smp_init`).
+pub fn smp_init() {
     ap_boot::install_trampoline();
-    for c in 1..present {
-        if num_online_cpus() >= max_cpus {
+    for cpu in SMP.present_mask().iter() {
+        if SMP.num_online_cpus() >= SMP.setup_max_cpus() {
             break;
         }
-        let cpu = CpuId(c);
-        if !cpu_online(cpu) {
-            cpu_up(cpu);
+        if !SMP.cpu_online(cpu) && cpu.0 < SMP.nr_cpu_ids() {
+            let _ = cpu_up(cpu);
         }
     }
     smp_announce();
@@ -95,5 +111,5 @@ pub fn smp_init(present: u32, max_cpus: u32) {
 
 /// The seed's announcement.
 pub fn smp_announce() {
-    kprintln!("Brought up {} CPUs", num_online_cpus());
+    kprintln!("Brought up {} CPUs", SMP.num_online_cpus());
 }

@@ -53,6 +53,8 @@ pub struct Handlers {
     pub host_request: fn(),
     /// The benchmark's raw ping vector.
     pub bench_ping: fn(),
+    /// A wake-up to look at hotplug flags.
+    pub wake: fn(),
     /// APIC error.
     pub apic_error: fn(),
 }
@@ -79,6 +81,9 @@ extern "C" fn host_request_entry() {
 }
 extern "C" fn bench_ping_entry() {
     (handlers().bench_ping)()
+}
+extern "C" fn wake_entry() {
+    (handlers().wake)()
 }
 extern "C" fn apic_error_entry() {
     (handlers().apic_error)()
@@ -149,6 +154,7 @@ irq_stub!(irq_work_stub => irq_work_entry);
 irq_stub!(host_request_stub => host_request_entry);
 irq_stub!(bench_ping_stub => bench_ping_entry);
 irq_stub!(apic_error_stub => apic_error_entry);
+irq_stub!(wake_stub => wake_entry);
 
 /// The spurious vector needs no EOI and does nothing.
 #[unsafe(naked)]
@@ -183,12 +189,13 @@ fn build() -> Idt {
         };
         idt[v] = gate(*stub as usize as u64, ist);
     }
-    let irqs: [(Vector, extern "C" fn()); 7] = [
+    let irqs: [(Vector, extern "C" fn()); 8] = [
         (vectors::CALL_FUNCTION, call_function_stub),
         (vectors::CALL_FUNCTION_SINGLE, call_function_stub),
         (vectors::IRQ_WORK, irq_work_stub),
         (vectors::HOST_REQUEST, host_request_stub),
         (vectors::BENCH_PING, bench_ping_stub),
+        (vectors::WAKE, wake_stub),
         (vectors::APIC_ERROR, apic_error_stub),
         (vectors::SPURIOUS, spurious_stub),
     ];

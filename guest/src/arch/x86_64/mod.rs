@@ -6,5 +6,6 @@ pub mod gdt;
 pub mod interrupts;
 pub mod msr;
 pub mod percpu;
+pub mod smp_arch;
 pub mod stacks;
 pub mod x2apic;

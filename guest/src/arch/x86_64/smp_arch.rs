@@ -1,0 +1,159 @@
+//! The smp core's architecture interface on x86_64/KVM: x2APIC IPIs with
+//! the `mfence; lfence` the ordering needs, `pushfq`/`cli` for interrupt
+//! state, `pause`, and the TSC.
+
+use core::sync::atomic::Ordering;
+
+use shared::CpuId;
+use shared::record::Body;
+use shared::vectors;
+
+use super::x2apic::{self, Destination, Icr};
+use super::{cpu, percpu};
+use crate::smp::{Arch, CpuMask, Event, IrqFlags};
+use crate::{kprintln, report, time};
+
+/// x86_64 with the in-kernel x2APIC of KVM.
+pub struct X86;
+
+impl X86 {
+    /// The one instance.
+    pub const fn new() -> Self {
+        X86
+    }
+}
+
+impl Default for X86 {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[inline(always)]
+fn send_one(vector: shared::vectors::Vector, cpu: CpuId) {
+    let area = percpu::area(cpu);
+    x2apic::send(Icr::fixed(vector, Destination::Physical(area.apic_id())));
+}
+
+impl Arch for X86 {
+    #[inline(always)]
+    fn this_cpu(&self) -> CpuId {
+        percpu::this_cpu()
+    }
+
+    #[inline(always)]
+    fn irq_save(&self) -> IrqFlags {
+        let enabled = cpu::irqs_enabled();
+        cpu::cli();
+        IrqFlags(enabled)
+    }
+
+    #[inline(always)]
+    fn irq_restore(&self, flags: IrqFlags) {
+        if flags.0 {
+            cpu::sti();
+        }
+    }
+
+    #[inline(always)]
+    fn irqs_disabled(&self) -> bool {
+        !cpu::irqs_enabled()
+    }
+
+    #[inline(always)]
+    fn send_call_function_single_ipi(&self, cpu: CpuId) {
+        send_one(vectors::CALL_FUNCTION_SINGLE, cpu);
+        // Relaxed: a statistic of this CPU, read for reports only.
+        percpu::this().ipi_sent.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn send_call_function_ipi_mask(&self, mask: CpuMask) {
+        for cpu in mask.iter() {
+            send_one(vectors::CALL_FUNCTION, cpu);
+        }
+        // Relaxed: a statistic, as above.
+        percpu::this()
+            .ipi_sent
+            .fetch_add(u64::from(mask.weight()), Ordering::Relaxed);
+    }
+
+    fn send_irq_work_self_ipi(&self) {
+        x2apic::send_self(vectors::IRQ_WORK);
+    }
+
+    #[inline(always)]
+    fn cpu_relax(&self) {
+        cpu::pause();
+    }
+
+    fn now_ns(&self) -> u64 {
+        time::now_ns()
+    }
+
+    fn report(&self, event: Event) {
+        match event {
+            Event::Warn {
+                cpu,
+                kind,
+                count,
+                detail,
+            } => {
+                report::send(Body::Warn {
+                    kind,
+                    count,
+                    detail,
+                });
+                kprintln!(
+                    "WARNING: {} on CPU {} (#{}, detail {:#x})",
+                    kind.name(),
+                    cpu,
+                    count,
+                    detail
+                );
+            }
+            Event::CsdStall {
+                id,
+                waiter,
+                target,
+                func,
+                info,
+                waited_ns,
+                target_running,
+                nth,
+                resent_ipi,
+            } => {
+                kprintln!(
+                    "csd: {} non-responsive CSD lock (#{}) on CPU#{}, waiting {} ns for CPU#{} {:#x}({:#x}); target {}{}",
+                    if nth == 1 { "Detected" } else { "Continued" },
+                    id,
+                    waiter,
+                    waited_ns,
+                    target,
+                    func,
+                    info,
+                    if target_running == 0 {
+                        "unresponsive"
+                    } else {
+                        "handling a request"
+                    },
+                    if resent_ipi { "; re-sent the IPI" } else { "" }
+                );
+            }
+            Event::CsdUnstuck {
+                id,
+                waiter,
+                target,
+                waited_ns,
+                ..
+            } => {
+                kprintln!(
+                    "csd: CSD lock (#{}) got unstuck on CPU#{}, CPU#{} released the lock after {} ns",
+                    id,
+                    waiter,
+                    target,
+                    waited_ns
+                );
+            }
+        }
+    }
+}

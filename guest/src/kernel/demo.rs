@@ -1,0 +1,144 @@
+//! The default scenario: a short tour of the API. Each kind of call once,
+//! a line from every CPU that ran it, then per-CPU IPI counts.
+
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use shared::CpuId;
+use shared::status::GuestStatus;
+
+use super::SMP;
+use crate::arch::x86_64::percpu;
+use crate::kprintln;
+use crate::smp::{CpuMask, Csd, IrqWork};
+
+/// A mask shown as a CPU list: `0-3,6`.
+pub struct CpuList(pub CpuMask);
+
+impl core::fmt::Display for CpuList {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let mut first = true;
+        let mut iter = self.0.iter().peekable();
+        while let Some(start) = iter.next() {
+            let mut end = start;
+            while iter.peek().is_some_and(|n| n.0 == end.0 + 1) {
+                end = iter.next().unwrap_or(end);
+            }
+            if !first {
+                f.write_str(",")?;
+            }
+            first = false;
+            if start == end {
+                write!(f, "{start}")?;
+            } else {
+                write!(f, "{start}-{end}")?;
+            }
+        }
+        if first {
+            f.write_str("none")?;
+        }
+        Ok(())
+    }
+}
+
+/// Callbacks run by this demo, on all CPUs.
+static RAN: AtomicU32 = AtomicU32::new(0);
+
+/// A callback that says where it runs. `info` is a static string's index
+/// into `WHAT`.
+fn say(info: usize) {
+    const WHAT: [&str; 9] = [
+        "smp_call_function_single(wait)",
+        "smp_call_function_single_async",
+        "smp_call_function_any",
+        "smp_call_function_many(wait)",
+        "smp_call_function(wait)",
+        "on_each_cpu(wait)",
+        "on_each_cpu_mask(even CPUs)",
+        "on_each_cpu_cond(odd CPUs)",
+        "irq_work_queue_on",
+    ];
+    // Relaxed: a count read after the waiting calls returned.
+    RAN.fetch_add(1, Ordering::Relaxed);
+    kprintln!("  ran {}", WHAT.get(info).copied().unwrap_or("?"));
+}
+
+fn is_odd(cpu: CpuId, _info: usize) -> bool {
+    cpu.0 % 2 == 1
+}
+
+fn irq_work_say(_: &IrqWork) {
+    say(8);
+}
+
+static ASYNC_CSD: Csd = Csd::new(say, 1);
+static WORK: IrqWork = IrqWork::new(irq_work_say);
+
+/// Runs the tour; fails only if a call that must succeed did not.
+pub fn run() -> GuestStatus {
+    let online = SMP.online_mask();
+    let me = percpu::this_cpu();
+    let other = online.iter().find(|c| *c != me).unwrap_or(me);
+    let last = online.iter().last().unwrap_or(me);
+    let mut ok = true;
+
+    kprintln!("demo: {} CPUs online: {}", online.weight(), CpuList(online));
+    kprintln!("demo: smp_call_function_single(CPU {other}, wait):");
+    ok &= SMP.smp_call_function_single(other, say, 0, true).is_ok();
+
+    kprintln!("demo: smp_call_function_single_async(CPU {last}):");
+    ok &= SMP.smp_call_function_single_async(last, &ASYNC_CSD).is_ok();
+    // Wait for it (with a deadline) so its line comes before the next.
+    crate::time::spin_until(1_000, || !ASYNC_CSD.is_locked());
+
+    let mut upper = CpuMask::EMPTY;
+    for c in online.iter().filter(|c| c.0 >= online.weight() / 2) {
+        upper.set(c);
+    }
+    kprintln!("demo: smp_call_function_any({}, wait):", CpuList(upper));
+    ok &= SMP.smp_call_function_any(upper, say, 2, true).is_ok();
+
+    kprintln!("demo: smp_call_function_many(all online, wait) — skips CPU {me}:");
+    SMP.smp_call_function_many(online, say, 3, true);
+
+    kprintln!("demo: smp_call_function(wait):");
+    SMP.smp_call_function(say, 4, true);
+
+    kprintln!("demo: on_each_cpu(wait) — includes CPU {me}:");
+    SMP.on_each_cpu(say, 5, true);
+
+    let mut even = CpuMask::EMPTY;
+    for c in online.iter().filter(|c| c.0 % 2 == 0) {
+        even.set(c);
+    }
+    kprintln!("demo: on_each_cpu_mask({}, wait):", CpuList(even));
+    SMP.on_each_cpu_mask(even, say, 6, true);
+
+    kprintln!("demo: on_each_cpu_cond(odd CPUs, wait):");
+    SMP.on_each_cpu_cond(is_odd, say, 7, true);
+
+    kprintln!("demo: kick_all_cpus_sync()");
+    SMP.kick_all_cpus_sync();
+
+    kprintln!("demo: irq_work_queue_on(CPU {last}):");
+    ok &= SMP.irq_work_queue_on(&WORK, last);
+    SMP.irq_work_sync(&WORK);
+
+    kprintln!(
+        "demo: {} callbacks ran; per CPU (IPIs sent / IPIs received / callbacks run):",
+        RAN.load(Ordering::Relaxed)
+    );
+    for cpu in online.iter() {
+        let a = percpu::area(cpu);
+        // Relaxed: statistics, read after the calls completed.
+        let sent = a.ipi_sent.load(Ordering::Relaxed);
+        let received = a.ipi_received.load(Ordering::Relaxed);
+        let run = SMP.stats(cpu).callbacks_run;
+        kprintln!("  CPU {cpu}: {sent} / {received} / {run}");
+    }
+    if ok {
+        GuestStatus::Success
+    } else {
+        kprintln!("demo: a call that must succeed failed");
+        GuestStatus::Failure
+    }
+}

@@ -1,0 +1,61 @@
+//! The architecture interface the smp core runs on.
+//!
+//! The guest implements it for x86/KVM (x2APIC IPIs, `pushf`/`cli`, `pause`,
+//! the TSC); the host tests implement it with threads as CPUs.
+
+use shared::CpuId;
+
+use super::CpuMask;
+use super::event::Event;
+
+/// Interrupt state saved by [`Arch::irq_save`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IrqFlags(pub bool /* were enabled */);
+
+/// What the smp core needs from the machine.
+///
+/// Both call-function vectors (`CALL_FUNCTION_SINGLE` and `CALL_FUNCTION`)
+/// must end up in [`super::Smp::generic_smp_call_function_interrupt`], and
+/// the irq_work self-interrupt in [`super::Smp::irq_work_run`], each with
+/// interrupts disabled.
+pub trait Arch: Sync {
+    /// The current CPU's number. Must be below [`shared::MAX_CPUS`]: the core
+    /// masks it into per-CPU arrays without another check.
+    fn this_cpu(&self) -> CpuId;
+
+    /// Disables interrupts on this CPU and returns the previous state.
+    fn irq_save(&self) -> IrqFlags;
+
+    /// Restores the state returned by [`Self::irq_save`]. If that re-enables
+    /// interrupts, pending ones are taken.
+    fn irq_restore(&self, flags: IrqFlags);
+
+    /// Whether interrupts are disabled on this CPU.
+    fn irqs_disabled(&self) -> bool;
+
+    /// Sends the CALL_FUNCTION_SINGLE IPI to `cpu` (never this CPU).
+    ///
+    /// Every store this CPU made before the call (the queue insertion) must
+    /// be visible to `cpu` before the interrupt is: on x86 with x2APIC that
+    /// is `mfence; lfence` before the ICR `wrmsr`, which is not serializing.
+    fn send_call_function_single_ipi(&self, cpu: CpuId);
+
+    /// Sends the CALL_FUNCTION IPI to every CPU of `mask`, which never
+    /// contains this CPU. Same ordering rule as the single IPI.
+    fn send_call_function_ipi_mask(&self, mask: CpuMask);
+
+    /// Raises the irq_work interrupt on this CPU (for `irq_work_queue`).
+    fn send_irq_work_self_ipi(&self);
+
+    /// Spin-loop hint (`pause`). Called in every busy-wait loop of the core.
+    fn cpu_relax(&self);
+
+    /// Monotonic time in nanoseconds, for the csd-lock stall detector. Read
+    /// only every few dozen spins of a wait, never on the fast paths.
+    fn now_ns(&self) -> u64;
+
+    /// Delivers a warning or a stall report to the host. Called with
+    /// interrupts in any state, also from the IPI handler: it must not take
+    /// locks that the interrupted code may hold, and should be cheap.
+    fn report(&self, event: Event);
+}

@@ -1,0 +1,413 @@
+//! The cross-call entry points: `smp_call_function_single`, `_single_async`,
+//! `_any`, `_many_cond` and its wrappers, `kick_all_cpus_sync`.
+//!
+//! Callers must not migrate between CPUs during a call (the guest never
+//! migrates: there is no scheduler). Calls that wait must be made with
+//! interrupts enabled, or the CPUs they wait for may be waiting for them:
+//! doing otherwise is a counted and reported WARN, not an error.
+//!
+//! Only `smp_call_function_single_async` and `irq_work_queue*` may be used
+//! from interrupt context (an IPI callback, an irq_work): the other entry
+//! points lock per-CPU csds that the interrupted code on the same CPU may be
+//! in the middle of locking (Linux's `WARN_ON_ONCE(!in_task())`).
+
+use shared::CpuId;
+
+use super::csd::{CSD_TYPE_ASYNC, CallSingleNode, Csd};
+use super::stall::{StackCsdGuard, csd_type_for};
+use super::stats::bump;
+use super::sync::{Ordering, fence};
+use super::{Arch, CpuMask, ScfFlags, Smp, SmpCallFunc, SmpCondFunc, SmpError, WarnKind};
+
+fn do_nothing(_: usize) {}
+
+impl<A: Arch> Smp<A> {
+    /// smp_call_function_single - run `func(info)` on one CPU.
+    ///
+    /// `cpu`: the CPU to run on; this CPU is fine (it then runs right here,
+    /// with interrupts disabled). `wait`: if true, return only after `func`
+    /// has returned on `cpu`, and everything it wrote is visible here; if
+    /// false, return once the call is queued (it uses this CPU's single
+    /// async csd, so it first waits for this CPU's previous non-waiting
+    /// single call to have started).
+    ///
+    /// Context: task context with interrupts enabled. With interrupts
+    /// disabled on an online CPU it counts and reports
+    /// [`WarnKind::WaitWithIrqsDisabled`] whether or not `wait` is set, as
+    /// both the seed and modern Linux do: `wait` spins for the target, and
+    /// `!wait` may spin in the csd lock for the previous call; either
+    /// deadlocks if the target is itself spinning for this CPU. A CPU that
+    /// is not online yet may call with interrupts disabled: nobody can be
+    /// waiting for it. `func` must be fast and must not block.
+    ///
+    /// Return: `Ok(())`, or [`SmpError::Nxio`] if `cpu` is not a valid,
+    /// online CPU (nothing is queued then).
+    #[inline]
+    pub fn smp_call_function_single(
+        &self,
+        cpu: CpuId,
+        func: SmpCallFunc,
+        info: usize,
+        wait: bool,
+    ) -> Result<(), SmpError> {
+        let this = self.arch.this_cpu();
+        if self.arch.irqs_disabled() && self.valid_cpu_online(this) {
+            self.warn(this, WarnKind::WaitWithIrqsDisabled, u64::from(cpu.0));
+        }
+        if cpu == this {
+            self.run_local(func, info);
+            return Ok(());
+        }
+        if wait {
+            let csd = Csd::new_sync_locked(func, info, cpu.0);
+            // The send window spans the online test and the queueing (see
+            // `Smp::synchronize_senders`).
+            let window = self.send_enter(this);
+            // Online implies below nr_cpu_ids (hotplug.rs keeps that
+            // invariant).
+            if !self.cpu_online_in_window(cpu) {
+                self.send_exit(this, window);
+                return Err(SmpError::Nxio);
+            }
+            // SAFETY: `csd` lives on this stack frame until it is unlocked:
+            // from the add on, the guard (on unwinding) or the wait below
+            // keeps this frame alive until the flusher released it.
+            let kick = unsafe { self.queue_add(this, cpu, csd.node()) };
+            self.send_exit(this, window);
+            let guard = StackCsdGuard(&csd);
+            if kick {
+                self.send_single_ipi(this, cpu);
+            }
+            self.csd_lock_wait(&csd, this);
+            core::mem::forget(guard);
+        } else {
+            if !self.cpu_online(cpu) {
+                return Err(SmpError::Nxio);
+            }
+            let csd = &self.pcpu(this).csd_data.0;
+            self.csd_lock(csd, this, CSD_TYPE_ASYNC);
+            // SAFETY: we hold the lock of this unqueued csd; the function
+            // and info are set, and `csd_data` outlives every queue.
+            return unsafe {
+                csd.write(func, info);
+                self.generic_exec_single(this, cpu, csd)
+            };
+        }
+        Ok(())
+    }
+
+    /// smp_call_function_single_async - run `csd`'s function on one CPU
+    /// without waiting.
+    ///
+    /// The caller owns `csd` and may reuse it once its function has started
+    /// (the csd is unlocked just before the call, so the function itself
+    /// may requeue it). On this CPU the function runs right here, with
+    /// interrupts disabled.
+    ///
+    /// Context: any, including interrupts disabled and IPI handlers.
+    ///
+    /// Return: `Ok(())`; [`SmpError::Busy`] if `csd` is still in flight
+    /// (nothing changes); [`SmpError::Nxio`] if `cpu` is not a valid, online
+    /// CPU (the csd is left unlocked).
+    pub fn smp_call_function_single_async(
+        &self,
+        cpu: CpuId,
+        csd: &'static Csd,
+    ) -> Result<(), SmpError> {
+        csd.try_lock(CSD_TYPE_ASYNC)?;
+        let this = self.arch.this_cpu();
+        // SAFETY: `csd` is 'static and locked by us.
+        unsafe { self.generic_exec_single(this, cpu, csd) }
+    }
+
+    /// Runs or queues a locked ASYNC csd (the seed's `generic_exec_single`
+    /// for the csds of non-waiting calls).
+    ///
+    /// # Safety
+    ///
+    /// The caller holds `csd`'s lock, its func/info are set, and it outlives
+    /// every queue of `self` (it is `'static` or part of `self`).
+    #[inline]
+    unsafe fn generic_exec_single(
+        &self,
+        this: CpuId,
+        cpu: CpuId,
+        csd: &Csd,
+    ) -> Result<(), SmpError> {
+        if cpu == this {
+            // SAFETY: we hold the lock.
+            let (func, info) = unsafe { csd.read() };
+            // Unlock first, as the flush does for ASYNC: `func` may requeue it.
+            self.csd_unlock(this, csd, func as usize);
+            self.run_local(func, info);
+            return Ok(());
+        }
+        let window = self.send_enter(this);
+        if !self.cpu_online_in_window(cpu) {
+            self.send_exit(this, window);
+            // SAFETY: we hold the lock.
+            let (func, _) = unsafe { csd.read() };
+            self.csd_unlock(this, csd, func as usize);
+            return Err(SmpError::Nxio);
+        }
+        csd.set_dst(cpu.0);
+        // SAFETY: the caller guarantees the csd outlives the queue.
+        let kick = unsafe { self.queue_add(this, cpu, csd.node()) };
+        self.send_exit(this, window);
+        if kick {
+            self.send_single_ipi(this, cpu);
+        }
+        Ok(())
+    }
+
+    /// smp_call_function_any - run `func(info)` on one CPU of `mask`.
+    ///
+    /// Preference: this CPU if it is in `mask`; else the first online CPU of
+    /// `mask` on this CPU's NUMA node; else the first online CPU of `mask`.
+    /// `wait` as for [`Self::smp_call_function_single`].
+    ///
+    /// Context: as [`Self::smp_call_function_single`].
+    ///
+    /// Return: `Ok(())`, or [`SmpError::Nxio`] if `mask` has no online CPU
+    /// (and does not contain this CPU).
+    pub fn smp_call_function_any(
+        &self,
+        mask: CpuMask,
+        func: SmpCallFunc,
+        info: usize,
+        wait: bool,
+    ) -> Result<(), SmpError> {
+        let this = self.arch.this_cpu();
+        let cpu = if mask.test(this) {
+            this
+        } else {
+            let candidates = mask.and(self.online_mask());
+            let node = self.cpu_to_node(this);
+            match candidates
+                .iter()
+                .find(|&c| self.cpu_to_node(c) == node)
+                .or(candidates.first())
+            {
+                Some(cpu) => cpu,
+                // No online CPU in the mask: an error, never an index out of
+                // range (the 2025 locality change crashed exactly here).
+                None => return Err(SmpError::Nxio),
+            }
+        };
+        self.smp_call_function_single(cpu, func, info, wait)
+    }
+
+    /// smp_call_function_many_cond - run `func(info)` on the online CPUs of
+    /// `mask` for which `cond(cpu, info)` is true (all if `cond` is `None`).
+    ///
+    /// This CPU takes part only with [`ScfFlags::RUN_LOCAL`]; it runs `func`
+    /// with interrupts disabled, after queueing the remote calls and while
+    /// the other CPUs run them. With [`ScfFlags::WAIT`] it returns only once
+    /// every CPU the call was queued to has run `func` (including a CPU that
+    /// got no IPI because its queue was already non-empty); without, once
+    /// the calls are queued. `cond` runs here, before queueing, once per
+    /// candidate CPU: a CPU it rejects gets neither a call nor an IPI.
+    ///
+    /// IPIs: only CPUs whose queue was empty get one; exactly one such CPU
+    /// gets the single-target IPI, more get one mask IPI.
+    ///
+    /// Context: task context with interrupts enabled (else a counted and
+    /// reported [`WarnKind::WaitWithIrqsDisabled`], as for the single call:
+    /// even without `WAIT` the per-target csd lock may spin). `func` must be
+    /// fast and must not block.
+    pub fn smp_call_function_many_cond(
+        &self,
+        mask: CpuMask,
+        func: SmpCallFunc,
+        info: usize,
+        flags: ScfFlags,
+        cond: Option<SmpCondFunc>,
+    ) {
+        let this = self.arch.this_cpu();
+        let wait = flags.contains(ScfFlags::WAIT);
+        if self.arch.irqs_disabled() && self.valid_cpu_online(this) {
+            self.warn(this, WarnKind::WaitWithIrqsDisabled, mask.bits());
+        }
+        let pcpu = self.pcpu(this);
+        // The send window spans the online test and the queueing (see
+        // `Smp::synchronize_senders`); an outgoing CPU serves its queue
+        // while it waits, so a csd lock below cannot wait for it forever.
+        let window = self.send_enter(this);
+        let targets = mask.and(self.online_mask_in_window()).without(this);
+        let mut queued = CpuMask::EMPTY;
+        if !targets.is_empty() {
+            let csd_type = csd_type_for(wait);
+            let mut ipi = CpuMask::EMPTY;
+            for cpu in targets {
+                if let Some(cond) = cond
+                    && !cond(cpu, info)
+                {
+                    continue;
+                }
+                let csd = self.cfd_csd(this, cpu);
+                self.csd_lock(csd, this, csd_type);
+                // SAFETY: we hold the lock of this unqueued csd.
+                unsafe { csd.write(func, info) };
+                csd.set_dst(cpu.0);
+                queued.set(cpu);
+                // SAFETY: cfd csds live as long as `self` and its queues.
+                if unsafe { self.queue_add(this, cpu, csd.node()) } {
+                    ipi.set(cpu);
+                }
+            }
+            self.send_exit(this, window);
+            // Relaxed: a record for diagnostics, read by nobody else.
+            pcpu.cfd_cpumask.store(queued.bits(), Ordering::Relaxed);
+            pcpu.cfd_cpumask_ipi.store(ipi.bits(), Ordering::Relaxed);
+            if ipi.is_single() {
+                self.send_single_ipi(this, CpuId(ipi.bits().trailing_zeros()));
+            } else if !ipi.is_empty() {
+                pcpu.counters
+                    .ipis_requested
+                    .fetch_add(u64::from(ipi.weight()), Ordering::Relaxed);
+                self.arch.send_call_function_ipi_mask(ipi);
+            }
+        } else {
+            self.send_exit(this, window);
+        }
+        if flags.contains(ScfFlags::RUN_LOCAL)
+            && mask.test(this)
+            && cond.is_none_or(|cond| cond(this, info))
+        {
+            self.run_local(func, info);
+        }
+        if wait {
+            // Wait iff enqueued: every CPU we queued to, IPI'd or not.
+            for cpu in queued {
+                self.csd_lock_wait(self.cfd_csd(this, cpu), this);
+            }
+        }
+    }
+
+    /// smp_call_function_many - run `func(info)` on the online CPUs of
+    /// `mask` except this one. `wait`: return only after all have run it.
+    ///
+    /// Context: as [`Self::smp_call_function_many_cond`].
+    pub fn smp_call_function_many(
+        &self,
+        mask: CpuMask,
+        func: SmpCallFunc,
+        info: usize,
+        wait: bool,
+    ) {
+        self.smp_call_function_many_cond(mask, func, info, ScfFlags::wait_if(wait), None);
+    }
+
+    /// smp_call_function - run `func(info)` on all other online CPUs.
+    /// `wait`: return only after all have run it.
+    ///
+    /// Context: as [`Self::smp_call_function_many_cond`].
+    pub fn smp_call_function(&self, func: SmpCallFunc, info: usize, wait: bool) {
+        self.smp_call_function_many(self.online_mask(), func, info, wait);
+    }
+
+    /// on_each_cpu - run `func(info)` on every online CPU and on this one
+    /// (which runs it with interrupts disabled, even before it is online,
+    /// as in the seed). `wait`: return only after all have run it.
+    ///
+    /// Context: as [`Self::smp_call_function_many_cond`].
+    pub fn on_each_cpu(&self, func: SmpCallFunc, info: usize, wait: bool) {
+        let mask = self.online_mask().with(self.arch.this_cpu());
+        self.on_each_cpu_mask(mask, func, info, wait);
+    }
+
+    /// on_each_cpu_mask - run `func(info)` on the online CPUs of `mask`, and
+    /// on this CPU if it is in `mask` (interrupts disabled).
+    /// `wait`: return only after all have run it.
+    ///
+    /// Context: as [`Self::smp_call_function_many_cond`].
+    pub fn on_each_cpu_mask(&self, mask: CpuMask, func: SmpCallFunc, info: usize, wait: bool) {
+        self.smp_call_function_many_cond(
+            mask,
+            func,
+            info,
+            ScfFlags::RUN_LOCAL | ScfFlags::wait_if(wait),
+            None,
+        );
+    }
+
+    /// on_each_cpu_cond_mask - run `func(info)` on each online CPU of `mask`
+    /// (this one included, if in `mask`) for which `cond(cpu, info)` is true.
+    /// `wait`: return only after all have run it.
+    ///
+    /// The seed's `on_each_cpu_cond` allocated a cpumask, filled it by
+    /// calling `cond` for every online CPU, and fell back to one
+    /// `smp_call_function_single` per CPU when the allocation failed. Here
+    /// `cond` is evaluated inside `smp_call_function_many_cond`, right before
+    /// each CPU's csd is queued (modern Linux), so there is no mask to
+    /// allocate and no fallback, and a CPU rejected by `cond` costs nothing.
+    ///
+    /// Context: as [`Self::smp_call_function_many_cond`].
+    pub fn on_each_cpu_cond_mask(
+        &self,
+        cond: SmpCondFunc,
+        func: SmpCallFunc,
+        info: usize,
+        wait: bool,
+        mask: CpuMask,
+    ) {
+        self.smp_call_function_many_cond(
+            mask,
+            func,
+            info,
+            ScfFlags::RUN_LOCAL | ScfFlags::wait_if(wait),
+            Some(cond),
+        );
+    }
+
+    /// on_each_cpu_cond - [`Self::on_each_cpu_cond_mask`] over all online
+    /// CPUs and this one.
+    ///
+    /// Context: as [`Self::smp_call_function_many_cond`].
+    pub fn on_each_cpu_cond(&self, cond: SmpCondFunc, func: SmpCallFunc, info: usize, wait: bool) {
+        let mask = self.online_mask().with(self.arch.this_cpu());
+        self.on_each_cpu_cond_mask(cond, func, info, wait, mask);
+    }
+
+    /// kick_all_cpus_sync - make every other online CPU take an interrupt
+    /// and return only after each has: a full fence, then a waiting
+    /// [`Self::smp_call_function`] of an empty function. After it returns,
+    /// every CPU has seen the stores this CPU made before the call.
+    ///
+    /// Context: as [`Self::smp_call_function_many_cond`].
+    pub fn kick_all_cpus_sync(&self) {
+        // Make our earlier stores visible before the CPUs are kicked.
+        fence(Ordering::SeqCst);
+        self.smp_call_function(do_nothing, 0, true);
+    }
+
+    /// Runs `func(info)` on this CPU with interrupts disabled.
+    #[inline]
+    fn run_local(&self, func: SmpCallFunc, info: usize) {
+        let flags = self.arch.irq_save();
+        func(info);
+        self.arch.irq_restore(flags);
+    }
+
+    /// Adds a node to `cpu`'s call queue; returns whether the queue was
+    /// empty, i.e. whether `cpu` needs an IPI (Linux's
+    /// `__smp_call_single_queue` minus the send).
+    ///
+    /// # Safety
+    ///
+    /// `node` is locked / claimed by the caller, on no list, and stays live
+    /// until its flusher has released it. `cpu` is valid.
+    #[inline]
+    pub(crate) unsafe fn queue_add(&self, this: CpuId, cpu: CpuId, node: &CallSingleNode) -> bool {
+        bump(&self.pcpu(this).counters.calls_queued);
+        // SAFETY: forwarded from the caller.
+        unsafe { self.queue(cpu).add(node.link()) }
+    }
+
+    /// Sends the single-target call-function IPI and counts it.
+    #[inline]
+    pub(crate) fn send_single_ipi(&self, this: CpuId, cpu: CpuId) {
+        bump(&self.pcpu(this).counters.ipis_requested);
+        self.arch.send_call_function_single_ipi(cpu);
+    }
+}

@@ -1,0 +1,195 @@
+//! The IPI handler: flushing this CPU's call queue.
+//!
+//! The whole queue is taken at once (`del_all`) and put in FIFO order. Then:
+//! 1. every SYNC csd runs first, because someone is spinning for it; it is
+//!    unlocked *after* its function, and from that moment its waiter may
+//!    return and free it (it is on the waiter's stack), so the walk reads
+//!    the link first and never touches the csd again;
+//! 2. the remaining ASYNC csds are unlocked *before* their function (so the
+//!    function may requeue its own csd), and the remote irq_work runs;
+//! 3. this CPU's own irq_work list runs.
+//!
+//! While a function runs, its address is in the CPU's `running` slot, for
+//! the stall detector of CPUs that wait on this one.
+
+use core::ptr::NonNull;
+
+use shared::CpuId;
+
+use super::csd::{CSD_TYPE_IRQ_WORK, CSD_TYPE_SYNC, CallSingleNode, Csd};
+use super::irq_work::IrqWork;
+use super::llist::{self, LlistNode};
+use super::stats::bump;
+use super::sync::Ordering;
+use super::{Arch, PerCpu, Smp, SmpCallFunc, WarnKind};
+
+impl<A: Arch> Smp<A> {
+    /// generic_smp_call_function_interrupt - the handler of both
+    /// call-function IPI vectors: runs every call queued to this CPU, then
+    /// its irq_work.
+    ///
+    /// Context: interrupt handler, interrupts disabled (else a counted and
+    /// reported [`WarnKind::FlushWithIrqsEnabled`]). If this CPU is offline
+    /// and calls were queued, reports [`WarnKind::IpiOnOfflineCpu`] and a
+    /// [`WarnKind::CallbackOnOfflineCpu`] per pending callback (once per
+    /// machine; counted every time), then runs them anyway.
+    #[inline]
+    pub fn generic_smp_call_function_interrupt(&self) {
+        self.flush_queue(true);
+    }
+
+    /// flush_smp_call_function_queue - run this CPU's pending calls from
+    /// task context (e.g. an idle loop that polls instead of taking the
+    /// IPI). Returns at once if nothing is queued.
+    ///
+    /// Context: any; it disables interrupts around the flush itself.
+    pub fn flush_smp_call_function_queue(&self) {
+        let this = self.arch.this_cpu();
+        if self.queue(this).is_empty() && self.pcpu(this).irq_work.is_empty() {
+            return;
+        }
+        let flags = self.arch.irq_save();
+        self.flush_queue(true);
+        self.arch.irq_restore(flags);
+    }
+
+    /// Flushes this CPU's call queue, then its irq_work list (the seed's
+    /// `flush_smp_call_function_queue(warn_cpu_offline)`).
+    pub(crate) fn flush_queue(&self, warn_cpu_offline: bool) {
+        let this = self.arch.this_cpu();
+        if !self.arch.irqs_disabled() {
+            self.warn(this, WarnKind::FlushWithIrqsEnabled, 0);
+        }
+        let pcpu = self.pcpu(this);
+        let entry = self.queue(this).del_all();
+        if !entry.is_null() {
+            // SAFETY: `del_all` detached the chain; this CPU owns it.
+            let entry = unsafe { llist::reverse_order(entry) };
+            // The seed tested the head it had just emptied, so its warning
+            // could never fire; we test what we took.
+            if warn_cpu_offline && !self.valid_cpu_online(this) {
+                // SAFETY: we own the detached chain and have run nothing yet.
+                unsafe { self.warn_ipi_on_offline(this, entry) };
+            }
+            // SAFETY: as above.
+            unsafe { self.run_chain(this, pcpu, entry) };
+        }
+        self.irq_work_run_local(pcpu);
+    }
+
+    /// Runs a detached, FIFO-ordered chain of call-queue nodes.
+    ///
+    /// # Safety
+    ///
+    /// `entry` is null or a chain this CPU took off its own call queue.
+    #[inline]
+    unsafe fn run_chain(&self, this: CpuId, pcpu: &PerCpu, mut entry: *mut LlistNode) {
+        // Pass 1: SYNC csds, unlinked from the chain as they run.
+        let mut prev: Option<NonNull<LlistNode>> = None;
+        let mut cur = entry;
+        while let Some(node) = NonNull::new(cur) {
+            // SAFETY: `node` is on our chain and not released yet.
+            let next = unsafe { node.as_ref() }.next();
+            // SAFETY: every node on a call queue is the first field of a
+            // `CallSingleNode` (in a `Csd` or an `IrqWork`).
+            let csn = unsafe { node.cast::<CallSingleNode>().as_ref() };
+            if csn.csd_type() == CSD_TYPE_SYNC {
+                match prev {
+                    None => entry = next,
+                    // SAFETY: `p` is an earlier node of our chain that we
+                    // kept (not SYNC, so not released).
+                    Some(p) => unsafe { p.as_ref() }.set_next(next),
+                }
+                // SAFETY: SYNC nodes are csds; we release it below and
+                // never use `csd` after that.
+                let csd = unsafe { Csd::from_node(node) };
+                // SAFETY: taken off our queue, not unlocked yet.
+                let (func, info) = unsafe { csd.read() };
+                self.run_queued(pcpu, func, info);
+                self.csd_unlock(this, csd, func as usize);
+            } else {
+                prev = Some(node);
+            }
+            cur = next;
+        }
+        // Pass 2: everything else, each released before it runs.
+        let mut cur = entry;
+        while let Some(node) = NonNull::new(cur) {
+            // SAFETY: `node` is on our chain and not released yet.
+            let next = unsafe { node.as_ref() }.next();
+            // SAFETY: as in pass 1.
+            let csn = unsafe { node.cast::<CallSingleNode>().as_ref() };
+            if csn.csd_type() == CSD_TYPE_IRQ_WORK {
+                // SAFETY: IRQ_WORK nodes are 'static `IrqWork`s.
+                let work = unsafe { IrqWork::from_node(node) };
+                self.irq_work_single(pcpu, work);
+            } else {
+                // SAFETY: the other nodes are ASYNC csds.
+                let csd = unsafe { Csd::from_node(node) };
+                // SAFETY: taken off our queue, not unlocked yet.
+                let (func, info) = unsafe { csd.read() };
+                self.csd_unlock(this, csd, func as usize);
+                self.run_queued(pcpu, func, info);
+            }
+            cur = next;
+        }
+    }
+
+    /// Runs one queued function, recording it in the `running` slot.
+    #[inline]
+    pub(super) fn run_queued(&self, pcpu: &PerCpu, func: SmpCallFunc, info: usize) {
+        // Relaxed (both stores): a diagnostic for the stall detector of
+        // other CPUs, which reads nothing else through it.
+        pcpu.running.store(func as usize, Ordering::Relaxed);
+        func(info);
+        pcpu.running.store(0, Ordering::Relaxed);
+        bump(&pcpu.counters.callbacks_run);
+    }
+
+    /// Reports an IPI that found calls queued to this offline CPU, with each
+    /// pending callback: reported once per machine, counted every time.
+    ///
+    /// # Safety
+    ///
+    /// `entry` is a chain this CPU took off its queue and has not run yet.
+    #[cold]
+    #[inline(never)]
+    unsafe fn warn_ipi_on_offline(&self, this: CpuId, entry: *mut LlistNode) {
+        let mut pending = 0u64;
+        let mut cur = entry;
+        while let Some(node) = NonNull::new(cur) {
+            pending += 1;
+            // SAFETY: `node` is on our unrun chain.
+            cur = unsafe { node.as_ref() }.next();
+        }
+        // Relaxed: a once-flag; nothing is published through it.
+        let first = !self.offline_warned.swap(true, Ordering::Relaxed);
+        self.warn_maybe(first, this, WarnKind::IpiOnOfflineCpu, pending);
+        let mut cur = entry;
+        while let Some(node) = NonNull::new(cur) {
+            // SAFETY: `node` is on our unrun chain.
+            let next = unsafe { node.as_ref() }.next();
+            // SAFETY: as in `run_chain`.
+            let csn = unsafe { node.cast::<CallSingleNode>().as_ref() };
+            let func = if csn.csd_type() == CSD_TYPE_IRQ_WORK {
+                // SAFETY: IRQ_WORK nodes are 'static `IrqWork`s.
+                unsafe { IrqWork::from_node(node) }.func_addr()
+            } else {
+                // SAFETY: other nodes are csds, still locked (not run yet).
+                let csd = unsafe { Csd::from_node(node) };
+                // SAFETY: taken off our queue, not unlocked yet.
+                (unsafe { csd.read() }).0 as usize
+            };
+            self.warn_maybe(first, this, WarnKind::CallbackOnOfflineCpu, func as u64);
+            cur = next;
+        }
+    }
+
+    fn warn_maybe(&self, report: bool, this: CpuId, kind: WarnKind, detail: u64) {
+        if report {
+            self.warn(this, kind, detail);
+        } else {
+            self.count_warn(this, kind);
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Per-CPU counters and the WARN conditions.
+//!
+//! Each counter is written only by the CPU it belongs to, with a `Relaxed`
+//! `fetch_add` (one `lock add` on x86: a single instruction, so it is also
+//! exact when an interrupt handler on the same CPU bumps the same counter).
+//! Readers on other CPUs get a snapshot.
+
+use shared::CpuId;
+use shared::record::WarnKind;
+
+use super::event::Event;
+use super::sync::{AtomicU32, AtomicU64, Ordering};
+use super::{Arch, Smp};
+
+/// Number of [`WarnKind`]s.
+const WARN_KINDS: usize = WarnKind::ALL.len();
+
+/// The live counters of one CPU.
+#[repr(C)]
+pub(crate) struct Counters {
+    /// Calls this CPU put on some CPU's call queue.
+    pub(crate) calls_queued: AtomicU64,
+    /// Functions this CPU ran from its call queue (csds and remote
+    /// irq_work) and from its irq_work list.
+    pub(crate) callbacks_run: AtomicU64,
+    /// IPIs this CPU asked the arch to send: one per target CPU of a
+    /// call-function IPI, plus irq_work self-IPIs and stall re-sends.
+    pub(crate) ipis_requested: AtomicU64,
+    /// WARNs that fired on this CPU, by `WarnKind as usize - 1`.
+    warns: [AtomicU32; WARN_KINDS],
+}
+
+impl Counters {
+    pub(crate) const fn new() -> Self {
+        Self {
+            calls_queued: AtomicU64::new(0),
+            callbacks_run: AtomicU64::new(0),
+            ipis_requested: AtomicU64::new(0),
+            warns: [const { AtomicU32::new(0) }; WARN_KINDS],
+        }
+    }
+}
+
+/// Adds one to a counter of this CPU.
+#[inline(always)]
+pub(crate) fn bump(counter: &AtomicU64) {
+    // Relaxed: a statistic; no other data is published through it.
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A snapshot of one CPU's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuStats {
+    /// Calls this CPU put on some CPU's call queue.
+    pub calls_queued: u64,
+    /// Functions this CPU ran from its call queue and irq_work list.
+    pub callbacks_run: u64,
+    /// IPIs this CPU asked for: one per target CPU of a call-function IPI,
+    /// plus irq_work self-IPIs and stall re-sends.
+    pub ipis_requested: u64,
+    /// WARNs that fired on this CPU, indexed like [`WarnKind::ALL`].
+    pub warns: [u32; WARN_KINDS],
+}
+
+impl CpuStats {
+    /// How often `kind` fired.
+    pub fn warn_count(&self, kind: WarnKind) -> u32 {
+        warn_index(kind)
+            .and_then(|i| self.warns.get(i))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+fn warn_index(kind: WarnKind) -> Option<usize> {
+    (kind as usize).checked_sub(1)
+}
+
+impl<A: Arch> Smp<A> {
+    /// A snapshot of `cpu`'s counters (all zero for an invalid CPU).
+    ///
+    /// Context: any.
+    pub fn stats(&self, cpu: CpuId) -> CpuStats {
+        let Some(p) = self.percpu.get(cpu.index()) else {
+            return CpuStats::default();
+        };
+        let c = &p.counters;
+        // Relaxed loads: a snapshot of statistics.
+        CpuStats {
+            calls_queued: c.calls_queued.load(Ordering::Relaxed),
+            callbacks_run: c.callbacks_run.load(Ordering::Relaxed),
+            ipis_requested: c.ipis_requested.load(Ordering::Relaxed),
+            warns: core::array::from_fn(|i| c.warns[i].load(Ordering::Relaxed)),
+        }
+    }
+
+    /// How often `kind` fired on `cpu`.
+    ///
+    /// Context: any.
+    pub fn warn_count(&self, cpu: CpuId, kind: WarnKind) -> u32 {
+        self.stats(cpu).warn_count(kind)
+    }
+
+    /// Counts a WARN on `cpu` (this CPU) without reporting it; returns the
+    /// new count.
+    #[cold]
+    pub(crate) fn count_warn(&self, cpu: CpuId, kind: WarnKind) -> u32 {
+        let counters = &self.pcpu(cpu).counters;
+        match warn_index(kind).and_then(|i| counters.warns.get(i)) {
+            // Relaxed: a statistic.
+            Some(c) => c.fetch_add(1, Ordering::Relaxed).wrapping_add(1),
+            None => 0,
+        }
+    }
+
+    /// Counts a WARN on `cpu` (this CPU) and reports it to the host.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn warn(&self, cpu: CpuId, kind: WarnKind, detail: u64) {
+        let count = self.count_warn(cpu, kind);
+        self.arch.report(Event::Warn {
+            cpu,
+            kind,
+            count,
+            detail,
+        });
+    }
+}

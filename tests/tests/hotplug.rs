@@ -1,0 +1,256 @@
+//! CPU hotplug and the boot parameters on real vCPUs: guest-driven
+//! down/up cycles, host-driven schedules, and the control socket.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use shared::status::GuestStatus;
+use smpcall_tests::{config, explain, run};
+use vmm::hotplug::{Change, parse_schedule};
+use vmm::{Ending, Outcome};
+
+const HOTPLUG_CASES: [&str; 5] = [
+    "boot-params-applied",
+    "dying-flush-runs-queued-calls-once",
+    "offline-cpu-enxio-and-skipped",
+    "reonlined-cpu-takes-calls",
+    "down-up-cycles-with-calls-in-flight",
+];
+
+fn passed(o: &Outcome, names: &[&str]) {
+    assert_eq!(
+        o.ending,
+        Ending::GuestExit(GuestStatus::Success),
+        "{}",
+        explain(o)
+    );
+    let tests = o.tests();
+    for name in names {
+        match tests.iter().find(|t| t.name == *name) {
+            Some(t) => assert!(t.passed, "{name}: {}\n{}", t.detail, explain(o)),
+            None => panic!("case {name} missing\n{}", explain(o)),
+        }
+    }
+    assert_eq!(tests.len(), names.len(), "{}", explain(o));
+    assert!(o.protocol_errors.is_empty(), "{}", explain(o));
+}
+
+#[test]
+fn guest_driven_hotplug_at_2_cpus() {
+    passed(&run(&config(2, "hotplug", "")), &HOTPLUG_CASES);
+}
+
+#[test]
+fn guest_driven_hotplug_at_4_cpus() {
+    passed(&run(&config(4, "hotplug", "")), &HOTPLUG_CASES);
+}
+
+#[test]
+fn guest_driven_hotplug_at_8_cpus_with_distinct_apic_ids() {
+    let mut c = config(8, "hotplug", "");
+    c.apic_stride = 2;
+    passed(&run(&c), &HOTPLUG_CASES);
+}
+
+fn boot_params(cmdline: &str, cpus: u32, brought_up: u32) -> Outcome {
+    let o = run(&config(cpus, "hotplug", cmdline));
+    let names: &[&str] = if brought_up > 1 {
+        &HOTPLUG_CASES
+    } else {
+        &HOTPLUG_CASES[..1]
+    };
+    passed(&o, names);
+    assert!(
+        o.console.contains(&format!("Brought up {brought_up} CPUs")),
+        "{}",
+        explain(&o)
+    );
+    o
+}
+
+#[test]
+fn nosmp_brings_up_no_ap() {
+    boot_params("nosmp", 4, 1);
+}
+
+#[test]
+fn maxcpus_0_disables_smp() {
+    boot_params("maxcpus=0", 4, 1);
+}
+
+#[test]
+fn nr_cpus_limits_possible_cpus() {
+    let o = boot_params("nr_cpus=3", 8, 3);
+    assert!(o.console.contains("nr_cpu_ids 3"), "{}", explain(&o));
+}
+
+#[test]
+fn nr_cpus_larger_than_possible_is_ignored() {
+    let o = boot_params("nr_cpus=99", 4, 4);
+    assert!(o.console.contains("nr_cpu_ids 4"), "{}", explain(&o));
+}
+
+#[test]
+fn maxcpus_leaves_present_cpus_offline() {
+    boot_params("maxcpus=2", 6, 2);
+}
+
+#[test]
+fn malformed_values_keep_defaults() {
+    let o = boot_params("maxcpus=abc nr_cpus= maxcpus=-2", 3, 3);
+    assert!(
+        o.console.contains("warning: maxcpus=abc"),
+        "{}",
+        explain(&o)
+    );
+}
+
+fn schedule(cpus: u32, cmdline: &str, spec: &str) -> Outcome {
+    let mut c = config(cpus, "wait", cmdline);
+    c.hotplug = parse_schedule(spec, cpus).unwrap();
+    run(&c)
+}
+
+fn event_results(o: &Outcome) -> Vec<(Change, u32, i32)> {
+    o.hotplug
+        .iter()
+        .map(|e| {
+            let r = e
+                .result
+                .clone()
+                .unwrap_or_else(|err| panic!("{err}\n{}", explain(o)));
+            (e.change, e.cpu, r)
+        })
+        .collect()
+}
+
+#[test]
+fn maxcpus_2_then_the_other_four_at_run_time() {
+    let o = schedule(6, "maxcpus=2", "0:on 2; 0:on 3; 0:on 4; 0:on 5");
+    assert_eq!(
+        o.ending,
+        Ending::GuestExit(GuestStatus::Success),
+        "{}",
+        explain(&o)
+    );
+    assert!(o.console.contains("Brought up 2 CPUs"), "{}", explain(&o));
+    assert!(
+        o.hotplug.iter().all(|e| e.ok()),
+        "{:?}\n{}",
+        o.hotplug,
+        explain(&o)
+    );
+    assert_eq!(o.hotplug.len(), 4);
+    assert!(o.console.contains("6 CPUs online: 0-5"), "{}", explain(&o));
+    let mut online = o.online_cpus();
+    online.sort();
+    assert_eq!(online, [0, 1, 2, 3, 4, 5], "{}", explain(&o));
+}
+
+#[test]
+fn schedule_takes_cpus_down_and_up_and_refuses_bad_changes() {
+    let o = schedule(
+        4,
+        "",
+        "10ms:off 3; 20ms:off 3; 30ms:on 3; 40ms:on 3; 50ms:off 0; 60ms:off 2; 70ms:off 1",
+    );
+    assert_eq!(
+        o.ending,
+        Ending::GuestExit(GuestStatus::Success),
+        "{}",
+        explain(&o)
+    );
+    use Change::{Offline, Online};
+    assert_eq!(
+        event_results(&o),
+        [
+            (Offline, 3, 0),
+            (Offline, 3, -114),
+            (Online, 3, 0),
+            (Online, 3, -114),
+            (Offline, 0, -22),
+            (Offline, 2, 0),
+            (Offline, 1, 0),
+        ],
+        "{}",
+        explain(&o)
+    );
+    assert!(o.console.contains("2 CPUs online: 0,3"), "{}", explain(&o));
+}
+
+#[test]
+fn nosmp_cpus_cannot_be_brought_up() {
+    let o = schedule(3, "nosmp", "0:on 1");
+    assert_eq!(
+        event_results(&o),
+        [(Change::Online, 1, -22)],
+        "{}",
+        explain(&o)
+    );
+}
+
+#[test]
+fn control_socket_answers_good_and_bad_requests() {
+    let path = std::env::temp_dir().join(format!("smpcall-api-{}.sock", std::process::id()));
+    let mut c = config(4, "wait", "");
+    c.api_sock = Some(path.clone());
+    let vm = std::thread::spawn(move || run(&c));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let stream = loop {
+        match UnixStream::connect(&path) {
+            Ok(s) => break s,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("cannot connect to {}: {e}", path.display()),
+        }
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut ask = |line: &str| -> serde_json::Value {
+        writeln!(writer, "{line}").unwrap();
+        let mut answer = String::new();
+        reader.read_line(&mut answer).unwrap();
+        serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{answer:?}: {e}"))
+    };
+    let ok = |v: &serde_json::Value| v["ok"] == serde_json::Value::Bool(true);
+    assert!(ok(&ask(r#"{"cpu":3,"state":"offline"}"#)));
+    let again = ask(r#"{"cpu":3,"state":"offline"}"#);
+    assert!(!ok(&again) && again["error"].as_str().unwrap().contains("already offline"));
+    let boot = ask(r#"{"cpu":0,"state":"offline"}"#);
+    assert!(!ok(&boot) && boot["error"].as_str().unwrap().contains("boot CPU"));
+    let unknown = ask(r#"{"cpu":17,"state":"offline"}"#);
+    assert!(
+        !ok(&unknown)
+            && unknown["error"]
+                .as_str()
+                .unwrap()
+                .contains("does not exist")
+    );
+    assert!(!ok(&ask("this is not json")));
+    assert!(!ok(&ask(r#"{"cpu":1,"state":"sideways"}"#)));
+    let huge = ask(&"x".repeat(3 << 20));
+    assert!(!ok(&huge) && huge["error"].as_str().unwrap().contains("longer than"));
+    let stats = ask(r#"{"stats":true}"#);
+    assert!(ok(&stats), "{stats}");
+    let cpus = stats["cpus"].as_array().unwrap();
+    assert_eq!(cpus.len(), 4);
+    assert_eq!(cpus[3]["online"], serde_json::Value::Bool(false));
+    assert_eq!(cpus[2]["online"], serde_json::Value::Bool(true));
+    assert!(ok(&ask(r#"{"cpu":3,"state":"online"}"#)));
+    assert!(ok(&ask(r#"{"exit":true}"#)));
+    let o = vm.join().unwrap();
+    assert_eq!(
+        o.ending,
+        Ending::GuestExit(GuestStatus::Success),
+        "{}",
+        explain(&o)
+    );
+    assert!(o.console.contains("4 CPUs online: 0-3"), "{}", explain(&o));
+    assert!(!path.exists(), "the socket file is removed at exit");
+}

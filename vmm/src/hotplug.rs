@@ -1,0 +1,252 @@
+//! Host-driven CPU hotplug: a schedule (`--hotplug "100ms:off 3; 250ms:on
+//! 3"`) or random churn (`--hotplug-churn MS`), carried out through the
+//! request mailbox while the guest runs.
+
+use std::time::{Duration, Instant};
+
+use shared::mailbox::{Op, result};
+
+use crate::mailbox::{Channel, RequestError};
+
+/// How long one hotplug request may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Online or offline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Bring the CPU up.
+    Online,
+    /// Take the CPU down.
+    Offline,
+}
+
+impl Change {
+    /// The mailbox request for it.
+    pub fn op(self) -> Op {
+        match self {
+            Change::Online => Op::Online,
+            Change::Offline => Op::Offline,
+        }
+    }
+
+    /// "online" / "offline".
+    pub fn name(self) -> &'static str {
+        match self {
+            Change::Online => "online",
+            Change::Offline => "offline",
+        }
+    }
+}
+
+/// One scheduled change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Step {
+    /// When, from the start of the run.
+    pub at: Duration,
+    /// What.
+    pub change: Change,
+    /// Which CPU.
+    pub cpu: u32,
+}
+
+/// What happened to one change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// When it was made, from the start of the run.
+    pub at: Duration,
+    /// What.
+    pub change: Change,
+    /// Which CPU.
+    pub cpu: u32,
+    /// The guest's answer (0 or a negative errno), or why there was none.
+    pub result: Result<i32, RequestError>,
+}
+
+impl Event {
+    /// Whether the guest did it.
+    pub fn ok(&self) -> bool {
+        self.result == Ok(result::OK)
+    }
+}
+
+fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1000)
+    } else {
+        (s, 1)
+    };
+    let v: u64 = num.trim().parse().ok()?;
+    Some(Duration::from_millis(v.checked_mul(scale)?))
+}
+
+/// Parses a schedule: `TIME:off CPU` or `TIME:on CPU` steps separated by
+/// `;`, TIME in ms (`100ms`, `100`) or s (`2s`), CPU below `cpus`.
+pub fn parse_schedule(spec: &str, cpus: u32) -> Result<Vec<Step>, String> {
+    let mut steps = Vec::new();
+    for part in spec.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        let (time, action) = part
+            .split_once(':')
+            .ok_or_else(|| format!("{part:?}: expected TIME:off CPU or TIME:on CPU"))?;
+        let at = parse_duration(time).ok_or_else(|| format!("{part:?}: bad time {time:?}"))?;
+        let mut words = action.split_whitespace();
+        let change = match words.next() {
+            Some("off" | "offline") => Change::Offline,
+            Some("on" | "online") => Change::Online,
+            _ => return Err(format!("{part:?}: the action is 'off' or 'on'")),
+        };
+        let cpu: u32 = words
+            .next()
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| format!("{part:?}: expected a CPU number"))?;
+        if words.next().is_some() {
+            return Err(format!("{part:?}: unexpected words after the CPU"));
+        }
+        if cpu >= cpus {
+            return Err(format!(
+                "{part:?}: CPU {cpu} does not exist (--cpus {cpus})"
+            ));
+        }
+        steps.push(Step { at, change, cpu });
+    }
+    if steps.is_empty() {
+        return Err("empty schedule".into());
+    }
+    steps.sort_by_key(|s| s.at);
+    Ok(steps)
+}
+
+/// Carries out `steps` from `start`, stopping early when `stopped()`.
+pub fn run_schedule(
+    channel: &Channel,
+    steps: &[Step],
+    start: Instant,
+    stopped: &dyn Fn() -> bool,
+) -> Vec<Event> {
+    let mut events = Vec::new();
+    for step in steps {
+        while start.elapsed() < step.at {
+            if stopped() {
+                return events;
+            }
+            std::thread::sleep((step.at - start.elapsed()).min(Duration::from_millis(5)));
+        }
+        let at = start.elapsed();
+        let result = channel
+            .request(step.change.op(), step.cpu, REQUEST_TIMEOUT)
+            .map(|r| r.result);
+        log::info!(
+            "hotplug: {} CPU {}: {:?}",
+            step.change.name(),
+            step.cpu,
+            result
+        );
+        let stop = result == Err(RequestError::Stopped);
+        events.push(Event {
+            at,
+            change: step.change,
+            cpu: step.cpu,
+            result,
+        });
+        if stop {
+            break;
+        }
+    }
+    events
+}
+
+/// Every `period`, toggles a random CPU other than 0 (offline if it is
+/// online, else online), until `stopped()`.
+pub fn churn(
+    channel: &Channel,
+    cpus: u32,
+    period: Duration,
+    start: Instant,
+    stopped: &dyn Fn() -> bool,
+) -> Vec<Event> {
+    let mut events = Vec::new();
+    if cpus < 2 {
+        return events;
+    }
+    let mut online = vec![true; cpus as usize];
+    let mut rng = 0x2545_f491_4f6c_dd1du64 ^ start.elapsed().as_nanos() as u64;
+    let mut next = start + period;
+    while !stopped() {
+        if Instant::now() < next {
+            std::thread::sleep(Duration::from_millis(2).min(next - Instant::now()));
+            continue;
+        }
+        next += period;
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let cpu = 1 + (rng % u64::from(cpus - 1)) as u32;
+        let change = if online[cpu as usize] {
+            Change::Offline
+        } else {
+            Change::Online
+        };
+        let at = start.elapsed();
+        let result = channel
+            .request(change.op(), cpu, REQUEST_TIMEOUT)
+            .map(|r| r.result);
+        match result {
+            Ok(result::OK) | Ok(result::EALREADY) => {
+                online[cpu as usize] = change == Change::Online
+            }
+            Err(RequestError::Stopped) => break,
+            _ => {}
+        }
+        events.push(Event {
+            at,
+            change,
+            cpu,
+            result,
+        });
+    }
+    events
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules() {
+        let s = parse_schedule("250ms:on 3; 100ms:off 3; 1s:off 2", 4).unwrap();
+        assert_eq!(
+            s,
+            [
+                Step {
+                    at: Duration::from_millis(100),
+                    change: Change::Offline,
+                    cpu: 3
+                },
+                Step {
+                    at: Duration::from_millis(250),
+                    change: Change::Online,
+                    cpu: 3
+                },
+                Step {
+                    at: Duration::from_secs(1),
+                    change: Change::Offline,
+                    cpu: 2
+                },
+            ]
+        );
+        for bad in [
+            "",
+            "100ms",
+            "x:off 1",
+            "10:up 1",
+            "10:off",
+            "10:off 9",
+            "10:off 1 2",
+            "10:off -1",
+        ] {
+            assert!(parse_schedule(bad, 4).is_err(), "{bad:?}");
+        }
+    }
+}
