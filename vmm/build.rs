@@ -28,7 +28,7 @@ fn main() {
     }
 
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    ensure_target(&cargo);
+    ensure_target();
 
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").unwrap());
     let target_dir = out_dir.join("guest-target");
@@ -68,8 +68,7 @@ fn main() {
 
 /// Installs the bare-metal target with rustup when it is missing, or stops
 /// the build with one line that says how.
-fn ensure_target(cargo: &std::ffi::OsStr) {
-    let _ = cargo;
+fn ensure_target() {
     let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
     let installed = Command::new(&rustc)
         .args(["--print", "target-libdir", "--target", GUEST_TARGET])
