@@ -7,6 +7,7 @@
 //! `x86_64-unknown-none`.
 #![cfg_attr(not(test), no_std)]
 
+pub mod ipi_plan;
 pub mod params;
 pub mod smp;
 

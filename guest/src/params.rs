@@ -4,6 +4,7 @@
 //! switches of this kernel. Malformed values get a warning and the
 //! default; nothing here can fail.
 
+use shared::bench::{IdleMode, IpiMode};
 use shared::cmdline::{NumberError, Param, params, parse_u64};
 
 /// How to make the guest misbehave on purpose (for the VMM's tests).
@@ -52,6 +53,22 @@ pub struct BootParams<'a> {
     pub wait_ms: u64,
     /// `csd_lock_timeout=` in ms (0 turns the stall detector off).
     pub csd_lock_timeout_ms: Option<u64>,
+    /// `ipi_drop=N`: guest-side fault injection, drop N per mille of the
+    /// call-function IPIs this kernel sends (at most 1000).
+    pub ipi_drop_permille: Option<u32>,
+    /// `ipi=phys|shorthand|cluster|pv`: how multi-CPU IPIs are delivered.
+    pub ipi: IpiMode,
+    /// `idle=halt|poll`: what an idle CPU does.
+    pub idle: IdleMode,
+    /// `bench_ms=`: the benchmark's time goal per case, in ms.
+    pub bench_ms: u64,
+    /// `fail_prepare=N`: preparing CPU N's call data fails (tests the
+    /// cancelled bring-up).
+    pub fail_prepare: Option<u32>,
+    /// `stuck_ap=N`: CPU N never finishes its start (tests up-canceled).
+    pub stuck_ap: Option<u32>,
+    /// `ap_timeout_ms=`: how long an AP gets to come online.
+    pub ap_timeout_ms: u64,
     /// Problems found, at most [`MAX_WARNINGS`].
     pub warnings: [Option<Warning<'a>>; MAX_WARNINGS],
 }
@@ -76,6 +93,13 @@ impl<'a> BootParams<'a> {
             hang: false,
             wait_ms: 60_000,
             csd_lock_timeout_ms: None,
+            ipi_drop_permille: None,
+            ipi: IpiMode::Phys,
+            idle: IdleMode::Halt,
+            bench_ms: 200,
+            fail_prepare: None,
+            stuck_ap: None,
+            ap_timeout_ms: 5_000,
             warnings: [None; MAX_WARNINGS],
         };
         for Param { key, value } in params(cmdline) {
@@ -119,6 +143,44 @@ impl<'a> BootParams<'a> {
                 },
                 "csd_lock_timeout" => match parse_u64(value) {
                     Ok(n) => p.csd_lock_timeout_ms = Some(n),
+                    Err(e) => warn(why(e)),
+                },
+                "ipi_drop" => match parse_u64(value) {
+                    Ok(n) if n <= 1000 => p.ipi_drop_permille = Some(n as u32),
+                    Ok(_) => warn("is per mille, at most 1000; ignored"),
+                    Err(e) => warn(why(e)),
+                },
+                // The torture's own words (`scf.weight_single=`, ...),
+                // parsed and checked by `kernel::torture`.
+                k if k.starts_with("scf.") || k.starts_with("torture.") => {}
+                "ipi" => match value.and_then(IpiMode::from_name) {
+                    Some(m) => p.ipi = m,
+                    None => warn("takes phys, shorthand, cluster or pv; using phys"),
+                },
+                "idle" => match value.and_then(IdleMode::from_name) {
+                    Some(m) => p.idle = m,
+                    None => warn("takes halt or poll; using halt"),
+                },
+                "bench_ms" => match parse_u64(value) {
+                    Ok(0) => warn("must be positive; ignored"),
+                    Ok(n) => p.bench_ms = n.min(60_000),
+                    Err(e) => warn(why(e)),
+                },
+                "fail_prepare" | "stuck_ap" => match parse_u64(value) {
+                    Ok(n) if n > 0 && n < 64 => {
+                        let slot = if key == "fail_prepare" {
+                            &mut p.fail_prepare
+                        } else {
+                            &mut p.stuck_ap
+                        };
+                        *slot = Some(n as u32);
+                    }
+                    Ok(_) => warn("takes an AP's CPU number (1 to 63); ignored"),
+                    Err(e) => warn(why(e)),
+                },
+                "ap_timeout_ms" => match parse_u64(value) {
+                    Ok(n) if n > 0 => p.ap_timeout_ms = n.min(60_000),
+                    Ok(_) => warn("must be positive; ignored"),
                     Err(e) => warn(why(e)),
                 },
                 _ => warn("unknown parameter; ignored"),
@@ -210,6 +272,50 @@ mod tests {
     fn warnings_are_capped() {
         let line = "a b c d e f g h i j k";
         assert_eq!(BootParams::parse(line).warnings().count(), MAX_WARNINGS);
+    }
+
+    #[test]
+    fn delivery_modes() {
+        let p = BootParams::parse("ipi=cluster idle=poll bench_ms=5");
+        assert_eq!(
+            (p.ipi, p.idle, p.bench_ms),
+            (IpiMode::Cluster, IdleMode::Poll, 5)
+        );
+        assert_eq!(BootParams::parse("ipi=pv").ipi, IpiMode::Pv);
+        assert_eq!(BootParams::parse("ipi=shorthand").ipi, IpiMode::Shorthand);
+        let p = BootParams::parse("ipi=fast idle= bench_ms=0 ipi");
+        assert_eq!(
+            (p.ipi, p.idle, p.bench_ms),
+            (IpiMode::Phys, IdleMode::Halt, 200)
+        );
+        let keys: Vec<&str> = p.warnings().map(|w| w.key).collect();
+        assert_eq!(keys, ["ipi", "idle", "bench_ms", "ipi"]);
+        assert_eq!(BootParams::parse("bench_ms=999999").bench_ms, 60_000);
+    }
+
+    #[test]
+    fn fault_and_torture_words() {
+        let p = BootParams::parse("ipi_drop=250 scf.weight_single=3 torture.duration_ms=10");
+        assert_eq!(p.ipi_drop_permille, Some(250));
+        assert_eq!(p.warnings().count(), 0);
+        let p = BootParams::parse("ipi_drop=1001 ipi_drop=x");
+        assert_eq!(p.ipi_drop_permille, None);
+        assert_eq!(p.warnings().count(), 2);
+    }
+
+    #[test]
+    fn bring_up_fault_switches() {
+        let p = BootParams::parse("fail_prepare=2 stuck_ap=3 ap_timeout_ms=50");
+        assert_eq!(
+            (p.fail_prepare, p.stuck_ap, p.ap_timeout_ms),
+            (Some(2), Some(3), 50)
+        );
+        let p = BootParams::parse("fail_prepare=0 stuck_ap=64 ap_timeout_ms=0");
+        assert_eq!(
+            (p.fail_prepare, p.stuck_ap, p.ap_timeout_ms),
+            (None, None, 5_000)
+        );
+        assert_eq!(p.warnings().count(), 3);
     }
 
     #[test]

@@ -13,6 +13,8 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod apic;
+pub mod bench;
 pub mod bootinfo;
 pub mod cmdline;
 pub mod ids;
@@ -27,7 +29,7 @@ pub use ids::{ApicId, CpuId};
 
 /// Version of the host/guest protocol. Bump on every change to the layout,
 /// the boot information block, the ports or the record formats.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Most CPUs the guest supports. CPU masks are one 64-bit word.
 pub const MAX_CPUS: usize = 64;

@@ -15,6 +15,13 @@ pub enum Port {
     /// guest-physical address of an encoded record (its header gives its
     /// length).
     Record = 0x510,
+    /// Benchmark marker ([`crate::bench::Marker`]): one 32-bit write of the
+    /// marker value; the VMM snapshots every vCPU's KVM statistics before
+    /// the writer runs on.
+    BenchMarker = 0x511,
+    /// Benchmark result: one 32-bit write of the guest-physical address of
+    /// an encoded [`crate::bench::ResultHeader`].
+    BenchResult = 0x512,
 }
 
 impl TryFrom<u16> for Port {
@@ -25,6 +32,8 @@ impl TryFrom<u16> for Port {
             0xE9 => Ok(Port::Console),
             0xF4 => Ok(Port::Exit),
             0x510 => Ok(Port::Record),
+            0x511 => Ok(Port::BenchMarker),
+            0x512 => Ok(Port::BenchResult),
             other => Err(other),
         }
     }
@@ -47,7 +56,13 @@ mod tests {
 
     #[test]
     fn ports_round_trip() {
-        for p in [Port::Console, Port::Exit, Port::Record] {
+        for p in [
+            Port::Console,
+            Port::Exit,
+            Port::Record,
+            Port::BenchMarker,
+            Port::BenchResult,
+        ] {
             assert_eq!(Port::try_from(p as u16), Ok(p));
         }
         assert_eq!(Port::try_from(0x80), Err(0x80));

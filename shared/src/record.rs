@@ -110,6 +110,41 @@ pub enum Body<'a> {
         /// Its value.
         value: u64,
     },
+    /// A csd-lock wait of the sending CPU (the waiter) has lasted past the
+    /// stall timeout: modern Linux's "Detected / Continued non-responsive
+    /// CSD lock" report (`csd_lock_wait_toolong`).
+    CsdStall {
+        /// Stall number, shared with the matching [`Body::CsdUnstuck`].
+        id: u32,
+        /// The CPU that should run the csd.
+        target: u32,
+        /// Address of the csd's function.
+        func: u64,
+        /// The csd's `info` word.
+        info: u64,
+        /// Nanoseconds waited so far.
+        waited_ns: u64,
+        /// Address of the function the target is running now, 0 if none.
+        target_running: u64,
+        /// 1 for the first report of this stall, then 2, 3, ...
+        nth: u32,
+        /// Whether the waiter re-sent the IPI.
+        resent_ipi: bool,
+    },
+    /// A stalled csd lock of the sending CPU was released after it had
+    /// been reported ("CSD lock got unstuck").
+    CsdUnstuck {
+        /// The stall number of the earlier [`Body::CsdStall`] reports.
+        id: u32,
+        /// The CPU that released the lock.
+        target: u32,
+        /// Address of the csd's function.
+        func: u64,
+        /// Total wait in nanoseconds.
+        waited_ns: u64,
+        /// How many [`Body::CsdStall`] reports were made.
+        reports: u32,
+    },
 }
 
 /// A record: who sent it and what it says.
@@ -160,6 +195,8 @@ const KIND_TEST: u8 = 2;
 const KIND_EXCEPTION: u8 = 3;
 const KIND_WARN: u8 = 4;
 const KIND_COUNTER: u8 = 5;
+const KIND_CSD_STALL: u8 = 16;
+const KIND_CSD_UNSTUCK: u8 = 17;
 
 struct Writer<'b> {
     buf: &'b mut [u8],
@@ -290,6 +327,40 @@ impl<'a> Record<'a> {
                 w.u64(value)?;
                 KIND_COUNTER
             }
+            Body::CsdStall {
+                id,
+                target,
+                func,
+                info,
+                waited_ns,
+                target_running,
+                nth,
+                resent_ipi,
+            } => {
+                w.u32(id)?;
+                w.u32(target)?;
+                w.u64(func)?;
+                w.u64(info)?;
+                w.u64(waited_ns)?;
+                w.u64(target_running)?;
+                w.u32(nth)?;
+                w.u8(u8::from(resent_ipi))?;
+                KIND_CSD_STALL
+            }
+            Body::CsdUnstuck {
+                id,
+                target,
+                func,
+                waited_ns,
+                reports,
+            } => {
+                w.u32(id)?;
+                w.u32(target)?;
+                w.u64(func)?;
+                w.u64(waited_ns)?;
+                w.u32(reports)?;
+                KIND_CSD_UNSTUCK
+            }
         };
         let len = w.pos;
         if len > RECORD_MAX {
@@ -352,6 +423,27 @@ impl<'a> Record<'a> {
             KIND_COUNTER => Body::Counter {
                 name: r.str()?,
                 value: r.u64()?,
+            },
+            KIND_CSD_STALL => Body::CsdStall {
+                id: r.u32()?,
+                target: r.u32()?,
+                func: r.u64()?,
+                info: r.u64()?,
+                waited_ns: r.u64()?,
+                target_running: r.u64()?,
+                nth: r.u32()?,
+                resent_ipi: match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(DecodeError::BadField("resent_ipi")),
+                },
+            },
+            KIND_CSD_UNSTUCK => Body::CsdUnstuck {
+                id: r.u32()?,
+                target: r.u32()?,
+                func: r.u64()?,
+                waited_ns: r.u64()?,
+                reports: r.u32()?,
             },
             other => return Err(DecodeError::UnknownKind(other)),
         };
@@ -419,6 +511,54 @@ mod tests {
                 value: u64::MAX,
             },
         });
+        round_trip(Record {
+            cpu: 0,
+            body: Body::CsdStall {
+                id: 1,
+                target: 3,
+                func: 0x10_4000,
+                info: 7,
+                waited_ns: 150_000_000,
+                target_running: 0,
+                nth: 2,
+                resent_ipi: true,
+            },
+        });
+        round_trip(Record {
+            cpu: 0,
+            body: Body::CsdUnstuck {
+                id: 1,
+                target: 3,
+                func: 0x10_4000,
+                waited_ns: 500_000_000,
+                reports: 2,
+            },
+        });
+    }
+
+    #[test]
+    fn stall_flag_must_be_a_bool() {
+        let mut buf = [0u8; RECORD_MAX];
+        let n = Record {
+            cpu: 1,
+            body: Body::CsdStall {
+                id: 1,
+                target: 0,
+                func: 0,
+                info: 0,
+                waited_ns: 0,
+                target_running: 0,
+                nth: 1,
+                resent_ipi: false,
+            },
+        }
+        .encode(&mut buf)
+        .unwrap();
+        buf[n - 1] = 2;
+        assert_eq!(
+            Record::decode(&buf[..n]),
+            Err(DecodeError::BadField("resent_ipi"))
+        );
     }
 
     #[test]

@@ -12,6 +12,9 @@ pub const FIRST_EXTERNAL: Vector = Vector(32);
 pub const HOST_REQUEST: Vector = Vector(0xF0);
 /// Raw IPI used by the benchmark's ping-pong (no smp call layer).
 pub const BENCH_PING: Vector = Vector(0xF1);
+/// One-shot LAPIC timer that rescues a hypercall probe the hypervisor
+/// never completes (some hosts neither run nor refuse the instruction).
+pub const PROBE_TIMER: Vector = Vector(0xF2);
 /// irq_work self-interrupt (Linux `IRQ_WORK_VECTOR`).
 pub const IRQ_WORK: Vector = Vector(0xF6);
 /// Wakes a CPU to look at its flags (Linux's `RESCHEDULE_VECTOR`).
@@ -88,6 +91,7 @@ mod tests {
         let v = [
             HOST_REQUEST,
             BENCH_PING,
+            PROBE_TIMER,
             IRQ_WORK,
             CALL_FUNCTION_SINGLE,
             CALL_FUNCTION,

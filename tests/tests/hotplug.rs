@@ -254,3 +254,57 @@ fn control_socket_answers_good_and_bad_requests() {
     assert!(o.console.contains("4 CPUs online: 0-3"), "{}", explain(&o));
     assert!(!path.exists(), "the socket file is removed at exit");
 }
+
+#[test]
+fn failed_prepare_cancels_the_bring_up() {
+    let o = run(&config(4, "demo", "fail_prepare=2"));
+    assert_eq!(
+        o.ending,
+        Ending::GuestExit(GuestStatus::Success),
+        "{}",
+        explain(&o)
+    );
+    assert!(
+        o.console
+            .contains("CPU 2: preparing its call data failed; bring-up cancelled"),
+        "{}",
+        explain(&o)
+    );
+    assert!(o.console.contains("Brought up 3 CPUs"), "{}", explain(&o));
+    let mut online = o.online_cpus();
+    online.sort();
+    assert_eq!(online, [0, 1, 3], "{}", explain(&o));
+}
+
+#[test]
+fn an_ap_that_does_not_come_up_is_cancelled_and_can_be_retried() {
+    // CPU 1 hangs during its start; after the timeout the boot CPU sends it
+    // INIT (back to wait-for-SIPI) and goes on with CPU 2. A later online
+    // request for CPU 1 times out the same way and is refused (-EIO), and
+    // the VM stays healthy.
+    let mut c = config(3, "wait", "stuck_ap=1 ap_timeout_ms=200");
+    c.hotplug = parse_schedule("0:on 1; 0:off 2; 0:on 2", 3).unwrap();
+    let o = run(&c);
+    assert_eq!(
+        o.ending,
+        Ending::GuestExit(GuestStatus::Success),
+        "{}",
+        explain(&o)
+    );
+    assert!(
+        o.console
+            .contains("CPU 1 (APIC id 0x1) did not come online within 200 ms"),
+        "{}",
+        explain(&o)
+    );
+    assert!(o.console.contains("Brought up 2 CPUs"), "{}", explain(&o));
+    use Change::{Offline, Online};
+    assert_eq!(
+        event_results(&o),
+        [(Online, 1, -5), (Offline, 2, 0), (Online, 2, 0)],
+        "{}",
+        explain(&o)
+    );
+    let dumps_ok = o.dumps.is_empty();
+    assert!(dumps_ok, "{}", explain(&o));
+}

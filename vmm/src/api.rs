@@ -52,17 +52,67 @@ fn errno_text(res: i32, cpu: u32, change: Change) -> String {
     }
 }
 
-/// Answers one request line.
-pub fn answer(line: &str, channel: &Channel, cpus: u32) -> Value {
+/// One request of the control socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// `{"stats":true}`.
+    Stats,
+    /// `{"exit":true}`.
+    Exit,
+    /// `{"cpu":N,"state":"online"|"offline"}`.
+    Hotplug {
+        /// The CPU, below the VM's count.
+        cpu: u32,
+        /// What to do with it.
+        change: Change,
+    },
+}
+
+/// Parses one request line for a VM with `cpus` CPUs. `Err` is the
+/// answer for a bad request. Never panics (the line is untrusted).
+pub fn parse_request(line: &str, cpus: u32) -> Result<Request, Value> {
     let req: Value = match serde_json::from_str(line) {
         Ok(v) => v,
-        Err(e) => return json!({"ok": false, "error": format!("malformed JSON: {e}")}),
+        Err(e) => return Err(json!({"ok": false, "error": format!("malformed JSON: {e}")})),
     };
     let Some(obj) = req.as_object() else {
-        return json!({"ok": false, "error": "a request is a JSON object"});
+        return Err(json!({"ok": false, "error": "a request is a JSON object"}));
     };
     if obj.get("stats") == Some(&Value::Bool(true)) {
-        return match channel.request(Op::Stats, 0, REQUEST_TIMEOUT) {
+        return Ok(Request::Stats);
+    }
+    if obj.get("exit") == Some(&Value::Bool(true)) {
+        return Ok(Request::Exit);
+    }
+    let cpu = match obj.get("cpu").and_then(Value::as_u64) {
+        Some(c) if c < u64::from(cpus) => c as u32,
+        Some(c) => {
+            return Err(
+                json!({"ok": false, "error": format!("CPU {c} does not exist (the VM has {cpus})")}),
+            );
+        }
+        None => {
+            return Err(json!({"ok": false,
+                "error": "expected {\"cpu\":N,\"state\":\"online\"|\"offline\"}, {\"stats\":true} or {\"exit\":true}"}));
+        }
+    };
+    let change = match obj.get("state").and_then(Value::as_str) {
+        Some("online") => Change::Online,
+        Some("offline") => Change::Offline,
+        _ => {
+            return Err(
+                json!({"ok": false, "error": "\"state\" must be \"online\" or \"offline\""}),
+            );
+        }
+    };
+    Ok(Request::Hotplug { cpu, change })
+}
+
+/// Answers one request line.
+pub fn answer(line: &str, channel: &Channel, cpus: u32) -> Value {
+    match parse_request(line, cpus) {
+        Err(answer) => answer,
+        Ok(Request::Stats) => match channel.request(Op::Stats, 0, REQUEST_TIMEOUT) {
             Ok(reply) => {
                 let cpus: Vec<Value> = reply
                     .stats
@@ -77,33 +127,22 @@ pub fn answer(line: &str, channel: &Channel, cpus: u32) -> Value {
                 json!({"ok": true, "cpus": cpus})
             }
             Err(e) => json!({"ok": false, "error": e.to_string()}),
-        };
-    }
-    if obj.get("exit") == Some(&Value::Bool(true)) {
-        return match channel.request(Op::Finish, 0, REQUEST_TIMEOUT) {
+        },
+        Ok(Request::Exit) => match channel.request(Op::Finish, 0, REQUEST_TIMEOUT) {
             Ok(_) => json!({"ok": true, "exit": true}),
             Err(e) => json!({"ok": false, "error": e.to_string()}),
-        };
-    }
-    let cpu = match obj.get("cpu").and_then(Value::as_u64) {
-        Some(c) if c < u64::from(cpus) => c as u32,
-        Some(c) => {
-            return json!({"ok": false, "error": format!("CPU {c} does not exist (the VM has {cpus})")});
+        },
+        Ok(Request::Hotplug { cpu, change }) => {
+            match channel.request(change.op(), cpu, REQUEST_TIMEOUT) {
+                Ok(r) if r.result == result::OK => {
+                    json!({"ok": true, "cpu": cpu, "state": change.name()})
+                }
+                Ok(r) => {
+                    json!({"ok": false, "cpu": cpu, "error": errno_text(r.result, cpu, change)})
+                }
+                Err(e) => json!({"ok": false, "cpu": cpu, "error": e.to_string()}),
+            }
         }
-        None => {
-            return json!({"ok": false,
-                "error": "expected {\"cpu\":N,\"state\":\"online\"|\"offline\"}, {\"stats\":true} or {\"exit\":true}"});
-        }
-    };
-    let change = match obj.get("state").and_then(Value::as_str) {
-        Some("online") => Change::Online,
-        Some("offline") => Change::Offline,
-        _ => return json!({"ok": false, "error": "\"state\" must be \"online\" or \"offline\""}),
-    };
-    match channel.request(change.op(), cpu, REQUEST_TIMEOUT) {
-        Ok(r) if r.result == result::OK => json!({"ok": true, "cpu": cpu, "state": change.name()}),
-        Ok(r) => json!({"ok": false, "cpu": cpu, "error": errno_text(r.result, cpu, change)}),
-        Err(e) => json!({"ok": false, "cpu": cpu, "error": e.to_string()}),
     }
 }
 

@@ -48,6 +48,14 @@ pub struct VmConfig {
     pub hotplug_churn: Option<Duration>,
     /// Serve the control socket here.
     pub api_sock: Option<PathBuf>,
+    /// Faults to inject while the guest runs (`--fault`).
+    pub faults: Vec<crate::fault::Fault>,
+    /// How long `run=torture` runs (`--duration`; passed to the guest as
+    /// `torture.duration_ms=`).
+    pub duration: Option<Duration>,
+    /// Pin each vCPU thread to a host CPU (round robin over the CPUs this
+    /// process may use).
+    pub pin: bool,
 }
 
 impl Default for VmConfig {
@@ -65,6 +73,9 @@ impl Default for VmConfig {
             hotplug: Vec::new(),
             hotplug_churn: None,
             api_sock: None,
+            faults: Vec::new(),
+            duration: None,
+            pin: false,
         }
     }
 }
@@ -81,6 +92,9 @@ impl VmConfig {
     /// The full guest command line: the scenario, then the user's words.
     pub fn guest_cmdline(&self) -> String {
         let mut line = format!("run={}", self.scenario);
+        if let Some(d) = self.duration {
+            line.push_str(&format!(" torture.duration_ms={}", d.as_millis()));
+        }
         if !self.cmdline.trim().is_empty() {
             line.push(' ');
             line.push_str(self.cmdline.trim());
@@ -132,6 +146,25 @@ impl VmConfig {
             return Err(Error::BadHotplug(
                 "--hotplug-churn must be at least 1 ms".into(),
             ));
+        }
+        for f in &self.faults {
+            if let crate::fault::Fault::Stall { cpu, .. } = f
+                && *cpu >= self.cpus
+            {
+                return Err(Error::BadFault(format!(
+                    "stall: CPU {cpu} does not exist (--cpus {})",
+                    self.cpus
+                )));
+            }
+        }
+        if let Some(d) = self.duration
+            && (d.is_zero() || d >= self.timeout)
+        {
+            return Err(Error::BadDuration(format!(
+                "{:.3} s: must be more than 0 and less than --timeout ({:.1} s)",
+                d.as_secs_f64(),
+                self.timeout.as_secs_f64()
+            )));
         }
         if self.apic_stride == 0 || self.apic_stride > 16 {
             return Err(Error::BadApicStride(self.apic_stride));

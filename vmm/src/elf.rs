@@ -5,7 +5,7 @@
 //! memory; a kernel given with `--kernel` is user input, so all of that is
 //! checked here first, with a reason a person can act on.
 
-use shared::layout::KERNEL;
+use shared::layout::{KERNEL, MAX_MEM};
 
 const EHDR_LEN: usize = 64;
 const PHDR_LEN: usize = 56;
@@ -117,6 +117,12 @@ pub fn check(bytes: &[u8]) -> Result<KernelImage, String> {
         let seg_end = paddr
             .checked_add(memsz)
             .ok_or_else(|| format!("segment {i}: address overflow"))?;
+        if seg_end > MAX_MEM {
+            return Err(format!(
+                "segment {i} ends at {seg_end:#x}, beyond the {} MiB of guest memory this VMM supports",
+                MAX_MEM >> 20
+            ));
+        }
         end = end.max(seg_end);
         if flags & PF_X != 0 && (paddr..seg_end).contains(&e_entry) {
             entry_ok = true;
@@ -205,9 +211,14 @@ pub(crate) mod tests {
         let mut m = good.clone();
         m[64..68].copy_from_slice(&0u32.to_le_bytes());
         cases.push((m, "no loadable"));
-        let mut m = good;
+        let mut m = good.clone();
         m[64 + 40..64 + 48].copy_from_slice(&u64::MAX.to_le_bytes());
         cases.push((m, "overflow"));
+        // Ends just below u64::MAX: no overflow here, but the VMM's memory
+        // sizing added headroom to it and overflowed (a panic) before.
+        let mut m = good;
+        m[64 + 40..64 + 48].copy_from_slice(&(u64::MAX - KERNEL.0).to_le_bytes());
+        cases.push((m, "beyond"));
         for (bytes, want) in cases {
             let err = check(&bytes).unwrap_err();
             assert!(err.contains(want), "{err:?} does not mention {want:?}");

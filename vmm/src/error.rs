@@ -64,6 +64,12 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A bad `--fault`.
+    #[error("--fault {0}")]
+    BadFault(String),
+    /// A bad `--duration`.
+    #[error("--duration {0}")]
+    BadDuration(String),
     /// A bad APIC id stride.
     #[error("--apic-stride {0}: must be 1 to 16")]
     BadApicStride(u32),

@@ -19,6 +19,10 @@ const LINE_MAX: usize = 4096;
 const CONSOLE_MAX: usize = 16 << 20;
 /// Most records kept per run.
 const RECORDS_MAX: usize = 1 << 20;
+/// Most bytes of record strings kept per run (a guest sending a million
+/// records of two 255-byte strings would otherwise cost the host half a
+/// GiB).
+const RECORD_BYTES_MAX: usize = 64 << 20;
 /// Most protocol errors kept (the rest are counted).
 const ERRORS_MAX: usize = 64;
 
@@ -53,13 +57,48 @@ impl GuestRead for GuestMemoryMmap {
     }
 }
 
+/// Guest memory made of a byte vector at guest-physical 0: for tests and
+/// fuzzing of everything that reads guest memory.
+pub struct VecMemory(Mutex<Vec<u8>>);
+
+impl VecMemory {
+    /// Memory holding `bytes`.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        VecMemory(Mutex::new(bytes))
+    }
+
+    /// Copies `bytes` to `addr` (panics outside the vector: test use only).
+    pub fn write(&self, addr: usize, bytes: &[u8]) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())[addr..addr + bytes.len()]
+            .copy_from_slice(bytes);
+    }
+}
+
+impl GuestRead for VecMemory {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
+        let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let Ok(start) = usize::try_from(addr) else {
+            return false;
+        };
+        match start.checked_add(buf.len()).and_then(|end| m.get(start..end)) {
+            Some(src) => {
+                buf.copy_from_slice(src);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// Collects everything the guest sends, from all vCPU threads.
 pub struct GuestIo {
     mem: std::sync::Arc<dyn GuestRead>,
     echo: bool,
     console: Mutex<Console>,
     records: Mutex<Vec<OwnedRecord>>,
+    record_bytes: std::sync::atomic::AtomicUsize,
     errors: Mutex<(Vec<String>, usize)>,
+    bench: Option<std::sync::Arc<crate::bench::Collector>>,
 }
 
 impl GuestIo {
@@ -73,8 +112,16 @@ impl GuestIo {
                 ..Default::default()
             }),
             records: Mutex::new(Vec::new()),
+            record_bytes: std::sync::atomic::AtomicUsize::new(0),
             errors: Mutex::new((Vec::new(), 0)),
+            bench: None,
         }
+    }
+
+    /// Hands benchmark markers and results to `collector`.
+    pub fn with_bench(mut self, collector: std::sync::Arc<crate::bench::Collector>) -> Self {
+        self.bench = Some(collector);
+        self
     }
 
     /// Notes a protocol error (kept up to a cap, then only counted).
@@ -100,6 +147,38 @@ impl GuestIo {
             Ok(Port::Record) => {
                 if let Some(addr) = self.address(cpu, "record", data) {
                     self.record_at(cpu, addr);
+                }
+                Action::Continue
+            }
+            Ok(Port::BenchMarker) => {
+                match (<[u8; 4]>::try_from(data), &self.bench) {
+                    (Ok(b), Some(bench)) => {
+                        if let Err(e) = bench.marker(cpu, u32::from_le_bytes(b)) {
+                            self.protocol_error(format!("vCPU {cpu}: {e}"));
+                        }
+                    }
+                    (Err(_), _) => self.protocol_error(format!(
+                        "vCPU {cpu}: bench marker port written with {} bytes, expected 4",
+                        data.len()
+                    )),
+                    (Ok(_), None) => {
+                        self.protocol_error(format!("vCPU {cpu}: bench marker without a collector"))
+                    }
+                }
+                Action::Continue
+            }
+            Ok(Port::BenchResult) => {
+                if let Some(addr) = self.address(cpu, "bench result", data) {
+                    match &self.bench {
+                        Some(bench) => {
+                            if let Err(e) = bench.result(cpu, addr, &*self.mem) {
+                                self.protocol_error(format!("vCPU {cpu}: {e}"));
+                            }
+                        }
+                        None => self.protocol_error(format!(
+                            "vCPU {cpu}: bench result without a collector"
+                        )),
+                    }
                 }
                 Action::Continue
             }
@@ -171,6 +250,12 @@ impl GuestIo {
         }
         let len = match record::declared_len(&header) {
             Ok(len) => len,
+            Err(record::DecodeError::TooLong) => {
+                let payload = u16::from_le_bytes([header[6], header[7]]);
+                return self.protocol_error(format!(
+                    "vCPU {cpu}: record at {addr:#x} declares a {payload}-byte payload; a record is at most {RECORD_MAX} bytes"
+                ));
+            }
             Err(e) => {
                 return self.protocol_error(format!("vCPU {cpu}: record at {addr:#x}: {e}"));
             }
@@ -193,8 +278,12 @@ impl GuestIo {
                         rec.cpu
                     ));
                 }
+                // Relaxed: a budget, updated under the records lock below.
+                let bytes = self
+                    .record_bytes
+                    .fetch_add(data.len(), std::sync::atomic::Ordering::Relaxed);
                 let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
-                if records.len() < RECORDS_MAX {
+                if records.len() < RECORDS_MAX && bytes < RECORD_BYTES_MAX {
                     records.push(OwnedRecord::new(cpu, &rec));
                 } else {
                     drop(records);
@@ -220,7 +309,7 @@ impl GuestIo {
         };
         for &b in data {
             if b == b'\n' || buf.len() >= LINE_MAX {
-                let line = String::from_utf8_lossy(buf).into_owned();
+                let line = printable(&String::from_utf8_lossy(buf));
                 buf.clear();
                 if self.echo {
                     let mut out = std::io::stdout().lock();
@@ -247,7 +336,7 @@ impl GuestIo {
         let mut c = self.console.lock().unwrap_or_else(|p| p.into_inner());
         let mut text = std::mem::take(&mut c.text);
         for buf in c.partial.iter_mut().filter(|b| !b.is_empty()) {
-            text.push_str(&String::from_utf8_lossy(buf));
+            text.push_str(&printable(&String::from_utf8_lossy(buf)));
             text.push('\n');
             buf.clear();
         }
@@ -261,45 +350,37 @@ impl GuestIo {
     }
 }
 
+/// The text with control characters (other than tab) shown as escapes, so
+/// that a guest cannot drive the terminal the console is echoed to.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for ch in text.chars() {
+        if ch.is_control() && ch != '\t' {
+            out.extend(ch.escape_default());
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use shared::record::Body;
-    use std::sync::{Arc, Mutex as StdMutex};
+    use std::sync::Arc;
 
-    /// Guest memory for tests: 64 KiB at 0.
-    struct FakeMem(StdMutex<Vec<u8>>);
-
-    impl GuestRead for FakeMem {
-        fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
-            let m = self.0.lock().unwrap();
-            let Ok(start) = usize::try_from(addr) else {
-                return false;
-            };
-            match start
-                .checked_add(buf.len())
-                .and_then(|end| m.get(start..end))
-            {
-                Some(src) => {
-                    buf.copy_from_slice(src);
-                    true
-                }
-                None => false,
-            }
-        }
-    }
-
-    fn setup(cpus: u32) -> (Arc<FakeMem>, GuestIo) {
-        let mem = Arc::new(FakeMem(StdMutex::new(vec![0; 0x10000])));
+    fn setup(cpus: u32) -> (Arc<VecMemory>, GuestIo) {
+        let mem = Arc::new(VecMemory::new(vec![0; 0x10000]));
         let io = GuestIo::new(mem.clone(), cpus, false);
         (mem, io)
     }
 
-    fn put(mem: &FakeMem, addr: usize, bytes: &[u8]) {
-        mem.0.lock().unwrap()[addr..addr + bytes.len()].copy_from_slice(bytes);
+    fn put(mem: &VecMemory, addr: usize, bytes: &[u8]) {
+        mem.write(addr, bytes);
     }
 
-    fn console(mem: &FakeMem, io: &GuestIo, cpu: u32, text: &[u8]) {
+    fn console(mem: &VecMemory, io: &GuestIo, cpu: u32, text: &[u8]) {
         let mut b = (text.len() as u16).to_le_bytes().to_vec();
         b.extend_from_slice(text);
         put(mem, 0x1000, &b);
@@ -356,6 +437,50 @@ mod tests {
     }
 
     #[test]
+    fn console_escapes_control_characters() {
+        let (mem, io) = setup(1);
+        console(&mem, &io, 0, b"a\x1b[2J\x07b\tc\xc2\x9bd\n");
+        let (text, _, _) = io.take();
+        assert_eq!(text, "a\\u{1b}[2J\\u{7}b\tc\\u{9b}d\n");
+    }
+
+    #[test]
+    fn console_and_records_are_capped() {
+        let (mem, io) = setup(1);
+        let mut rec = [0u8; RECORD_MAX];
+        let long = "x".repeat(240);
+        let n = Record {
+            cpu: 0,
+            body: Body::Test {
+                passed: true,
+                name: &long,
+                detail: &long,
+            },
+        }
+        .encode(&mut rec)
+        .unwrap();
+        put(&mem, 0x4000, &rec[..n]);
+        let rounds = RECORD_BYTES_MAX / n + 10;
+        for _ in 0..rounds {
+            io.port_out(0, Port::Record as u16, &0x4000u32.to_le_bytes());
+        }
+        let chunk = vec![b'y'; CONSOLE_CHUNK_MAX];
+        for _ in 0..CONSOLE_MAX / CONSOLE_CHUNK_MAX + 8 {
+            console(&mem, &io, 0, &chunk);
+        }
+        let (text, records, errors) = io.take();
+        assert!(
+            records.len() * n <= RECORD_BYTES_MAX + n,
+            "{}",
+            records.len()
+        );
+        assert!(records.len() < rounds);
+        assert!(!errors.is_empty());
+        assert!(text.len() <= CONSOLE_MAX + LINE_MAX + 64);
+        assert!(text.contains("[console truncated]"));
+    }
+
+    #[test]
     fn records_are_decoded_and_tagged() {
         let (mem, io) = setup(4);
         let mut buf = [0u8; 64];
@@ -375,5 +500,56 @@ mod tests {
             io.port_out(0, Port::Exit as u16, &0u32.to_le_bytes()),
             Action::Exit(GuestStatus::Success)
         );
+    }
+
+    #[test]
+    fn bench_ports_reach_the_collector_and_garbage_is_refused() {
+        use shared::bench::{Case, IdleMode, IpiMode, Marker, Phase, ResultHeader, Status};
+        let (mem, io) = setup(2);
+        // Without a collector every bench write is a protocol error.
+        let start = Marker {
+            case: Case::RawPing,
+            phase: Phase::Start,
+        };
+        io.port_out(0, Port::BenchMarker as u16, &start.value().to_le_bytes());
+        let (_, _, errors) = io.take();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let bench = std::sync::Arc::new(crate::bench::Collector::without_stats(2, "test"));
+        let io = GuestIo::new(mem.clone(), 2, false).with_bench(bench.clone());
+        io.port_out(0, Port::BenchMarker as u16, &start.value().to_le_bytes());
+        let end = Marker {
+            phase: Phase::End,
+            ..start
+        };
+        io.port_out(0, Port::BenchMarker as u16, &end.value().to_le_bytes());
+        let h = ResultHeader {
+            case: Case::RawPing,
+            status: Status::Ok,
+            ipi_mode: IpiMode::Phys,
+            idle_mode: IdleMode::Halt,
+            sender: 0,
+            targets: 2,
+            iterations: 2,
+            total_cycles: 10,
+            tsc_khz: 1000,
+            ipis_sent: 0,
+            ipis_skipped: 0,
+            sample_count: 2,
+            samples_addr: 0x5100,
+        };
+        put(&mem, 0x5000, &h.encode());
+        let samples: Vec<u8> = [4u64, 6].iter().flat_map(|v| v.to_le_bytes()).collect();
+        put(&mem, 0x5100, &samples);
+        io.port_out(0, Port::BenchResult as u16, &0x5000u32.to_le_bytes());
+        // Garbage: a short write, a bad marker, a result outside memory.
+        io.port_out(1, Port::BenchMarker as u16, b"ab");
+        io.port_out(1, Port::BenchMarker as u16, &7u32.to_le_bytes());
+        io.port_out(1, Port::BenchResult as u16, &0xffff_0000u32.to_le_bytes());
+        let (_, _, errors) = io.take();
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        let run = bench.take();
+        assert_eq!(run.cases.len(), 1);
+        assert_eq!(run.cases[0].samples, [4, 6]);
+        assert!(run.cases[0].round.is_some());
     }
 }

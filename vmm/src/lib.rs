@@ -9,18 +9,23 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod bench;
 pub mod config;
 pub mod cpuid;
 pub mod elf;
 pub mod error;
+pub mod fault;
+pub mod fuzzing;
 pub mod host;
 pub mod hotplug;
 pub mod io;
 pub mod kick;
+pub mod kvm_stats;
 pub mod mailbox;
 pub mod memory;
 pub mod outcome;
 pub mod regs;
+pub mod stalls;
 pub mod vcpu;
 pub mod vm;
 

@@ -154,19 +154,28 @@ impl Channel {
             std::thread::sleep(Duration::from_micros(200));
         }
         std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-        let result = self.read_u32(offset_of!(Mailbox, result))? as i32;
-        let mut stats = Vec::new();
-        if op == Op::Stats {
-            let n = (self.read_u32(offset_of!(Mailbox, nr_stats))? as usize).min(shared::MAX_CPUS);
-            for i in 0..n {
-                let off = offset_of!(Mailbox, stats) + i * std::mem::size_of::<CpuStatsWire>();
-                let s: Plain<CpuStatsWire> = self
-                    .mem
-                    .read_obj(field(off))
-                    .map_err(|e| RequestError::Memory(e.to_string()))?;
-                stats.push(s.0);
-            }
-        }
-        Ok(Reply { result, stats })
+        read_reply(&self.mem, op)
     }
+}
+
+/// Reads the guest's answer to `op` from the mailbox page. Everything in it
+/// is untrusted: the stats count is capped at [`shared::MAX_CPUS`].
+pub fn read_reply(mem: &GuestMemoryMmap, op: Op) -> Result<Reply, RequestError> {
+    let read_u32 = |offset: usize| -> Result<u32, RequestError> {
+        mem.read_obj(field(offset))
+            .map_err(|e| RequestError::Memory(e.to_string()))
+    };
+    let result = read_u32(offset_of!(Mailbox, result))? as i32;
+    let mut stats = Vec::new();
+    if op == Op::Stats {
+        let n = (read_u32(offset_of!(Mailbox, nr_stats))? as usize).min(shared::MAX_CPUS);
+        for i in 0..n {
+            let off = offset_of!(Mailbox, stats) + i * std::mem::size_of::<CpuStatsWire>();
+            let s: Plain<CpuStatsWire> = mem
+                .read_obj(field(off))
+                .map_err(|e| RequestError::Memory(e.to_string()))?;
+            stats.push(s.0);
+        }
+    }
+    Ok(Reply { result, stats })
 }

@@ -13,11 +13,21 @@ Exit codes:
   0  success: the guest ran the scenario and reported success
   1  the guest reported a failure (a failed self-test, an unknown scenario)
   2  usage or configuration error (bad arguments, bad --kernel, no /dev/kvm)
-  3  the guest crashed (exception, triple fault, failed entry) or KVM failed
+  3  the guest crashed (exception, triple fault, failed entry), wrote a meaningless
+     exit status (as --run hostile does), or KVM failed
   4  timeout: the watchdog stopped a guest that did not finish (--timeout)
 
 Guest command-line words (--cmdline): nosmp, nr_cpus=N, maxcpus=N, as in Linux.
+IPI delivery and idle (--cmdline): ipi=phys|shorthand|cluster|pv, idle=halt|poll;
+bench_ms=MS is the bench's time goal per case (default 200).
+Torture (--run torture): scf.weight_single=N ... scf.weight_all_wait=N as scftorture,
+torture.stat_ms=MS; csd_lock_timeout=MS sets the csd-lock stall detector; ipi_drop=N
+drops N per mille of the guest's call-function IPIs (guest-side fault injection).
+A hostile guest (--run hostile) abuses the protocol on purpose and exits 3.
 Logging: -v (info), -vv (debug), -vvv (trace), or RUST_LOG.";
+
+/// Unstuck csd-lock stalls listed one per line (all stuck ones are).
+const STALLS_SHOWN: usize = 8;
 
 /// Boot the smpcall unikernel on N KVM vCPUs (in-kernel x2APIC), let the
 /// guest bring its CPUs up over x2APIC, and run a scenario of Linux's smp
@@ -39,7 +49,9 @@ struct Cli {
     kernel: Option<PathBuf>,
     /// Scenario for the guest: demo (a tour of the API), selftest (every
     /// semantic, one line per case), wait (serve --hotplug / --api-sock
-    /// requests until {"exit":true} or the schedule's end).
+    /// requests until {"exit":true} or the schedule's end), bench (IPI
+    /// round trips and the smp call paths, timed in the guest, with KVM's
+    /// counters per vCPU; see --json, --plot, --pin).
     #[arg(long, default_value = "demo", value_name = "SCENARIO")]
     run: String,
     /// Watchdog: stop the guest after this many seconds and print each
@@ -63,6 +75,25 @@ struct Cli {
     /// {"cpu":3,"state":"offline"}, {"stats":true}, {"exit":true}.
     #[arg(long, value_name = "PATH")]
     api_sock: Option<PathBuf>,
+    /// Pin each vCPU thread to its own host CPU (round robin).
+    #[arg(long)]
+    pin: bool,
+    /// With --run bench: also write the report as JSON (schema in README).
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+    /// With --run bench: also draw the latency distributions as SVG.
+    #[arg(long, value_name = "PATH")]
+    plot: Option<PathBuf>,
+    /// With --run torture: how long the invokers run (default 5 s).
+    #[arg(long, value_name = "SECS")]
+    duration: Option<f64>,
+    /// Inject a fault (repeatable): stall:CPU:MS[@AT] stops vCPU CPU for
+    /// MS ms (AT ms after the guest is ready); spurious-ipi:RATE sends RATE
+    /// call-function IPIs a second to random vCPUs; drop-ipi:P drops a
+    /// fraction P of the guest's call-function IPIs (if this host's KVM
+    /// lets the VMM trap the x2APIC ICR; else skipped, with one line).
+    #[arg(long, value_name = "SPEC")]
+    fault: Vec<String>,
     /// Do not copy the guest console to stdout.
     #[arg(long, short)]
     quiet: bool,
@@ -87,6 +118,23 @@ fn config(cli: &Cli) -> Result<VmConfig, String> {
     if cli.hotplug_churn == Some(0) {
         return Err("--hotplug-churn must be at least 1 ms".into());
     }
+    if (cli.json.is_some() || cli.plot.is_some()) && cli.run != "bench" {
+        return Err("--json and --plot need --run bench".into());
+    }
+    let duration = match cli.duration {
+        None => None,
+        Some(d) if d.is_finite() && d > 0.0 && d <= 86_400.0 => Some(Duration::from_secs_f64(d)),
+        Some(d) => {
+            return Err(format!(
+                "--duration {d}: must be more than 0 and at most 86400 seconds"
+            ));
+        }
+    };
+    let faults = cli
+        .fault
+        .iter()
+        .map(|f| vmm::fault::Fault::parse(f).map_err(|e| format!("--fault {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
     let numa = match &cli.numa {
         Some(spec) => vmm::parse_numa(spec, cli.cpus).map_err(|e| e.to_string())?,
         None => Vec::new(),
@@ -104,7 +152,30 @@ fn config(cli: &Cli) -> Result<VmConfig, String> {
         hotplug,
         hotplug_churn: cli.hotplug_churn.map(Duration::from_millis),
         api_sock: cli.api_sock.clone(),
+        pin: cli.pin,
+        faults,
+        duration,
     })
+}
+
+/// Prints the benchmark table and writes `--json` / `--plot`.
+fn bench_report(cli: &Cli, config: &VmConfig, outcome: &vmm::Outcome) -> Result<(), String> {
+    let info = vmm::bench::RunInfo {
+        host: vmm::host::info(),
+        vcpus: config.cpus,
+        cmdline: config.guest_cmdline(),
+    };
+    let report = vmm::bench::Report::new(info, &outcome.bench);
+    print!("{}", report.table());
+    if let Some(path) = &cli.json {
+        let text = serde_json::to_string_pretty(&report.json()).map_err(|e| e.to_string())?;
+        std::fs::write(path, text + "\n").map_err(|e| format!("--json {}: {e}", path.display()))?;
+    }
+    if let Some(path) = &cli.plot {
+        std::fs::write(path, vmm::bench::plot::svg(&report))
+            .map_err(|e| format!("--plot {}: {e}", path.display()))?;
+    }
+    Ok(())
 }
 
 fn main() -> ProcessExit {
@@ -138,6 +209,33 @@ fn main() -> ProcessExit {
                     e.change.name(),
                     e.cpu
                 );
+            }
+            if cli.run == "bench"
+                && let Err(msg) = bench_report(&cli, &config, &outcome)
+            {
+                eprintln!("vmm: {msg}");
+                return ProcessExit::from(ExitCode::Usage as u8);
+            }
+            let stalls = outcome.csd_stalls();
+            if !stalls.is_empty() {
+                let unstuck = stalls.iter().filter(|s| s.unstuck_after.is_some()).count();
+                let resends: u32 = stalls.iter().map(|s| s.resends).sum();
+                println!(
+                    "csd-lock stalls: {} reported, {unstuck} got unstuck, IPI re-sent {resends} times",
+                    stalls.len()
+                );
+                // The ones never unstuck first, then the first few others.
+                let (stuck, rest): (Vec<_>, Vec<_>) =
+                    stalls.iter().partition(|s| s.unstuck_after.is_none());
+                for s in stuck.iter().chain(rest.iter().take(STALLS_SHOWN)) {
+                    println!("{s}");
+                }
+                if rest.len() > STALLS_SHOWN {
+                    println!("... and {} more unstuck stalls", rest.len() - STALLS_SHOWN);
+                }
+            }
+            for line in outcome.faults.lines() {
+                println!("{line}");
             }
             let tests = outcome.tests();
             if !tests.is_empty() {

@@ -140,6 +140,38 @@ pub enum OwnedBody {
         /// Value.
         value: u64,
     },
+    /// See [`Body::CsdStall`].
+    CsdStall {
+        /// Stall number.
+        id: u32,
+        /// The CPU that should run the csd.
+        target: u32,
+        /// The csd's function.
+        func: u64,
+        /// The csd's `info`.
+        info: u64,
+        /// Nanoseconds waited so far.
+        waited_ns: u64,
+        /// What the target was running (0: nothing).
+        target_running: u64,
+        /// Report number.
+        nth: u32,
+        /// Whether the IPI was re-sent.
+        resent_ipi: bool,
+    },
+    /// See [`Body::CsdUnstuck`].
+    CsdUnstuck {
+        /// Stall number.
+        id: u32,
+        /// The CPU that released the lock.
+        target: u32,
+        /// The csd's function.
+        func: u64,
+        /// Total wait in nanoseconds.
+        waited_ns: u64,
+        /// Reports made.
+        reports: u32,
+    },
 }
 
 impl OwnedRecord {
@@ -180,6 +212,38 @@ impl OwnedRecord {
                 name: name.into(),
                 value,
             },
+            Body::CsdStall {
+                id,
+                target,
+                func,
+                info,
+                waited_ns,
+                target_running,
+                nth,
+                resent_ipi,
+            } => OwnedBody::CsdStall {
+                id,
+                target,
+                func,
+                info,
+                waited_ns,
+                target_running,
+                nth,
+                resent_ipi,
+            },
+            Body::CsdUnstuck {
+                id,
+                target,
+                func,
+                waited_ns,
+                reports,
+            } => OwnedBody::CsdUnstuck {
+                id,
+                target,
+                func,
+                waited_ns,
+                reports,
+            },
         };
         OwnedRecord {
             vcpu,
@@ -217,6 +281,11 @@ pub struct Outcome {
     pub elapsed: Duration,
     /// Hotplug changes the host made, with the guest's answers.
     pub hotplug: Vec<crate::hotplug::Event>,
+    /// Faults the VMM injected (`--fault`), and those it had to skip.
+    pub faults: crate::fault::FaultReport,
+    /// What the guest's benchmark reported (`--run bench`), with the KVM
+    /// counters around each case.
+    pub bench: crate::bench::BenchRun,
 }
 
 impl Outcome {
@@ -258,6 +327,31 @@ impl Outcome {
                 _ => None,
             })
             .collect()
+    }
+
+    /// Named counters (`Counter` records), in report order.
+    pub fn counters(&self) -> Vec<(u16, &str, u64)> {
+        self.records
+            .iter()
+            .filter_map(|r| match &r.body {
+                OwnedBody::Counter { name, value } => Some((r.cpu, name.as_str(), *value)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The last value of counter `name`, if the guest sent one.
+    pub fn counter(&self, name: &str) -> Option<u64> {
+        self.counters()
+            .into_iter()
+            .rev()
+            .find(|(_, n, _)| *n == name)
+            .map(|(_, _, v)| v)
+    }
+
+    /// The csd-lock stalls the guest reported, one per stall id.
+    pub fn csd_stalls(&self) -> Vec<crate::stalls::CsdStall> {
+        crate::stalls::collect(&self.records)
     }
 
     /// Warnings of the smp core, in report order.

@@ -2,7 +2,7 @@
 //! [`handle_exit`], stopped race-free by the kick signal.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use shared::status::GuestStatus;
@@ -19,6 +19,7 @@ pub struct Control {
     ending: Mutex<Option<Ending>>,
     done: Condvar,
     dumps: Mutex<Vec<VcpuDump>>,
+    faults: OnceLock<Arc<crate::fault::Injector>>,
 }
 
 impl Control {
@@ -34,6 +35,11 @@ impl Control {
         }
         self.stop.store(true, Ordering::SeqCst);
         self.done.notify_all();
+    }
+
+    /// Hands the vCPU threads the fault injector (before they start).
+    pub fn set_faults(&self, injector: Arc<crate::fault::Injector>) {
+        let _ = self.faults.set(injector);
     }
 
     /// Whether the run is over.
@@ -83,7 +89,12 @@ enum Step {
     End(Ending, bool),
 }
 
-fn handle_exit(cpu: u32, exit: Result<VcpuExit<'_>, kvm_ioctls::Error>, io: &GuestIo) -> Step {
+fn handle_exit(
+    cpu: u32,
+    exit: Result<VcpuExit<'_>, kvm_ioctls::Error>,
+    io: &GuestIo,
+    faults: Option<&crate::fault::Injector>,
+) -> Step {
     match exit {
         Ok(VcpuExit::IoOut(port, data)) => match io.port_out(cpu, port, data) {
             Action::Continue => Step::Continue,
@@ -104,6 +115,26 @@ fn handle_exit(cpu: u32, exit: Result<VcpuExit<'_>, kvm_ioctls::Error>, io: &Gue
         }
         Ok(VcpuExit::MmioWrite(addr, _)) => {
             io.protocol_error(format!("vCPU {cpu}: write to unbacked address {addr:#x}"));
+            Step::Continue
+        }
+        Ok(VcpuExit::X86Wrmsr(exit)) => {
+            // Only the drop-ipi fault's filter makes these (the ICR).
+            let ok = faults.is_some_and(|f| f.msr_write(cpu, exit.index, exit.data));
+            *exit.error = u8::from(!ok);
+            if !ok {
+                io.protocol_error(format!(
+                    "vCPU {cpu}: trapped write of MSR {:#x}; injecting #GP",
+                    exit.index
+                ));
+            }
+            Step::Continue
+        }
+        Ok(VcpuExit::X86Rdmsr(exit)) => {
+            *exit.error = 1;
+            io.protocol_error(format!(
+                "vCPU {cpu}: trapped read of MSR {:#x}; injecting #GP",
+                exit.index
+            ));
             Step::Continue
         }
         Ok(VcpuExit::Shutdown) => Step::End(Ending::TripleFault { cpu }, true),
@@ -150,8 +181,12 @@ pub fn run(cpu: u32, mut vcpu: VcpuFd, io: Arc<GuestIo>, ctl: Arc<Control>) {
     kick::publish(&mut vcpu);
     // The stop check comes after publishing: a kick from here on either
     // finds the flag set here or makes the next KVM_RUN return at once.
+    let faults = ctl.faults.get().cloned();
     while !ctl.stopped() {
-        match handle_exit(cpu, vcpu.run(), &io) {
+        if let Some(f) = &faults {
+            f.before_run(cpu, &|| ctl.stopped());
+        }
+        match handle_exit(cpu, vcpu.run(), &io, faults.as_deref()) {
             Step::Continue => {}
             Step::Interrupted => vcpu.set_kvm_immediate_exit(0),
             Step::End(ending, want_dump) => ctl.finish(ending, want_dump),

@@ -151,7 +151,7 @@ pub fn run_with_device(config: &VmConfig, kvm_path: &std::path::Path) -> Result<
         reason,
     })?;
     let mem_size = config.mem_mib << 20;
-    let min = (image.end + MEM_HEADROOM).div_ceil(1 << 20) << 20;
+    let min = image.end.saturating_add(MEM_HEADROOM).div_ceil(1 << 20) << 20;
     if mem_size < min {
         return Err(Error::MemTooSmall {
             mib: config.mem_mib,
@@ -189,6 +189,10 @@ pub fn run_with_device(config: &VmConfig, kvm_path: &std::path::Path) -> Result<
     let started = Instant::now();
     let mem = Arc::new(memory::create(mem_size)?);
     let vm = Arc::new(setup_vm(&kvm, &mem)?);
+    let (drop_ipi, drop_skipped) = match crate::fault::setup_vm(&kvm, &vm, &config.faults) {
+        Ok(p) => (p, None),
+        Err(why) => (None, Some(why)),
+    };
     Elf::load(
         &*mem,
         None,
@@ -243,14 +247,47 @@ pub fn run_with_device(config: &VmConfig, kvm_path: &std::path::Path) -> Result<
     memory::write_boot_info(&mem, &info, &cmdline)?;
     regs::setup_bsp(&vcpus[0], image.entry, layout::BOOT_INFO.start.0)?;
 
-    let io = Arc::new(GuestIo::new(mem.clone(), config.cpus, config.echo_console));
+    // KVM's own counters of every vCPU, for the benchmark's markers.
+    let stats = vcpus
+        .iter()
+        .map(crate::kvm_stats::VcpuStats::open)
+        .collect();
+    let bench = Arc::new(crate::bench::Collector::new(stats, vcpus.len()));
+    let io = Arc::new(
+        GuestIo::new(mem.clone(), config.cpus, config.echo_console).with_bench(bench.clone()),
+    );
     let ctl = Arc::new(Control::default());
+    let injector = Arc::new(crate::fault::Injector::new(
+        started,
+        vm.clone(),
+        ids.clone(),
+        drop_ipi,
+    ));
+    if let Some(why) = drop_skipped {
+        injector.skip(why);
+    }
+    ctl.set_faults(injector.clone());
     let mut threads = Vec::with_capacity(vcpus.len());
+    let host_cpus = if config.pin {
+        crate::bench::pin::allowed_cpus()
+    } else {
+        Vec::new()
+    };
     for (cpu, vcpu) in vcpus.into_iter().enumerate() {
         let (io, ctl2) = (io.clone(), ctl.clone());
+        let pin = crate::bench::pin::host_cpu_for(cpu as u32, &host_cpus);
+        let bench = bench.clone();
         let t = std::thread::Builder::new()
             .name(format!("vcpu{cpu}"))
-            .spawn(move || vcpu::run(cpu as u32, vcpu, io, ctl2));
+            .spawn(move || {
+                if let Some(host_cpu) = pin {
+                    match crate::bench::pin::pin_current_thread(host_cpu) {
+                        Ok(()) => bench.set_pinning(cpu as u32, Some(host_cpu)),
+                        Err(e) => log::warn!("vCPU {cpu}: cannot pin to host CPU {host_cpu}: {e}"),
+                    }
+                }
+                vcpu::run(cpu as u32, vcpu, io, ctl2)
+            });
         match t {
             Ok(t) => threads.push(t),
             Err(source) => {
@@ -264,6 +301,24 @@ pub fn run_with_device(config: &VmConfig, kvm_path: &std::path::Path) -> Result<
         }
     }
 
+    let fault_thread = crate::fault::spawn(
+        crate::fault::Plan {
+            faults: config.faults.clone(),
+            default_at: config
+                .duration
+                .map_or(Duration::from_millis(200), |d| d / 3),
+            threads: threads
+                .iter()
+                .map(std::os::unix::thread::JoinHandleExt::as_pthread_t)
+                .collect(),
+        },
+        injector.clone(),
+        mem.clone(),
+        {
+            let ctl = ctl.clone();
+            Box::new(move || ctl.stopped())
+        },
+    );
     let channel = Arc::new(mailbox::Channel::new(mem.clone(), vm.clone(), ids[0], {
         let ctl = ctl.clone();
         Box::new(move || ctl.stopped())
@@ -299,6 +354,10 @@ pub fn run_with_device(config: &VmConfig, kvm_path: &std::path::Path) -> Result<
             ctl.ending().unwrap_or(Ending::Timeout(config.timeout))
         }
     };
+    // The fault thread kicks vCPU threads: it must end before they do.
+    if let Some(t) = fault_thread {
+        let _ = t.join();
+    }
     let stuck = stop_threads(threads);
     for h in helpers {
         let _ = h.join();
@@ -319,6 +378,8 @@ pub fn run_with_device(config: &VmConfig, kvm_path: &std::path::Path) -> Result<
         dumps: ctl.take_dumps(),
         elapsed: started.elapsed(),
         hotplug,
+        faults: injector.report(),
+        bench: bench.take(),
     };
     drop(channel);
     if stuck > 0 {

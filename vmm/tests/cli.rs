@@ -81,3 +81,135 @@ fn crash_exits_3_and_hang_exits_4() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("timeout") && err.contains("vCPU 1"), "{err}");
 }
+
+/// Runs `args`; it must exit 2 with `want` on the first line of stderr and
+/// without a panic. Returns what is wrong, if anything.
+fn check_rejected(args: &[&str], want: &str) -> Option<String> {
+    let out = vmm(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let first = err.lines().next().unwrap_or("");
+    if out.status.code() != Some(2) || !first.contains(want) || err.contains("panicked") {
+        return Some(format!(
+            "{args:?}: exit {:?}, first line {first:?}, wanted {want:?}",
+            out.status.code()
+        ));
+    }
+    None
+}
+
+fn rejected(args: &[&str], want: &str) {
+    if let Some(problem) = check_rejected(args, want) {
+        panic!("{problem}");
+    }
+}
+
+#[test]
+fn every_argument_rejects_invalid_values() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let regular = dir.join("cli-not-a-socket");
+    std::fs::write(&regular, b"x").expect("temp file");
+    let regular = regular.to_string_lossy().into_owned();
+    let cases: &[(&[&str], &str)] = &[
+        (&["--cpus", "0"], "--cpus must be at least 1"),
+        (&["--cpus=-3"], "--cpus"),
+        (&["--cpus", "many"], "--cpus"),
+        (&["--cpus", ""], "--cpus"),
+        (&["--cpus", "65"], "at most 64"),
+        (&["--cpus", "4294967296"], "--cpus"),
+        (&["--mem", "0"], "--mem 0 MiB is too small"),
+        (&["--mem", "1"], "--mem 1 MiB is too small"),
+        (&["--mem=-1"], "--mem"),
+        (&["--mem", "abc"], "--mem"),
+        (&["--mem", "1025"], "--mem 1025 MiB is too large"),
+        (&["--mem", "18446744073709551615"], "is too large"),
+        (&["--cmdline", &"x".repeat(5000)], "--cmdline is 5"),
+        (&["--kernel", "/nonexistent"], "--kernel /nonexistent"),
+        (&["--kernel", "/"], "--kernel /"),
+        (&["--kernel", "/dev/null"], "not an ELF file"),
+        (&["--run", ""], "--run"),
+        (&["--run", "a;b"], "--run"),
+        (&["--run", "a b"], "--run"),
+        (&["--run", "ünïcode"], "--run"),
+        (&["--timeout", "0"], "--timeout"),
+        (&["--timeout=-1"], "--timeout"),
+        (&["--timeout", "nan"], "--timeout"),
+        (&["--timeout", "inf"], "--timeout"),
+        (&["--timeout", "1e9"], "--timeout"),
+        (&["--timeout", "soon"], "--timeout"),
+        (&["--numa", "0-3", "--cpus", "8"], "--numa"),
+        (&["--numa", "a", "--cpus", "2"], "--numa"),
+        (&["--numa", "1-0", "--cpus", "2"], "backwards"),
+        (&["--numa", "0-1,1-2", "--cpus", "3"], "in two nodes"),
+        (&["--numa", "", "--cpus", "2"], "--numa"),
+        (&["--apic-stride", "0"], "--apic-stride"),
+        (&["--apic-stride", "17"], "--apic-stride 17"),
+        (&["--apic-stride=-1"], "--apic-stride"),
+        (&["--hotplug", ""], "--hotplug"),
+        (&["--hotplug", "100ms"], "--hotplug"),
+        (&["--hotplug", "x:off 1", "--cpus", "2"], "bad time"),
+        (&["--hotplug", "10:off 9", "--cpus", "2"], "does not exist"),
+        (&["--hotplug", "10:up 1", "--cpus", "2"], "'off' or 'on'"),
+        (&["--hotplug-churn", "0"], "--hotplug-churn"),
+        (&["--hotplug-churn=-5"], "--hotplug-churn"),
+        (&["--hotplug-churn", "often"], "--hotplug-churn"),
+        (
+            &["--api-sock", "/nonexistent-dir/vmm.sock", "--quiet"],
+            "--api-sock /nonexistent-dir/vmm.sock",
+        ),
+        (&["--api-sock", &regular, "--quiet"], "not a socket"),
+        (&["--duration", "0"], "--duration"),
+        (&["--duration=-1"], "--duration"),
+        (&["--duration", "nan"], "--duration"),
+        (&["--duration", "long"], "--duration"),
+        (&["--duration", "200"], "less than --timeout"),
+        (&["--fault", "bogus"], "--fault"),
+        (&["--fault", "melt:1"], "unknown fault"),
+        (
+            &["--fault", "stall:9:10", "--cpus", "2"],
+            "CPU 9 does not exist",
+        ),
+        (&["--fault", "stall:1:0", "--cpus", "2"], "a stall lasts"),
+        (&["--fault", "stall:1:x", "--cpus", "2"], "--fault"),
+        (&["--fault", "spurious-ipi:0"], "RATE"),
+        (&["--fault", "spurious-ipi:lots"], "RATE"),
+        (&["--fault", "drop-ipi:2"], "at most 1"),
+        (&["--fault", "drop-ipi:nan"], "at most 1"),
+        (&["--json", "/tmp/x.json"], "--run bench"),
+        (&["--plot", "/tmp/x.svg"], "--run bench"),
+        (&["--pin=yes"], "--pin"),
+        (&["--quiet=yes"], "--quiet"),
+        (&["--verbose=3"], "--verbose"),
+        (&["--bogus"], "--bogus"),
+    ];
+    let problems: Vec<String> = cases
+        .iter()
+        .filter_map(|(args, want)| check_rejected(args, want))
+        .collect();
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Every file of the malformed-ELF corpus is refused with its clear error.
+#[test]
+fn malformed_guest_elfs_get_clear_errors() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/elf-corpus");
+    let expected = std::fs::read_to_string(dir.join("expected.txt")).expect("expected.txt");
+    let mut n = 0;
+    for line in expected
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (file, want) = line.split_once('\t').expect("file<TAB>error");
+        let path = dir.join(file);
+        rejected(&["--kernel", &path.to_string_lossy(), "--quiet"], want);
+        n += 1;
+    }
+    let files = std::fs::read_dir(&dir)
+        .expect("corpus")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "elf"))
+        })
+        .count();
+    assert_eq!(n, files, "every corpus file has an expected error");
+    assert!(n >= 20);
+}

@@ -75,12 +75,54 @@ pub fn starting(cpu: CpuId) {
     h.held.store(false, Ordering::Relaxed);
 }
 
-/// What an idle CPU does: take interrupts, and act on hotplug requests.
+/// Work an idle CPU runs in task context (interrupts enabled) while it is
+/// set: `run=torture` puts its invokers here, so that a CPU that went
+/// down and came back resumes its work.
+static IDLE_TASK: [IdleTask; MAX_CPUS] = [const { spin::Mutex::new(None) }; MAX_CPUS];
+
+/// One CPU's idle task.
+type IdleTask = spin::Mutex<Option<fn()>>;
+
+/// Sets (or clears) the task `cpu` runs whenever it is idle, and wakes it.
+pub fn set_idle_task(cpu: CpuId, task: Option<fn()>) {
+    *IDLE_TASK[cpu.index() % MAX_CPUS].lock() = task;
+    if SMP.cpu_online(cpu) {
+        wake(cpu);
+    }
+}
+
+/// What an idle CPU does: take interrupts, act on hotplug requests, and
+/// run its idle task if it has one.
+///
+/// With `idle=poll` it spins with interrupts on instead of halting, and
+/// announces that it polls: a sender then wakes it through memory and
+/// skips the IPI (`arch::x86_64::ipi`), so after polling it drains its
+/// call queue itself. It leaves the spin after each batch of pauses for
+/// the hotplug poll point, and halts once it polled a while without being
+/// woken (see `ipi::PollWindow`); after the next interrupt it polls again.
 pub fn idle() -> ! {
+    use crate::arch::x86_64::ipi;
     let me = percpu::this_cpu();
+    ipi::note_booted(me);
+    let mut window = ipi::PollWindow::new();
     loop {
         cpu::cli();
         poll(me);
+        // Copied out: the lock is not held while the task runs.
+        let task = *IDLE_TASK[me.index() % MAX_CPUS].lock();
+        if let Some(task) = task {
+            // The task calls `poll` itself, with interrupts off.
+            cpu::sti();
+            task();
+            continue;
+        }
+        if ipi::idle_polls(me) && window.open() {
+            window.poll_batch(me);
+            SMP.flush_smp_call_function_queue_irqs_off();
+            continue;
+        }
+        // The wake-up from this halt starts a new polling window.
+        window.reset();
         // Atomically re-enable interrupts and halt: a wake-up that arrives
         // after `poll` looked is not lost.
         cpu::sti_hlt();

@@ -1,12 +1,16 @@
 //! The kernel proper: boot flow, CPU bring-up, interrupt handlers,
 //! scenarios.
 
+pub mod bench;
 pub mod demo;
+pub mod hostile;
 pub mod hotplug;
 pub mod hotplug_test;
+pub mod ipi_modes;
 pub mod mailbox;
 pub mod selftest;
 pub mod smpboot;
+pub mod torture;
 pub mod trap;
 
 use shared::bootinfo::BootInfo;
@@ -33,7 +37,7 @@ pub fn handlers() -> Handlers {
         call_function,
         irq_work,
         host_request: hotplug::host_request,
-        bench_ping: eoi_only,
+        bench_ping: bench::raw_ping_handler,
         wake: eoi_only,
         apic_error,
     }
@@ -46,7 +50,9 @@ fn call_function() {
     percpu::this()
         .ipi_received
         .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
-    SMP.generic_smp_call_function_interrupt();
+    let spurious = torture::spurious::begin();
+    SMP.flush_smp_call_function_queue_irqs_off();
+    torture::spurious::end(spurious);
 }
 
 fn irq_work() {
@@ -153,8 +159,18 @@ pub fn kmain() -> ! {
         let _ = SMP.set_cpu_possible(CpuId(c), false);
     }
     SMP.set_setup_max_cpus(params.max_cpus.unwrap_or(MAX_CPUS as u32));
+    smpboot::configure(params.ap_timeout_ms, params.stuck_ap);
+    if let Some(cpu) = params.fail_prepare {
+        SMP.set_cfd_alloc_fail(CpuId(cpu), true);
+    }
     if let Some(ms) = params.csd_lock_timeout_ms {
         SMP.set_csd_lock_timeout_ns(ms.saturating_mul(1_000_000));
+    }
+    if let Some(permille) = params.ipi_drop_permille {
+        kprintln!(
+            "fault injection: dropping {permille} per mille of call-function IPIs (ipi_drop=)"
+        );
+        crate::arch::x86_64::ipi_fault::set_permille(permille);
     }
     kprintln!(
         "smpcall guest: {} present CPUs, nr_cpu_ids {}, TSC {} kHz, command line \"{}\"",
@@ -163,6 +179,7 @@ pub fn kmain() -> ! {
         info.tsc_khz,
         cmdline(info)
     );
+    ipi_modes::setup(&params, &info.apic_ids[..present as usize]);
     if SMP.call_function_init().is_err() {
         kprintln!("call_function_init failed");
         report::exit(GuestStatus::Crashed);
@@ -189,8 +206,13 @@ pub fn kmain() -> ! {
         "selftest" => selftest::run(),
         "wait" => hotplug::wait_for_host(params.wait_ms),
         "hotplug" => hotplug_test::run(&params, present),
+        "bench" => bench::run(&params),
+        "torture" => torture::run(cmdline(info)),
+        "hostile" => hostile::run(info),
         other => {
-            kprintln!("unknown scenario {other:?}; known: demo, selftest, hotplug, wait");
+            kprintln!(
+                "unknown scenario {other:?}; known: demo, selftest, hotplug, wait, torture, hostile, bench"
+            );
             GuestStatus::BadRequest
         }
     };

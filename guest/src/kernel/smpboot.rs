@@ -3,17 +3,32 @@
 //! wait with a deadline, cancel on timeout), each AP's own set-up, and
 //! `smp_announce`.
 
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
 use shared::record::Body;
+use shared::vectors::Vector;
 use shared::{ApicId, CpuId};
 
 use super::SMP;
+use crate::arch::x86_64::x2apic::{DeliveryMode, Destination, Icr};
 use crate::arch::x86_64::{ap_boot, cpu, gdt, interrupts, percpu, x2apic};
 use crate::kprintln;
 use crate::report;
 use crate::time;
 
-/// How long an AP gets to come online before its bring-up is cancelled.
-const AP_START_TIMEOUT_MS: u64 = 5_000;
+/// How long an AP gets to come online before its bring-up is cancelled
+/// (`ap_timeout_ms=`).
+static AP_START_TIMEOUT_MS: AtomicU64 = AtomicU64::new(5_000);
+/// Test hook (`stuck_ap=`): this CPU never finishes starting (0: none).
+static STUCK_AP: AtomicU32 = AtomicU32::new(0);
+
+/// Sets the bring-up timeout and the stuck-AP test hook (boot CPU, before
+/// any AP starts).
+pub fn configure(timeout_ms: u64, stuck_ap: Option<u32>) {
+    // Relaxed: set before any AP is started; the start orders it.
+    AP_START_TIMEOUT_MS.store(timeout_ms, Ordering::Relaxed);
+    STUCK_AP.store(stuck_ap.unwrap_or(0), Ordering::Relaxed);
+}
 
 /// Set-up every CPU does for itself: per-CPU area, GDT/TSS, IDT, x2APIC.
 pub fn cpu_init(cpu: CpuId) {
@@ -25,6 +40,13 @@ pub fn cpu_init(cpu: CpuId) {
 
 extern "C" fn ap_entry(cpu: u64) -> ! {
     let cpu = CpuId(cpu as u32);
+    // Relaxed: see `configure`.
+    if cpu.0 != 0 && STUCK_AP.load(Ordering::Relaxed) == cpu.0 {
+        // Test hook: a CPU that starts but never comes online.
+        loop {
+            cpu::pause();
+        }
+    }
     cpu_init(cpu);
     let apic_id = x2apic::id();
     if apic_id != percpu::area(cpu).apic_id() {
@@ -80,16 +102,25 @@ pub fn cpu_up(cpu: CpuId) -> Result<(), UpError> {
     }
     let apic_id: ApicId = percpu::area(cpu).apic_id();
     ap_boot::start(cpu, apic_id, ap_entry);
-    if time::spin_until(AP_START_TIMEOUT_MS, || SMP.cpu_online(cpu)) {
+    // Relaxed: see `configure`.
+    let timeout = AP_START_TIMEOUT_MS.load(Ordering::Relaxed);
+    if time::spin_until(timeout, || SMP.cpu_online(cpu)) {
         return Ok(());
     }
+    // CPU_UP_CANCELED: put the CPU back into wait-for-SIPI (INIT stops
+    // whatever it is executing) and release its call data.
+    x2apic::send(Icr {
+        vector: Vector(0),
+        mode: DeliveryMode::Init,
+        dest: Destination::Physical(apic_id),
+    });
+    let _ = SMP.smpcfd_dead_cpu(cpu);
     kprintln!(
         "CPU {} (APIC id {}) did not come online within {} ms; bring-up cancelled",
         cpu,
         apic_id,
-        AP_START_TIMEOUT_MS
+        timeout
     );
-    let _ = SMP.smpcfd_dead_cpu(cpu);
     Err(UpError::Timeout)
 }
 

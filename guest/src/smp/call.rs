@@ -42,7 +42,12 @@ impl<A: Arch> Smp<A> {
     ///
     /// Return: `Ok(())`, or [`SmpError::Nxio`] if `cpu` is not a valid,
     /// online CPU (nothing is queued then).
-    #[inline]
+    ///
+    /// The remote waiting call is the IPI round trip's hot path and is
+    /// inlined into the caller (about 40 instructions up to the IPI), as is
+    /// the local call; the non-waiting call and the warning are out of
+    /// line.
+    #[inline(always)]
     pub fn smp_call_function_single(
         &self,
         cpu: CpuId,
@@ -51,15 +56,63 @@ impl<A: Arch> Smp<A> {
         wait: bool,
     ) -> Result<(), SmpError> {
         let this = self.arch.this_cpu();
-        if self.arch.irqs_disabled() && self.valid_cpu_online(this) {
-            self.warn(this, WarnKind::WaitWithIrqsDisabled, u64::from(cpu.0));
+        if self.arch.irqs_disabled() {
+            self.warn_wait_irqs_disabled(this, u64::from(cpu.0));
         }
         if cpu == this {
             self.run_local(func, info);
             return Ok(());
         }
-        if wait {
-            let csd = Csd::new_sync_locked(func, info, cpu.0);
+        if !wait {
+            return self.single_async_percpu(this, cpu, func, info);
+        }
+        self.single_wait(this, cpu, func, info)
+    }
+
+    /// The warning of a cross-call made with interrupts disabled, unless
+    /// this CPU is not online yet (nobody can be waiting for it then).
+    #[cold]
+    #[inline(never)]
+    fn warn_wait_irqs_disabled(&self, this: CpuId, detail: u64) {
+        if self.valid_cpu_online(this) {
+            self.warn(this, WarnKind::WaitWithIrqsDisabled, detail);
+        }
+    }
+
+    /// `smp_call_function_single` to another CPU, not waiting: through
+    /// this CPU's `csd_data`.
+    #[inline(never)]
+    fn single_async_percpu(
+        &self,
+        this: CpuId,
+        cpu: CpuId,
+        func: SmpCallFunc,
+        info: usize,
+    ) -> Result<(), SmpError> {
+        if !self.cpu_online(cpu) {
+            return Err(SmpError::Nxio);
+        }
+        let csd = &self.pcpu(this).csd_data.0;
+        self.csd_lock(csd, this, CSD_TYPE_ASYNC);
+        // SAFETY: we hold the lock of this unqueued csd; the function and
+        // info are set, and `csd_data` outlives every queue.
+        unsafe {
+            csd.write(func, info);
+            self.generic_exec_single(this, cpu, csd)
+        }
+    }
+
+    /// `smp_call_function_single` to another CPU, waiting.
+    #[inline(always)]
+    fn single_wait(
+        &self,
+        this: CpuId,
+        cpu: CpuId,
+        func: SmpCallFunc,
+        info: usize,
+    ) -> Result<(), SmpError> {
+        {
+            let csd = Csd::new_sync_locked(func, info);
             // The send window spans the online test and the queueing (see
             // `Smp::synchronize_senders`).
             let window = self.send_enter(this);
@@ -72,26 +125,17 @@ impl<A: Arch> Smp<A> {
             // SAFETY: `csd` lives on this stack frame until it is unlocked:
             // from the add on, the guard (on unwinding) or the wait below
             // keeps this frame alive until the flusher released it.
-            let kick = unsafe { self.queue_add(this, cpu, csd.node()) };
-            self.send_exit(this, window);
+            let kick = unsafe { self.queue_add(cpu, csd.node()) };
             let guard = StackCsdGuard(&csd);
+            // The IPI goes out first; the bookkeeping after it is off the
+            // round trip's critical path.
             if kick {
                 self.send_single_ipi(this, cpu);
             }
-            self.csd_lock_wait(&csd, this);
+            self.send_exit(this, window);
+            self.count_queued(this);
+            self.csd_lock_wait_stack(&csd, this, cpu);
             core::mem::forget(guard);
-        } else {
-            if !self.cpu_online(cpu) {
-                return Err(SmpError::Nxio);
-            }
-            let csd = &self.pcpu(this).csd_data.0;
-            self.csd_lock(csd, this, CSD_TYPE_ASYNC);
-            // SAFETY: we hold the lock of this unqueued csd; the function
-            // and info are set, and `csd_data` outlives every queue.
-            return unsafe {
-                csd.write(func, info);
-                self.generic_exec_single(this, cpu, csd)
-            };
         }
         Ok(())
     }
@@ -152,11 +196,12 @@ impl<A: Arch> Smp<A> {
         }
         csd.set_dst(cpu.0);
         // SAFETY: the caller guarantees the csd outlives the queue.
-        let kick = unsafe { self.queue_add(this, cpu, csd.node()) };
-        self.send_exit(this, window);
+        let kick = unsafe { self.queue_add(cpu, csd.node()) };
         if kick {
             self.send_single_ipi(this, cpu);
         }
+        self.send_exit(this, window);
+        self.count_queued(this);
         Ok(())
     }
 
@@ -251,9 +296,10 @@ impl<A: Arch> Smp<A> {
                 csd.set_dst(cpu.0);
                 queued.set(cpu);
                 // SAFETY: cfd csds live as long as `self` and its queues.
-                if unsafe { self.queue_add(this, cpu, csd.node()) } {
+                if unsafe { self.queue_add(cpu, csd.node()) } {
                     ipi.set(cpu);
                 }
+                self.count_queued(this);
             }
             self.send_exit(this, window);
             // Relaxed: a record for diagnostics, read by nobody else.
@@ -391,23 +437,30 @@ impl<A: Arch> Smp<A> {
 
     /// Adds a node to `cpu`'s call queue; returns whether the queue was
     /// empty, i.e. whether `cpu` needs an IPI (Linux's
-    /// `__smp_call_single_queue` minus the send).
+    /// `__smp_call_single_queue` minus the send). The caller counts the
+    /// call with [`Self::count_queued`] (after the IPI, off the critical
+    /// path).
     ///
     /// # Safety
     ///
     /// `node` is locked / claimed by the caller, on no list, and stays live
     /// until its flusher has released it. `cpu` is valid.
     #[inline]
-    pub(crate) unsafe fn queue_add(&self, this: CpuId, cpu: CpuId, node: &CallSingleNode) -> bool {
-        bump(&self.pcpu(this).counters.calls_queued);
+    pub(crate) unsafe fn queue_add(&self, cpu: CpuId, node: &CallSingleNode) -> bool {
         // SAFETY: forwarded from the caller.
         unsafe { self.queue(cpu).add(node.link()) }
     }
 
-    /// Sends the single-target call-function IPI and counts it.
+    /// Counts one call this CPU queued.
+    #[inline]
+    pub(crate) fn count_queued(&self, this: CpuId) {
+        bump(&self.pcpu(this).counters.calls_queued);
+    }
+
+    /// Sends the single-target call-function IPI, then counts it.
     #[inline]
     pub(crate) fn send_single_ipi(&self, this: CpuId, cpu: CpuId) {
-        bump(&self.pcpu(this).counters.ipis_requested);
         self.arch.send_call_function_single_ipi(cpu);
+        bump(&self.pcpu(this).counters.ipis_requested);
     }
 }

@@ -125,10 +125,12 @@ impl Csd {
 
     super::sync::const_fn_unless_loom! {
         /// The on-stack csd of a waiting single call: born locked and SYNC
-        /// (modern Linux's `csd_stack`), so it needs no lock operation.
-        pub(crate) fn new_sync_locked(func: SmpCallFunc, info: usize, dst: u32) -> Self {
+        /// (modern Linux's `csd_stack`), so it needs no lock operation. Its
+        /// destination is recorded only if the wait has to spin (see
+        /// `Smp::csd_lock_wait_stack`).
+        pub(crate) fn new_sync_locked(func: SmpCallFunc, info: usize) -> Self {
             Self {
-                node: CallSingleNode::new(CSD_FLAG_LOCK | CSD_TYPE_SYNC, dst),
+                node: CallSingleNode::new(CSD_FLAG_LOCK | CSD_TYPE_SYNC, 0),
                 func: UnsafeCell::new(func),
                 info: UnsafeCell::new(info),
             }
@@ -207,6 +209,15 @@ impl Csd {
         was_locked
     }
 
+    /// Releases the lock of a csd known to be locked (the flush's fast
+    /// path checked the flags itself), without the check of [`Self::unlock`].
+    /// The caller must not touch the csd afterwards.
+    #[inline]
+    pub(crate) fn unlock_locked(&self) {
+        // Release: as in `unlock`.
+        self.node.flags.store(0, Ordering::Release);
+    }
+
     /// Writes the function and argument.
     ///
     /// # Safety
@@ -236,7 +247,9 @@ impl Csd {
         (func, info)
     }
 
-    /// Records the destination CPU (lock holder only, before enqueueing).
+    /// Records the destination CPU (the lock holder, before enqueueing; for
+    /// the on-stack csd, its waiter, before it spins: only that CPU reads
+    /// it back, the flusher never does).
     #[inline]
     pub(crate) fn set_dst(&self, cpu: u32) {
         // Relaxed: read back only by this same CPU (the stall detector).
@@ -307,9 +320,12 @@ mod tests {
         csd.lock_owned(CSD_TYPE_SYNC);
         assert!(csd.is_locked());
         assert_eq!(csd.node().csd_type(), CSD_TYPE_SYNC);
-        let stack = Csd::new_sync_locked(f, 3, 5);
+        let stack = Csd::new_sync_locked(f, 3);
         assert!(stack.is_locked());
         assert_eq!(stack.node().csd_type(), CSD_TYPE_SYNC);
+        stack.set_dst(5);
         assert_eq!(stack.dst(), 5);
+        stack.unlock_locked();
+        assert!(!stack.is_locked());
     }
 }

@@ -11,12 +11,16 @@
 //!
 //! While a function runs, its address is in the CPU's `running` slot, for
 //! the stall detector of CPUs that wait on this one.
+//!
+//! The common case, one SYNC csd (what a `smp_call_function_single(wait)`
+//! IPI finds), takes a short path that skips the reversal and the two
+//! passes; it does exactly what they would do for that chain.
 
 use core::ptr::NonNull;
 
 use shared::CpuId;
 
-use super::csd::{CSD_TYPE_IRQ_WORK, CSD_TYPE_SYNC, CallSingleNode, Csd};
+use super::csd::{CSD_FLAG_LOCK, CSD_TYPE_IRQ_WORK, CSD_TYPE_SYNC, CallSingleNode, Csd};
 use super::irq_work::IrqWork;
 use super::llist::{self, LlistNode};
 use super::stats::bump;
@@ -36,6 +40,21 @@ impl<A: Arch> Smp<A> {
     #[inline]
     pub fn generic_smp_call_function_interrupt(&self) {
         self.flush_queue(true);
+    }
+
+    /// Linux's `__flush_smp_call_function_queue(true)`: runs this CPU's
+    /// pending calls, then its irq_work, like
+    /// [`Self::generic_smp_call_function_interrupt`] but without its check
+    /// of the interrupt flag, which is on the IPI round trip's critical
+    /// path.
+    ///
+    /// Context: interrupts disabled by construction: the call-function
+    /// vectors' interrupt-gate handler, or a polling idle loop that
+    /// disabled them itself.
+    #[inline(always)]
+    pub fn flush_smp_call_function_queue_irqs_off(&self) {
+        let this = self.arch.this_cpu();
+        self.flush_queue_irqs_off(this, true);
     }
 
     /// flush_smp_call_function_queue - run this CPU's pending calls from
@@ -60,21 +79,78 @@ impl<A: Arch> Smp<A> {
         if !self.arch.irqs_disabled() {
             self.warn(this, WarnKind::FlushWithIrqsEnabled, 0);
         }
+        self.flush_queue_irqs_off(this, warn_cpu_offline);
+    }
+
+    /// [`Self::flush_queue`] after its check of the interrupt flag.
+    #[inline(always)]
+    fn flush_queue_irqs_off(&self, this: CpuId, warn_cpu_offline: bool) {
         let pcpu = self.pcpu(this);
         let entry = self.queue(this).del_all();
-        if !entry.is_null() {
+        if let Some(node) = NonNull::new(entry) {
             // SAFETY: `del_all` detached the chain; this CPU owns it.
-            let entry = unsafe { llist::reverse_order(entry) };
-            // The seed tested the head it had just emptied, so its warning
-            // could never fire; we test what we took.
-            if warn_cpu_offline && !self.valid_cpu_online(this) {
-                // SAFETY: we own the detached chain and have run nothing yet.
-                unsafe { self.warn_ipi_on_offline(this, entry) };
+            if !unsafe { self.run_lone_sync(this, pcpu, node) } {
+                // SAFETY: as above, and nothing of it has run.
+                unsafe { self.flush_chain(this, pcpu, entry, warn_cpu_offline) };
             }
-            // SAFETY: as above.
-            unsafe { self.run_chain(this, pcpu, entry) };
         }
         self.irq_work_run_local(pcpu);
+    }
+
+    /// The short path: if the chain is one SYNC csd and this CPU is
+    /// online, runs it and unlocks it (as pass 1 of [`Self::run_chain`]
+    /// would) and returns true; otherwise touches nothing and returns false.
+    ///
+    /// # Safety
+    ///
+    /// `node` starts a chain this CPU took off its own call queue.
+    #[inline(always)]
+    unsafe fn run_lone_sync(&self, this: CpuId, pcpu: &PerCpu, node: NonNull<LlistNode>) -> bool {
+        // SAFETY: `node` is on our detached chain.
+        let lone = unsafe { node.as_ref() }.next().is_null();
+        // SAFETY: every node on a call queue is the first field of a
+        // `CallSingleNode`.
+        let csn = unsafe { node.cast::<CallSingleNode>().as_ref() };
+        // Relaxed: as in `CallSingleNode::csd_type`. A queued SYNC csd's
+        // flags are exactly LOCK | SYNC.
+        let sync = csn.flags.load(Ordering::Relaxed) == CSD_FLAG_LOCK | CSD_TYPE_SYNC;
+        if !lone || !sync || !self.valid_cpu_online(this) {
+            return false;
+        }
+        // SAFETY: a SYNC node is a csd; we release it last.
+        let csd = unsafe { Csd::from_node(node) };
+        // SAFETY: taken off our queue, not unlocked yet.
+        let (func, info) = unsafe { csd.read() };
+        self.run_queued(pcpu, func, info);
+        // We saw LOCK set above and only we may clear it now.
+        csd.unlock_locked();
+        true
+    }
+
+    /// The general path: FIFO order, the offline warning, SYNC first.
+    ///
+    /// # Safety
+    ///
+    /// `entry` is a non-null chain this CPU took off its own call queue,
+    /// none of it run yet.
+    #[inline(never)]
+    unsafe fn flush_chain(
+        &self,
+        this: CpuId,
+        pcpu: &PerCpu,
+        entry: *mut LlistNode,
+        warn_cpu_offline: bool,
+    ) {
+        // SAFETY: the caller owns the detached chain.
+        let entry = unsafe { llist::reverse_order(entry) };
+        // The seed tested the head it had just emptied, so its warning
+        // could never fire; we test what we took.
+        if warn_cpu_offline && !self.valid_cpu_online(this) {
+            // SAFETY: we own the detached chain and have run nothing yet.
+            unsafe { self.warn_ipi_on_offline(this, entry) };
+        }
+        // SAFETY: as above.
+        unsafe { self.run_chain(this, pcpu, entry) };
     }
 
     /// Runs a detached, FIFO-ordered chain of call-queue nodes.

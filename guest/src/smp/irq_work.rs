@@ -141,11 +141,12 @@ impl<A: Arch> Smp<A> {
             return false;
         }
         // SAFETY: claimed by us, so on no list; 'static; `cpu` is online.
-        let kick = unsafe { self.queue_add(this, cpu, &work.node) };
-        self.send_exit(this, window);
+        let kick = unsafe { self.queue_add(cpu, &work.node) };
         if kick {
             self.send_single_ipi(this, cpu);
         }
+        self.send_exit(this, window);
+        self.count_queued(this);
         true
     }
 
@@ -174,11 +175,17 @@ impl<A: Arch> Smp<A> {
     }
 
     /// Runs the local irq_work list of `pcpu` (this CPU's).
-    #[inline]
+    #[inline(always)]
     pub(super) fn irq_work_run_local(&self, pcpu: &PerCpu) {
-        if pcpu.irq_work.is_empty() {
-            return;
+        if !pcpu.irq_work.is_empty() {
+            self.irq_work_run_list(pcpu);
         }
+    }
+
+    /// [`Self::irq_work_run_local`] once the list is known not to be empty
+    /// (out of line: the call-function IPI handler only checks).
+    #[inline(never)]
+    fn irq_work_run_list(&self, pcpu: &PerCpu) {
         // SAFETY: `del_all` detached the chain; this CPU owns it.
         let mut cur = unsafe { llist::reverse_order(pcpu.irq_work.del_all()) };
         while let Some(node) = NonNull::new(cur) {

@@ -103,7 +103,7 @@ fn csd_sync_call_publishes_both_ways() {
     // reads the result. loom flags any unordered access.
     model(|| {
         let head = Arc::new(LlistHead::new());
-        let csd = Arc::new(Csd::new_sync_locked(nothing as SmpCallFunc, 42, 1));
+        let csd = Arc::new(Csd::new_sync_locked(nothing as SmpCallFunc, 42));
         let result = Arc::new(UnsafeCell::new(0usize));
         let handler = {
             let (head, csd, result) = (head.clone(), csd.clone(), result.clone());

@@ -159,9 +159,11 @@ struct CacheLine<T>(T);
 #[repr(C)]
 struct CfdCsds([Csd; MAX_CPUS]);
 
-/// What the core keeps per CPU, apart from the call queue and the cfd csds
-/// (separate arrays, so that every per-CPU lookup is a shift: the queue
-/// heads are 64 bytes apart, these blocks 256, the csd rows 2 KiB).
+/// What the core keeps per CPU, apart from the cfd csds (a separate array,
+/// so that every per-CPU lookup is a shift: these blocks are 256 bytes
+/// apart, the csd rows 2 KiB). The call queue's head is in here too, on a
+/// line of its own, so that the IPI handler finds its queue and its other
+/// data from one index.
 #[cfg(not(loom))]
 #[repr(C, align(256))]
 struct PerCpu {
@@ -188,6 +190,8 @@ struct PerCpu {
     /// (`cfd->cpumask_ipi`).
     cfd_cpumask_ipi: AtomicU64,
     counters: Counters,
+    /// The call queue: written by every other CPU, alone on its line.
+    queue: CacheLine<LlistHead>,
 }
 
 #[cfg(not(loom))]
@@ -204,6 +208,7 @@ impl PerCpu {
             cfd_cpumask: AtomicU64::new(0),
             cfd_cpumask_ipi: AtomicU64::new(0),
             counters: Counters::new(),
+            queue: CacheLine(LlistHead::new()),
         }
     }
 }
@@ -212,6 +217,7 @@ impl PerCpu {
 const _: () = {
     assert!(core::mem::size_of::<CacheLine<LlistHead>>() == 64);
     assert!(core::mem::size_of::<PerCpu>() == 256);
+    assert!(core::mem::offset_of!(PerCpu, queue) % 64 == 0);
     assert!(core::mem::size_of::<CfdCsds>() == 2048);
 };
 
@@ -233,8 +239,6 @@ pub struct Smp<A: Arch> {
     csd_lock_stuck: AtomicU32,
     /// The offline-IPI warning has been reported (it is reported once).
     offline_warned: AtomicBool,
-    /// The call queues: written by every other CPU, each on its own line.
-    queues: [CacheLine<LlistHead>; MAX_CPUS],
     percpu: [PerCpu; MAX_CPUS],
     /// Row *c*: the cfd csds of caller *c*.
     cfd_csds: [CfdCsds; MAX_CPUS],
@@ -256,7 +260,6 @@ impl<A: Arch> Smp<A> {
             csd_bug_count: AtomicU32::new(0),
             csd_lock_stuck: AtomicU32::new(0),
             offline_warned: AtomicBool::new(false),
-            queues: [const { CacheLine(LlistHead::new()) }; MAX_CPUS],
             percpu: [const { PerCpu::new() }; MAX_CPUS],
             cfd_csds: [const { CfdCsds([const { Csd::idle() }; MAX_CPUS]) }; MAX_CPUS],
         }
@@ -278,7 +281,7 @@ impl<A: Arch> Smp<A> {
     /// The call queue of a valid CPU (masked like [`Self::pcpu`]).
     #[inline]
     fn queue(&self, cpu: CpuId) -> &LlistHead {
-        &self.queues[cpu.index() % MAX_CPUS].0
+        &self.pcpu(cpu).queue.0
     }
 
     /// The cfd csd that caller `this` uses for calls to `cpu` (both valid).

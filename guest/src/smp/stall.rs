@@ -50,6 +50,17 @@ impl<A: Arch> Smp<A> {
         }
     }
 
+    /// [`Self::csd_lock_wait`] for the on-stack csd of a waiting call to
+    /// `target`, which records its destination only now, when the wait has
+    /// to spin (the stall detector reads it; nobody else does).
+    #[inline]
+    pub(crate) fn csd_lock_wait_stack(&self, csd: &Csd, this: CpuId, target: CpuId) {
+        if csd.is_locked() {
+            csd.set_dst(target.0);
+            self.csd_lock_wait_spin(csd, this);
+        }
+    }
+
     /// Waits for an owner-only csd (per-CPU `csd_data`, cfd) to be free and
     /// locks it with type `csd_type` (the seed's `csd_lock`).
     #[inline]

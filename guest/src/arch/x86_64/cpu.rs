@@ -27,7 +27,9 @@ pub fn irqs_enabled() -> bool {
 pub fn cli() {
     // SAFETY: clearing IF only delays interrupt delivery; it is how the
     // kernel enters its irqs-off sections.
-    unsafe { asm!("cli", options(nomem, nostack)) };
+    // No `nomem`: like Linux's "memory" clobber, memory accesses must not
+    // move across the start or end of an irqs-off section.
+    unsafe { asm!("cli", options(nostack)) };
 }
 
 /// Enables maskable interrupts.
@@ -35,7 +37,7 @@ pub fn cli() {
 pub fn sti() {
     // SAFETY: the IDT is loaded on every CPU before its first `sti`, so any
     // interrupt that arrives has a handler.
-    unsafe { asm!("sti", options(nomem, nostack)) };
+    unsafe { asm!("sti", options(nostack)) };
 }
 
 /// Enables interrupts and halts until one arrives (the `sti` shadow makes
@@ -43,7 +45,7 @@ pub fn sti() {
 #[inline(always)]
 pub fn sti_hlt() {
     // SAFETY: as for `sti`; `hlt` just waits for the next interrupt.
-    unsafe { asm!("sti", "hlt", options(nomem, nostack)) };
+    unsafe { asm!("sti", "hlt", options(nostack)) };
 }
 
 /// Halts with interrupts disabled, for good.
@@ -90,6 +92,28 @@ pub fn outb(port: u16, value: u8) {
     };
 }
 
+/// Writes one 16-bit value to an I/O port.
+#[inline(always)]
+pub fn outw(port: u16, value: u16) {
+    // SAFETY: as for `outl`.
+    unsafe {
+        asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack, preserves_flags))
+    };
+}
+
+/// Reads one 32-bit value from an I/O port (the protocol has no input
+/// ports: the hostile scenario checks the VMM answers all-ones).
+#[inline(always)]
+pub fn inl(port: u16) -> u32 {
+    let value: u32;
+    // SAFETY: port input from an unassigned port only exits to the VMM,
+    // which fills the value.
+    unsafe {
+        asm!("in eax, dx", in("dx") port, out("eax") value, options(nomem, nostack, preserves_flags))
+    };
+    value
+}
+
 /// Hands the VMM the guest-physical address of a buffer through a 32-bit
 /// port write. Unlike [`outl`] this tells the compiler the buffer is read,
 /// so every store to it happens before the write.
@@ -110,6 +134,14 @@ pub fn out_buffer<T>(port: u16, buffer: &T) {
 pub fn wrmsr_fence() {
     // SAFETY: fences only order memory accesses.
     unsafe { asm!("mfence", "lfence", options(nostack, preserves_flags)) };
+}
+
+/// Load fence: later instructions (a WRMSR) start only after every
+/// earlier one completed.
+#[inline(always)]
+pub fn lfence() {
+    // SAFETY: a fence only orders instruction execution.
+    unsafe { asm!("lfence", options(nostack, preserves_flags)) };
 }
 
 /// Reads CR2 (the faulting address of a page fault).

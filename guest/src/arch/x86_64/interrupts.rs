@@ -156,6 +156,17 @@ irq_stub!(bench_ping_stub => bench_ping_entry);
 irq_stub!(apic_error_stub => apic_error_entry);
 irq_stub!(wake_stub => wake_entry);
 
+/// The hypercall-probe timer enters like an exception: its handler needs
+/// the interrupted RIP (see `kernel::trap`).
+#[unsafe(naked)]
+extern "C" fn probe_timer_stub() {
+    naked_asm!(
+        "push 0", "push {v}", "jmp {common}",
+        v = const vectors::PROBE_TIMER.0 as u64,
+        common = sym exception_common,
+    )
+}
+
 /// The spurious vector needs no EOI and does nothing.
 #[unsafe(naked)]
 extern "C" fn spurious_stub() {
@@ -189,12 +200,13 @@ fn build() -> Idt {
         };
         idt[v] = gate(*stub as usize as u64, ist);
     }
-    let irqs: [(Vector, extern "C" fn()); 8] = [
+    let irqs: [(Vector, extern "C" fn()); 9] = [
         (vectors::CALL_FUNCTION, call_function_stub),
         (vectors::CALL_FUNCTION_SINGLE, call_function_stub),
         (vectors::IRQ_WORK, irq_work_stub),
         (vectors::HOST_REQUEST, host_request_stub),
         (vectors::BENCH_PING, bench_ping_stub),
+        (vectors::PROBE_TIMER, probe_timer_stub),
         (vectors::WAKE, wake_stub),
         (vectors::APIC_ERROR, apic_error_stub),
         (vectors::SPURIOUS, spurious_stub),

@@ -3,9 +3,13 @@
 pub mod ap_boot;
 pub mod cpu;
 pub mod gdt;
+pub mod hypercall;
 pub mod interrupts;
+pub mod ipi;
+pub mod ipi_fault;
 pub mod msr;
 pub mod percpu;
+pub mod poll_idle;
 pub mod smp_arch;
 pub mod stacks;
 pub mod x2apic;

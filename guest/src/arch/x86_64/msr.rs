@@ -14,6 +14,8 @@ pub const IA32_GS_BASE: Msr = Msr(0xc000_0101);
 pub const X2APIC_ID: Msr = Msr(0x802);
 /// x2APIC task priority register.
 pub const X2APIC_TPR: Msr = Msr(0x808);
+/// x2APIC logical destination register (read-only in x2APIC mode).
+pub const X2APIC_LDR: Msr = Msr(0x80d);
 /// x2APIC end-of-interrupt register.
 pub const X2APIC_EOI: Msr = Msr(0x80b);
 /// x2APIC spurious-interrupt vector register.
@@ -22,6 +24,12 @@ pub const X2APIC_SVR: Msr = Msr(0x80f);
 pub const X2APIC_ESR: Msr = Msr(0x828);
 /// x2APIC interrupt command register (one 64-bit write sends an IPI).
 pub const X2APIC_ICR: Msr = Msr(0x830);
+/// x2APIC LVT timer register.
+pub const X2APIC_LVT_TIMER: Msr = Msr(0x832);
+/// x2APIC timer initial count (writing starts the timer, 0 stops it).
+pub const X2APIC_TIMER_INITIAL: Msr = Msr(0x838);
+/// x2APIC timer divide configuration.
+pub const X2APIC_TIMER_DIVIDE: Msr = Msr(0x83e);
 /// x2APIC LVT error register.
 pub const X2APIC_LVT_ERROR: Msr = Msr(0x837);
 /// x2APIC self-IPI register.

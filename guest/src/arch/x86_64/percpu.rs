@@ -7,17 +7,20 @@ use shared::{ApicId, CpuId, MAX_CPUS};
 
 use super::msr;
 
-/// One CPU's private area. GS points at it; `cpu` is at a fixed offset so
-/// that [`this_cpu`] is one instruction.
+/// One CPU's private area. GS points at it; `cpu` and `this` are at fixed
+/// offsets so that [`this_cpu`] and [`this`] are one instruction each.
 #[repr(C, align(64))]
 pub struct PerCpu {
     /// CPU number (offset 0, read through GS).
     cpu: AtomicU32,
     /// x2APIC id.
     apic_id: AtomicU32,
+    /// The area's own address (offset 8, read through GS).
+    this: AtomicU64,
     /// Call-function IPIs sent by this CPU.
     pub ipi_sent: AtomicU64,
-    /// Call-function IPIs taken by this CPU.
+    /// Call-function IPIs taken by this CPU, and the polling-idle wake-ups
+    /// that replaced one (`idle=poll`): the kicks it took.
     pub ipi_received: AtomicU64,
     /// Interrupts from the VMM taken by this CPU.
     pub host_requests: AtomicU64,
@@ -30,6 +33,7 @@ impl PerCpu {
         PerCpu {
             cpu: AtomicU32::new(0),
             apic_id: AtomicU32::new(0),
+            this: AtomicU64::new(0),
             ipi_sent: AtomicU64::new(0),
             ipi_received: AtomicU64::new(0),
             host_requests: AtomicU64::new(0),
@@ -60,7 +64,11 @@ pub fn init_area(cpu: CpuId, apic_id: ApicId) {
     // Relaxed: see `PerCpu::apic_id`.
     a.cpu.store(cpu.0, Ordering::Relaxed);
     a.apic_id.store(apic_id.0, Ordering::Relaxed);
+    a.this.store(a as *const PerCpu as u64, Ordering::Relaxed);
 }
+
+const _: () = assert!(core::mem::offset_of!(PerCpu, cpu) == 0);
+const _: () = assert!(core::mem::offset_of!(PerCpu, this) == 8);
 
 /// Points this CPU's GS at the area of `cpu`. Call once per CPU, first
 /// thing after entry.
@@ -83,8 +91,15 @@ pub fn this_cpu() -> CpuId {
     CpuId(cpu)
 }
 
-/// The current CPU's area.
+/// The current CPU's area (one GS-relative load of its address).
 #[inline(always)]
 pub fn this() -> &'static PerCpu {
-    area(this_cpu())
+    let p: u64;
+    // SAFETY: GS points at this CPU's `PerCpu`, whose field at offset 8 is
+    // its own address, set by `init_area` before the CPU runs.
+    unsafe {
+        core::arch::asm!("mov {}, gs:[8]", out(reg) p, options(nostack, preserves_flags, readonly))
+    };
+    // SAFETY: `p` is the address of an element of the static `AREAS`.
+    unsafe { &*(p as *const PerCpu) }
 }

@@ -1,15 +1,13 @@
 //! The smp core's architecture interface on x86_64/KVM: x2APIC IPIs with
-//! the `mfence; lfence` the ordering needs, `pushfq`/`cli` for interrupt
-//! state, `pause`, and the TSC.
-
-use core::sync::atomic::Ordering;
+//! the `mfence; lfence` the ordering needs (delivery modes in `ipi.rs`),
+//! `pushfq`/`cli` for interrupt state, `pause`, and the TSC.
 
 use shared::CpuId;
 use shared::record::Body;
 use shared::vectors;
 
-use super::x2apic::{self, Destination, Icr};
-use super::{cpu, percpu};
+use super::x2apic;
+use super::{cpu, ipi, percpu};
 use crate::smp::{Arch, CpuMask, Event, IrqFlags};
 use crate::{kprintln, report, time};
 
@@ -27,12 +25,6 @@ impl Default for X86 {
     fn default() -> Self {
         Self::new()
     }
-}
-
-#[inline(always)]
-fn send_one(vector: shared::vectors::Vector, cpu: CpuId) {
-    let area = percpu::area(cpu);
-    x2apic::send(Icr::fixed(vector, Destination::Physical(area.apic_id())));
 }
 
 impl Arch for X86 {
@@ -62,19 +54,18 @@ impl Arch for X86 {
 
     #[inline(always)]
     fn send_call_function_single_ipi(&self, cpu: CpuId) {
-        send_one(vectors::CALL_FUNCTION_SINGLE, cpu);
-        // Relaxed: a statistic of this CPU, read for reports only.
-        percpu::this().ipi_sent.fetch_add(1, Ordering::Relaxed);
+        if super::ipi_fault::drop_single() {
+            return;
+        }
+        ipi::send_call_function_single(cpu);
     }
 
     fn send_call_function_ipi_mask(&self, mask: CpuMask) {
-        for cpu in mask.iter() {
-            send_one(vectors::CALL_FUNCTION, cpu);
+        let mask = super::ipi_fault::filter_mask(mask);
+        if mask.is_empty() {
+            return;
         }
-        // Relaxed: a statistic, as above.
-        percpu::this()
-            .ipi_sent
-            .fetch_add(u64::from(mask.weight()), Ordering::Relaxed);
+        ipi::send_call_function_mask(mask, crate::kernel::SMP.online_mask());
     }
 
     fn send_irq_work_self_ipi(&self) {
@@ -122,6 +113,16 @@ impl Arch for X86 {
                 nth,
                 resent_ipi,
             } => {
+                report::send(Body::CsdStall {
+                    id,
+                    target: target.0,
+                    func: func as u64,
+                    info: info as u64,
+                    waited_ns,
+                    target_running: target_running as u64,
+                    nth,
+                    resent_ipi,
+                });
                 kprintln!(
                     "csd: {} non-responsive CSD lock (#{}) on CPU#{}, waiting {} ns for CPU#{} {:#x}({:#x}); target {}{}",
                     if nth == 1 { "Detected" } else { "Continued" },
@@ -143,9 +144,17 @@ impl Arch for X86 {
                 id,
                 waiter,
                 target,
+                func,
                 waited_ns,
-                ..
+                reports,
             } => {
+                report::send(Body::CsdUnstuck {
+                    id,
+                    target: target.0,
+                    func: func as u64,
+                    waited_ns,
+                    reports,
+                });
                 kprintln!(
                     "csd: CSD lock (#{}) got unstuck on CPU#{}, CPU#{} released the lock after {} ns",
                     id,

@@ -107,6 +107,40 @@ pub fn id() -> ApicId {
     ApicId(unsafe { msr::X2APIC_ID.read() } as u32)
 }
 
+/// This CPU's logical id (LDR): in x2APIC mode the hardware derives it
+/// from the APIC id (SDM Vol. 3A §11.12.10.2).
+pub fn logical_id() -> u32 {
+    // SAFETY: the LDR exists in x2APIC mode and reading it has no side
+    // effect.
+    unsafe { msr::X2APIC_LDR.read() as u32 }
+}
+
+/// LVT: the entry is masked.
+const LVT_MASKED: u64 = 1 << 16;
+/// Timer divide configuration: divide by 1.
+const TIMER_DIVIDE_BY_1: u64 = 0b1011;
+
+/// Starts the LAPIC timer in one-shot mode: `vector` after `ticks` APIC
+/// bus cycles (1 ns each on KVM).
+pub fn timer_oneshot(vector: Vector, ticks: u32) {
+    // SAFETY: the timer registers exist in x2APIC mode; one-shot mode
+    // (bits 18:17 = 0) with an unmasked fixed vector that has a handler.
+    unsafe {
+        msr::X2APIC_TIMER_DIVIDE.write(TIMER_DIVIDE_BY_1);
+        msr::X2APIC_LVT_TIMER.write(u64::from(vector.0));
+        msr::X2APIC_TIMER_INITIAL.write(u64::from(ticks));
+    }
+}
+
+/// Stops and masks the LAPIC timer.
+pub fn timer_stop() {
+    // SAFETY: as in `timer_oneshot`; a zero count stops the timer.
+    unsafe {
+        msr::X2APIC_TIMER_INITIAL.write(0);
+        msr::X2APIC_LVT_TIMER.write(LVT_MASKED);
+    }
+}
+
 /// Signals end of interrupt.
 #[inline(always)]
 pub fn eoi() {
@@ -122,6 +156,18 @@ pub fn send(icr: Icr) {
     cpu::wrmsr_fence();
     // SAFETY: the ICR accepts any well-formed command; `Icr::value` only
     // builds well-formed ones.
+    unsafe { msr::X2APIC_ICR.write(icr.value()) };
+}
+
+/// Sends an IPI right after a locked read-modify-write that published what
+/// the target will look at (the call queue insertion): that instruction
+/// already drained the store buffer, so only the `lfence` that keeps the
+/// non-serializing WRMSR behind it is needed (Linux needs the `mfence` of
+/// `weak_wrmsr_fence` because it cannot know what came before).
+#[inline(always)]
+pub fn send_after_locked_rmw(icr: Icr) {
+    cpu::lfence();
+    // SAFETY: as in `send`.
     unsafe { msr::X2APIC_ICR.write(icr.value()) };
 }
 

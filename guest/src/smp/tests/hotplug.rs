@@ -254,7 +254,7 @@ fn synchronize_senders_waits_for_a_sender_inside_its_window() {
         static CSD: Csd = Csd::new(cb, 0);
         CSD.try_lock(super::super::csd::CSD_TYPE_ASYNC).unwrap();
         // SAFETY: locked above, 'static, func/info set by `new`.
-        let kick = unsafe { s.queue_add(this, CpuId(2), CSD.node()) };
+        let kick = unsafe { s.queue_add(CpuId(2), CSD.node()) };
         s.send_exit(this, window);
         (online, kick)
     });

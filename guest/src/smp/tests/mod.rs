@@ -9,6 +9,7 @@ mod harness;
 mod any;
 mod async_calls;
 mod concurrency;
+mod fast_path;
 mod hotplug;
 mod irq_work;
 mod many;

@@ -1,0 +1,425 @@
+//! Call-function IPI delivery on x2APIC/KVM, selectable at boot (`ipi=`,
+//! `idle=`) and switchable by the benchmark:
+//!
+//! - single target (every mode but `cluster`): one physical ICR write, the
+//!   write KVM handles in its VM-exit fast path. With polling idle the
+//!   sender first tries to wake a polling target through memory instead
+//!   (Linux's `set_nr_if_polling`): a successful compare-exchange of the
+//!   target's idle word replaces the IPI;
+//! - masks: `phys` writes the ICR once per target; `shorthand` writes the
+//!   all-but-self shorthand once when the targets are every other online
+//!   CPU and every CPU of the machine has booted once (Linux's
+//!   `apic_use_ipi_shorthand`), else falls back to `phys`; `cluster` writes
+//!   one logical destination per x2APIC cluster (single targets too, as
+//!   Linux's cluster driver); `pv` makes one `KVM_HC_SEND_IPI` hypercall per
+//!   128 APIC ids, if the boot probe showed the hypercall works.
+//!
+//! The single-target path is the hot one and is kept lean: one load of
+//! [`SINGLE_FLAGS`] decides between the physical write and everything else.
+//! The polling-idle mechanism itself is in `poll_idle.rs`.
+
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+
+use shared::bench::{Case, IdleMode, IpiMode, Marker, Phase};
+use shared::ports::Port;
+use shared::vectors::{self, Vector};
+use shared::{CpuId, MAX_CPUS};
+
+use super::hypercall::{self, Insn, Probe};
+use super::poll_idle;
+pub use super::poll_idle::{
+    PollWindow, is_polling, polling_enter, polling_exit, polls, skipped, still_polling,
+};
+use super::x2apic::{self, Destination, Icr};
+use super::{cpu, percpu};
+use crate::ipi_plan;
+use crate::smp::CpuMask;
+
+/// [`SINGLE_FLAGS`]: send single-target IPIs to the logical id.
+const SINGLE_CLUSTER: u32 = 1 << 0;
+/// [`SINGLE_FLAGS`]: try to wake a polling target without an IPI.
+const SINGLE_POLL: u32 = 1 << 1;
+/// [`SINGLE_FLAGS`]: write the benchmark's probe marker after the ICR write.
+const SINGLE_PROBE: u32 = 1 << 2;
+
+/// How single-target IPIs are sent; 0 is the plain physical write.
+static SINGLE_FLAGS: AtomicU32 = AtomicU32::new(0);
+/// The [`IpiMode`] of mask IPIs.
+static MASK_MODE: AtomicU8 = AtomicU8::new(IpiMode::Phys as u8);
+/// The CPUs that poll when idle ([`IdleMode::Poll`]; the benchmark may
+/// make just one CPU poll).
+static POLL_CPUS: AtomicU64 = AtomicU64::new(0);
+/// What probing the send-IPI hypercall found ([`PvStatus`] as u8).
+static PV_STATUS: AtomicU8 = AtomicU8::new(PvStatus::NotProbed as u8);
+/// Which hypercall instruction (0: vmcall, 1: vmmcall).
+static PV_VMMCALL: AtomicBool = AtomicBool::new(false);
+/// Every vCPU of the machine (bit n = CPU n).
+static ALL_CPUS: AtomicU64 = AtomicU64::new(1);
+/// CPUs that have booted at least once.
+static BOOTED_ONCE: AtomicU64 = AtomicU64::new(0);
+/// x2APIC logical id of each CPU.
+static LOGICAL: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+/// The CPUs in each CPU's cluster.
+static SIBLINGS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// CPUs whose LDR differed from the logical id derived from the APIC id.
+static LDR_MISMATCH: AtomicU64 = AtomicU64::new(0);
+
+/// Whether KVM's PV send-IPI hypercall can be used here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum PvStatus {
+    /// Not probed yet (it is probed when `ipi=pv` asks, or by the bench).
+    NotProbed = 0,
+    /// KVM does not advertise `KVM_FEATURE_PV_SEND_IPI` in CPUID.
+    NotAdvertised = 1,
+    /// Advertised, but the instruction raised #UD.
+    Faulted = 2,
+    /// Advertised, but the instruction never completed (the probe timer
+    /// rescued it).
+    Hung = 3,
+    /// Advertised, but the hypercall returned an error.
+    Refused = 4,
+    /// It works.
+    Usable = 5,
+}
+
+/// The fixup hooks a probe needs: install (rip, resume), and which vector
+/// used it (see `hypercall::probe_send_ipi`).
+pub type Fixup = (fn(u64, u64), fn() -> u64);
+
+/// Probes the PV send-IPI hypercall once (boot CPU only; later calls
+/// return the first result).
+pub fn probe_pv(fixup: Fixup) -> PvStatus {
+    let known = pv_status();
+    if known != PvStatus::NotProbed {
+        return known;
+    }
+    let status = if hypercall::kvm_features() & hypercall::KVM_FEATURE_PV_SEND_IPI == 0 {
+        PvStatus::NotAdvertised
+    } else {
+        let icr = u64::from(vectors::CALL_FUNCTION.0);
+        match hypercall::probe_send_ipi(hypercall_insn(), icr, fixup.0, fixup.1) {
+            Probe::Returned(r) if r >= 0 => PvStatus::Usable,
+            Probe::Returned(_) => PvStatus::Refused,
+            Probe::Faulted => PvStatus::Faulted,
+            Probe::Hung => PvStatus::Hung,
+        }
+    };
+    // Relaxed: written by the boot CPU, read by it (the bench) or before
+    // any AP uses it (`init` runs before the APs start).
+    PV_STATUS.store(status as u8, Ordering::Relaxed);
+    status
+}
+
+/// What [`probe_pv`] found.
+pub fn pv_status() -> PvStatus {
+    // Relaxed: see `probe_pv`.
+    match PV_STATUS.load(Ordering::Relaxed) {
+        1 => PvStatus::NotAdvertised,
+        2 => PvStatus::Faulted,
+        3 => PvStatus::Hung,
+        4 => PvStatus::Refused,
+        5 => PvStatus::Usable,
+        _ => PvStatus::NotProbed,
+    }
+}
+
+/// The hypercall instruction of this CPU's vendor.
+pub fn hypercall_insn() -> Insn {
+    // Relaxed: set at boot, see `init`.
+    if PV_VMMCALL.load(Ordering::Relaxed) {
+        Insn::Vmmcall
+    } else {
+        Insn::Vmcall
+    }
+}
+
+/// Boot CPU, before any AP starts: derive every CPU's logical id and
+/// cluster from `apic_ids`, probe the PV send-IPI hypercall if `ipi=pv`
+/// asks for it, and select the modes. Returns the mask mode in effect
+/// (`pv` falls back to `phys` when the hypercall is unusable).
+pub fn init(mode: IpiMode, idle: IdleMode, apic_ids: &[u32], fixup: Fixup) -> IpiMode {
+    let n = apic_ids.len().min(MAX_CPUS);
+    let siblings = ipi_plan::cluster_siblings(&apic_ids[..n]);
+    for (c, &id) in apic_ids.iter().enumerate().take(n) {
+        // Relaxed (all stores here): written before any AP starts; the
+        // INIT/SIPI that starts one comes after a fence (ap_boot).
+        LOGICAL[c].store(ipi_plan::logical_id(id), Ordering::Relaxed);
+        SIBLINGS[c].store(siblings[c], Ordering::Relaxed);
+    }
+    ALL_CPUS.store(CpuMask::first_n(n as u32).bits(), Ordering::Relaxed);
+    PV_VMMCALL.store(hypercall::insn() == Insn::Vmmcall, Ordering::Relaxed);
+    if mode == IpiMode::Pv {
+        probe_pv(fixup);
+    }
+    set_idle_mode(idle);
+    note_booted(CpuId(0));
+    set_mask_mode(mode);
+    mask_mode()
+}
+
+/// Called by every CPU when it starts idling: it has booted. Also checks
+/// that its LDR is the logical id derived from its APIC id.
+pub fn note_booted(me: CpuId) {
+    let bit = CpuMask::of(me).bits();
+    // Relaxed: a hint for choosing the shorthand; a CPU missing here only
+    // makes senders use unicast.
+    BOOTED_ONCE.fetch_or(bit, Ordering::Relaxed);
+    let ldr = x2apic::logical_id();
+    // Relaxed: written at boot, see `init`.
+    if ldr != LOGICAL[me.index() % MAX_CPUS].load(Ordering::Relaxed) {
+        // Relaxed: a diagnostic, read by the bench.
+        LDR_MISMATCH.fetch_or(bit, Ordering::Relaxed);
+    }
+}
+
+/// CPUs whose LDR was not what cluster mode assumes (they would miss
+/// cluster IPIs).
+pub fn ldr_mismatches() -> CpuMask {
+    // Relaxed: a diagnostic.
+    CpuMask(LDR_MISMATCH.load(Ordering::Relaxed))
+}
+
+/// Whether every CPU of the machine has booted once, so that the
+/// shorthand may be used.
+pub fn shorthand_ready() -> bool {
+    // Relaxed: see `note_booted`.
+    let all = ALL_CPUS.load(Ordering::Relaxed);
+    BOOTED_ONCE.load(Ordering::Relaxed) & all == all
+}
+
+/// Whether the send-IPI hypercall works here (probed).
+pub fn pv_usable() -> bool {
+    pv_status() == PvStatus::Usable
+}
+
+/// The mask mode in effect.
+pub fn mask_mode() -> IpiMode {
+    // Relaxed: a mode switch needs no ordering with the calls around it;
+    // every mode delivers.
+    IpiMode::from_u8(MASK_MODE.load(Ordering::Relaxed)).unwrap_or(IpiMode::Phys)
+}
+
+/// Idle mode in effect: `poll` if any CPU polls.
+pub fn idle_mode() -> IdleMode {
+    if poll_cpus().is_empty() {
+        IdleMode::Halt
+    } else {
+        IdleMode::Poll
+    }
+}
+
+/// The CPUs that poll when idle.
+pub fn poll_cpus() -> CpuMask {
+    // Relaxed: see `mask_mode`.
+    CpuMask(POLL_CPUS.load(Ordering::Relaxed))
+}
+
+/// Whether `cpu` polls when idle.
+#[inline(always)]
+pub fn idle_polls(cpu: CpuId) -> bool {
+    poll_cpus().test(cpu)
+}
+
+fn update_single_flags() {
+    let cluster = if mask_mode() == IpiMode::Cluster {
+        SINGLE_CLUSTER
+    } else {
+        0
+    };
+    let poll = if idle_mode() == IdleMode::Poll {
+        SINGLE_POLL
+    } else {
+        0
+    };
+    // Relaxed: see `mask_mode`; the probe bit is kept.
+    let probe = SINGLE_FLAGS.load(Ordering::Relaxed) & SINGLE_PROBE;
+    SINGLE_FLAGS.store(cluster | poll | probe, Ordering::Relaxed);
+}
+
+/// Switches the mask mode (`pv` only if usable); returns the previous one.
+/// Calls may be in flight: every mode delivers, so a switch is safe.
+pub fn set_mask_mode(mode: IpiMode) -> IpiMode {
+    let prev = mask_mode();
+    let mode = if mode == IpiMode::Pv && !pv_usable() {
+        IpiMode::Phys
+    } else {
+        mode
+    };
+    // Relaxed: see `mask_mode`.
+    MASK_MODE.store(mode as u8, Ordering::Relaxed);
+    update_single_flags();
+    prev
+}
+
+/// Switches every CPU's idle mode.
+pub fn set_idle_mode(idle: IdleMode) {
+    let all = match idle {
+        IdleMode::Poll => CpuMask::ALL,
+        IdleMode::Halt => CpuMask::EMPTY,
+    };
+    set_poll_cpus(all);
+}
+
+/// Makes exactly the CPUs of `mask` poll when idle; returns the previous
+/// set. Safe at any time: a sender that does not check for polling sends
+/// the IPI, which a polling CPU takes (its interrupts are on), and a CPU
+/// that stops polling drains its queue. A halted CPU starts polling after
+/// its next interrupt.
+pub fn set_poll_cpus(mask: CpuMask) -> CpuMask {
+    // Relaxed: see `mask_mode`.
+    let prev = CpuMask(POLL_CPUS.swap(mask.bits(), Ordering::Relaxed));
+    update_single_flags();
+    prev
+}
+
+/// Benchmark only: write the `send-path` probe marker after each
+/// single-target ICR write (sends take the slow path meanwhile).
+pub fn set_probe(on: bool) {
+    // Relaxed: the bench sets it on the sending CPU itself.
+    let f = SINGLE_FLAGS.load(Ordering::Relaxed) & !SINGLE_PROBE;
+    SINGLE_FLAGS.store(f | if on { SINGLE_PROBE } else { 0 }, Ordering::Relaxed);
+}
+
+/// A call-function IPI to one CPU, physical destination. Every sender
+/// of a call-function IPI has just queued with a locked compare-exchange
+/// (the smp core's `llist` add), hence the lighter fence.
+#[inline(always)]
+fn send_phys(vector: Vector, cpu: CpuId) {
+    let apic = percpu::area(cpu).apic_id();
+    x2apic::send_after_locked_rmw(Icr::fixed(vector, Destination::Physical(apic)));
+}
+
+/// A call-function IPI to a logical destination or shorthand (see
+/// [`send_phys`] for the fence).
+#[inline(always)]
+fn send_to(vector: Vector, dest: Destination) {
+    x2apic::send_after_locked_rmw(Icr::fixed(vector, dest));
+}
+
+#[inline(always)]
+fn count_sent(n: u64) {
+    // Relaxed: a statistic of this CPU, read for reports only.
+    percpu::this().ipi_sent.fetch_add(n, Ordering::Relaxed);
+}
+
+/// The CALL_FUNCTION_SINGLE IPI to `cpu` (never this CPU).
+///
+/// The benchmark's probe marker is written after the ICR write of the
+/// fast path itself, so that what it measures is exactly this path; its
+/// test costs two instructions after the write, none before.
+#[inline(always)]
+pub fn send_call_function_single(cpu: CpuId) {
+    // Relaxed: see `mask_mode`.
+    let flags = SINGLE_FLAGS.load(Ordering::Relaxed);
+    if flags & !SINGLE_PROBE == 0 {
+        send_phys(vectors::CALL_FUNCTION_SINGLE, cpu);
+        if flags != 0 {
+            probe_marker(Case::SendPath);
+        }
+        count_sent(1);
+    } else {
+        send_single_slow(cpu, flags);
+    }
+}
+
+#[inline(never)]
+fn send_single_slow(cpu: CpuId, flags: u32) {
+    if flags & SINGLE_POLL != 0 && poll_idle::set_nr_if_polling(cpu) {
+        poll_idle::count_skipped();
+        return;
+    }
+    if flags & SINGLE_CLUSTER != 0 {
+        // Relaxed: set at boot, see `init`.
+        let ldr = LOGICAL[cpu.index() % MAX_CPUS].load(Ordering::Relaxed);
+        send_to(vectors::CALL_FUNCTION_SINGLE, Destination::Logical(ldr));
+    } else {
+        send_phys(vectors::CALL_FUNCTION_SINGLE, cpu);
+    }
+    if flags & SINGLE_PROBE != 0 {
+        probe_marker(Case::SendPath);
+    }
+    count_sent(1);
+}
+
+/// The benchmark's `Probe` marker of `case` (`send-path` after an ICR
+/// write; the bench calls it directly to calibrate it).
+#[cold]
+#[inline(never)]
+pub fn probe_marker(case: Case) {
+    let m = Marker {
+        case,
+        phase: Phase::Probe,
+    };
+    cpu::outl(Port::BenchMarker as u16, m.value());
+}
+
+/// The CALL_FUNCTION IPI to every CPU of `mask` (never this CPU); `online`
+/// is the online mask (for the shorthand's check).
+pub fn send_call_function_mask(mask: CpuMask, online: CpuMask) {
+    match mask_mode() {
+        IpiMode::Phys => send_mask_phys(mask),
+        IpiMode::Shorthand => {
+            if shorthand_ready() && mask.with(percpu::this_cpu()) == online {
+                send_to(vectors::CALL_FUNCTION, Destination::AllButSelf);
+            } else {
+                send_mask_phys(mask);
+            }
+        }
+        IpiMode::Cluster => {
+            // Relaxed (both tables): set at boot, see `init`.
+            ipi_plan::for_each_cluster(
+                mask.bits(),
+                |c| LOGICAL[c % MAX_CPUS].load(Ordering::Relaxed),
+                |c| SIBLINGS[c % MAX_CPUS].load(Ordering::Relaxed),
+                |ldr| send_to(vectors::CALL_FUNCTION, Destination::Logical(ldr)),
+            );
+        }
+        IpiMode::Pv => {
+            if !send_mask_pv(mask) {
+                // Linux WARNs once; here the mode falls back for good and
+                // this mask is delivered again (a second IPI is harmless).
+                set_mask_mode(IpiMode::Phys);
+                crate::kprintln!("ipi: KVM_HC_SEND_IPI failed; using ipi=phys from now on");
+                send_mask_phys(mask);
+            }
+        }
+    }
+    count_sent(u64::from(mask.weight()));
+}
+
+fn send_mask_phys(mask: CpuMask) {
+    for cpu in mask {
+        send_phys(vectors::CALL_FUNCTION, cpu);
+    }
+}
+
+/// One hypercall per 128-id window; false if KVM refused one.
+fn send_mask_pv(mask: CpuMask) -> bool {
+    let insn = hypercall_insn();
+    let icr = Icr::fixed(
+        vectors::CALL_FUNCTION,
+        Destination::Physical(shared::ApicId(0)),
+    );
+    let icr_low = icr.value() & 0xffff_ffff;
+    let mut ok = true;
+    // The hypercall is a VM exit: KVM reads our queue insertions after it,
+    // in program order, so no fence is needed (unlike the ICR write).
+    let ids = mask.iter().map(|c| percpu::area(c).apic_id().0);
+    ipi_plan::for_each_pv_window(ids, |base, bitmap| {
+        // SAFETY: the boot probe showed this hypercall works here; it
+        // only delivers CALL_FUNCTION to the CPUs of the bitmap.
+        let r = unsafe {
+            hypercall::hypercall4(
+                insn,
+                hypercall::KVM_HC_SEND_IPI,
+                bitmap as u64,
+                (bitmap >> 64) as u64,
+                u64::from(base),
+                icr_low,
+            )
+        };
+        ok &= r >= 0;
+    });
+    ok
+}

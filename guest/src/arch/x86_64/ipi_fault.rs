@@ -1,0 +1,71 @@
+//! Guest-side fault injection for the csd-lock stall detector's re-send
+//! path (`ipi_drop=N` on the command line): N per mille of the
+//! call-function IPIs this kernel would send are not sent, as if the
+//! hypervisor had lost them. Off by default; then it costs one load and a
+//! branch per IPI. (The VMM's own `--fault drop-ipi` drops IPIs in the
+//! host instead, where the host's KVM lets it trap the ICR.)
+
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use super::cpu;
+use crate::smp::CpuMask;
+
+/// Per mille of call-function IPIs to drop.
+static PERMILLE: AtomicU32 = AtomicU32::new(0);
+/// Call-function IPIs dropped, on all CPUs.
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+/// The decision's random state (shared: racing CPUs only repeat a draw).
+static RNG: AtomicU64 = AtomicU64::new(0x9e37_79b9_7f4a_7c15);
+
+/// Turns the drop on (boot CPU, before the APs start).
+pub fn set_permille(permille: u32) {
+    // Relaxed: set before the APs start; starting them orders it.
+    PERMILLE.store(permille.min(1000), Ordering::Relaxed);
+}
+
+/// Call-function IPIs dropped so far.
+pub fn dropped() -> u64 {
+    // Relaxed: a statistic.
+    DROPPED.load(Ordering::Relaxed)
+}
+
+#[cold]
+fn draw(permille: u32) -> bool {
+    // Relaxed: a random stream, not a publication.
+    let mut x = RNG.load(Ordering::Relaxed) ^ cpu::rdtsc();
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    RNG.store(x, Ordering::Relaxed);
+    let drop = x % 1000 < u64::from(permille);
+    if drop {
+        // Relaxed: a statistic.
+        DROPPED.fetch_add(1, Ordering::Relaxed);
+    }
+    drop
+}
+
+/// Whether to drop the next single-target IPI.
+#[inline(always)]
+pub fn drop_single() -> bool {
+    // Relaxed: a switch set at boot.
+    let permille = PERMILLE.load(Ordering::Relaxed);
+    permille != 0 && draw(permille)
+}
+
+/// The targets of a mask IPI that are not dropped.
+#[inline(always)]
+pub fn filter_mask(mask: CpuMask) -> CpuMask {
+    // Relaxed: a switch set at boot.
+    let permille = PERMILLE.load(Ordering::Relaxed);
+    if permille == 0 {
+        return mask;
+    }
+    let mut kept = CpuMask::EMPTY;
+    for c in mask.iter() {
+        if !draw(permille) {
+            kept.set(c);
+        }
+    }
+    kept
+}

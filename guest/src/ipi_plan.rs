@@ -1,0 +1,204 @@
+//! How a multi-CPU IPI is split into x2APIC writes or KVM hypercalls:
+//! pure arithmetic on APIC ids, kept apart from the arch code that issues
+//! the writes so that the host tests can check it.
+//!
+//! - Cluster mode (Intel SDM Vol. 3A §11.12.10.2): an x2APIC's logical id
+//!   is read-only and derived from its APIC id: cluster `id >> 4` in bits
+//!   31:16, bit `id & 15` below. One logical-destination write reaches any
+//!   subset of one cluster, so a mask costs one write per cluster.
+//! - KVM's `KVM_HC_SEND_IPI` takes a 128-bit bitmap of APIC ids starting at
+//!   a base id, so a mask costs one hypercall per 128-id window. The window
+//!   logic is Linux's `__send_ipi_mask` (arch/x86/kernel/kvm.c) with the
+//!   fix for ids below the base that do not fit (c15e0ae42c8e).
+
+/// Ids one `KVM_HC_SEND_IPI` bitmap covers (`KVM_IPI_CLUSTER_SIZE`).
+pub const PV_WINDOW: u32 = 128;
+
+/// The x2APIC logical id (LDR) of the APIC with id `apic_id`.
+#[inline]
+pub const fn logical_id(apic_id: u32) -> u32 {
+    ((apic_id >> 4) << 16) | (1 << (apic_id & 0xf))
+}
+
+/// The x2APIC cluster of `apic_id`.
+#[inline]
+pub const fn cluster(apic_id: u32) -> u32 {
+    apic_id >> 4
+}
+
+/// For each CPU number, the CPUs (bit *n* = CPU *n*) whose APIC ids are
+/// in the same cluster; `apic_ids[c]` is CPU *c*'s id.
+pub fn cluster_siblings(apic_ids: &[u32]) -> [u64; 64] {
+    let mut out = [0u64; 64];
+    for (c, &a) in apic_ids.iter().enumerate().take(64) {
+        for (d, &b) in apic_ids.iter().enumerate().take(64) {
+            if cluster(a) == cluster(b) {
+                out[c] |= 1 << d;
+            }
+        }
+    }
+    out
+}
+
+/// Calls `send(ldr)` once per cluster that `mask` touches, with the
+/// logical destination covering exactly the CPUs of `mask` in it.
+/// `logical(c)` and `siblings(c)` are CPU *c*'s logical id and cluster
+/// siblings (a bit mask of CPUs).
+#[inline]
+pub fn for_each_cluster(
+    mask: u64,
+    logical: impl Fn(usize) -> u32,
+    siblings: impl Fn(usize) -> u64,
+    mut send: impl FnMut(u32),
+) {
+    let mut rest = mask;
+    while rest != 0 {
+        let first = rest.trailing_zeros() as usize;
+        let group = siblings(first) & rest;
+        let mut ldr = 0;
+        let mut g = group;
+        while g != 0 {
+            ldr |= logical(g.trailing_zeros() as usize);
+            g &= g - 1;
+        }
+        send(ldr);
+        rest &= !group;
+    }
+}
+
+/// Splits a sequence of APIC ids into `KVM_HC_SEND_IPI` windows: calls
+/// `send(base, bitmap)` where bit *i* of `bitmap` is APIC id `base + i`.
+#[inline]
+pub fn for_each_pv_window(ids: impl Iterator<Item = u32>, mut send: impl FnMut(u32, u128)) {
+    let (mut min, mut max, mut bitmap) = (0u32, 0u32, 0u128);
+    for id in ids {
+        if bitmap == 0 {
+            min = id;
+            max = id;
+        } else if id < min && max - id < PV_WINDOW {
+            bitmap <<= min - id;
+            min = id;
+        } else if id > min && id < min.saturating_add(PV_WINDOW) {
+            max = max.max(id);
+        } else if id != min {
+            send(min, bitmap);
+            min = id;
+            max = id;
+            bitmap = 0;
+        }
+        bitmap |= 1 << (id - min);
+    }
+    if bitmap != 0 {
+        send(min, bitmap);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logical_ids_follow_the_sdm() {
+        assert_eq!(logical_id(0), 0x0000_0001);
+        assert_eq!(logical_id(15), 0x0000_8000);
+        assert_eq!(logical_id(16), 0x0001_0001);
+        assert_eq!(logical_id(0x35), 0x0003_0020);
+    }
+
+    fn clusters_of(mask: u64, apic_ids: &[u32]) -> Vec<u32> {
+        let mut logical = [0u32; 64];
+        for (c, &a) in apic_ids.iter().enumerate() {
+            logical[c] = logical_id(a);
+        }
+        let siblings = cluster_siblings(apic_ids);
+        let mut out = Vec::new();
+        for_each_cluster(mask, |c| logical[c], |c| siblings[c], |ldr| out.push(ldr));
+        out
+    }
+
+    #[test]
+    fn one_write_per_cluster() {
+        // 8 CPUs with APIC id stride 4: ids 0,4,...,28 in clusters 0 and 1.
+        let ids: Vec<u32> = (0..8).map(|c| c * 4).collect();
+        assert_eq!(clusters_of(0b1111_1110, &ids), [0x0000_1110, 0x0001_1111]);
+        assert_eq!(clusters_of(0b0001_0000, &ids), [0x0001_0001]);
+        assert!(clusters_of(0, &ids).is_empty());
+        // Dense ids: all of 0..8 is one cluster, one write.
+        let dense: Vec<u32> = (0..8).collect();
+        assert_eq!(clusters_of(0xfe, &dense), [0x0000_00fe]);
+    }
+
+    #[test]
+    fn every_cpu_is_covered_exactly_once() {
+        let ids: Vec<u32> = (0..64).map(|c| c * 3 + 1).collect();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..500 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let mut hit = 0u64;
+            for ldr in clusters_of(seed, &ids) {
+                for (c, &a) in ids.iter().enumerate() {
+                    if ldr >> 16 == cluster(a) && ldr & 0xffff & (1 << (a & 15)) != 0 {
+                        assert_eq!(hit & (1 << c), 0, "CPU {c} twice");
+                        hit |= 1 << c;
+                    }
+                }
+            }
+            assert_eq!(hit, seed);
+        }
+    }
+
+    fn windows(ids: &[u32]) -> Vec<(u32, u128)> {
+        let mut out = Vec::new();
+        for_each_pv_window(ids.iter().copied(), |b, m| out.push((b, m)));
+        out
+    }
+
+    fn members(w: &[(u32, u128)]) -> Vec<u32> {
+        let mut v: Vec<u32> = w
+            .iter()
+            .flat_map(|&(b, m)| {
+                (0..128)
+                    .filter(move |i| m & (1 << i) != 0)
+                    .map(move |i| b + i)
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn pv_windows_like_linux() {
+        assert_eq!(windows(&[1, 2, 3]), [(1, 0b111)]);
+        assert_eq!(windows(&[5, 2]), [(2, 0b1001)]);
+        // The c15e0ae42c8e case: 0 does not fit below a window spanning
+        // 1..=128, so it starts a new one instead of corrupting the bitmap.
+        assert_eq!(windows(&[1, 128, 0]), [(1, 1 | 1 << 127), (0, 1)]);
+        assert_eq!(windows(&[0, 200, 300]), [(0, 1), (200, 1 | 1 << 100)]);
+        assert!(windows(&[]).is_empty());
+        assert_eq!(windows(&[7, 7]), [(7, 1)]);
+    }
+
+    #[test]
+    fn pv_windows_cover_every_id_once() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..500 {
+            let mut ids = Vec::new();
+            for _ in 0..(seed % 40) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let id = (seed % 1024) as u32;
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+            let w = windows(&ids);
+            let mut want = ids.clone();
+            want.sort();
+            assert_eq!(members(&w), want, "{ids:?}");
+            seed = seed.wrapping_add(1);
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! `run=bench`: IPI round trips and the smp call paths, timed with the TSC
+//! on the boot CPU, each case bracketed by markers so that the VMM reads
+//! every vCPU's KVM counters around it (see `shared::bench`).
+//!
+//! Cases, in order: the marker calibrations; `raw-ping` (the floor: an
+//! x2APIC IPI and an acknowledgement in memory, no smp call layer);
+//! `single-wait`, and the same with the target in the other idle mode;
+//! `single-async` (throughput); `single-local`; `irq-work-on`;
+//! `many-wait` to all others under every IPI delivery mode available;
+//! `on-each-cpu`; `send-path` (guest instructions from the call to the ICR
+//! write, from probe markers). Each runs until one round takes `bench_ms=`
+//! (kvm-unit-tests' vmexit style).
+
+mod cases;
+mod harness;
+
+use core::cell::Cell;
+
+use shared::CpuId;
+use shared::bench::{Case, IdleMode, IpiMode, Status};
+use shared::status::GuestStatus;
+use shared::vectors;
+
+use harness::{Fail, Measured, Rounds, measure, send_result};
+
+use crate::arch::x86_64::x2apic::{self, Destination, Icr};
+use crate::arch::x86_64::{ipi, percpu};
+use crate::kprintln;
+use crate::params::BootParams;
+use crate::smp::CpuMask;
+use crate::time;
+
+pub use cases::raw_ping_handler;
+
+/// Operations of the calibration round (the measuring loop's own cost).
+const CALIBRATE_OPS: u64 = 1024;
+/// Probe pairs per probed case.
+const PROBE_PAIRS: u32 = 32;
+
+/// Runs one case and reports it; false if it failed.
+fn run_case(
+    case: Case,
+    targets: CpuMask,
+    rounds: Rounds,
+    op: impl FnMut(u64) -> Result<(), Fail>,
+    finish: impl FnMut() -> Result<(), Fail>,
+) -> bool {
+    match measure(case, rounds, op, finish) {
+        Ok(m) => {
+            report_ok(case, targets, &m);
+            true
+        }
+        Err(why) => fail(case, targets, why),
+    }
+}
+
+fn report_ok(case: Case, targets: CpuMask, m: &Measured) {
+    let ns = time::ticks_to_ns(m.cycles) / m.iterations.max(1);
+    kprintln!(
+        "bench: {:<22} {:>7} ops, {:>9} ns/op",
+        case.name(),
+        m.iterations,
+        ns
+    );
+    send_result(case, Status::Ok, targets, Some(m));
+}
+
+fn fail(case: Case, targets: CpuMask, why: Fail) -> bool {
+    kprintln!("bench: {}: FAILED: {}", case.name(), why);
+    send_result(case, Status::Failed, targets, None);
+    false
+}
+
+fn skip(case: Case, why: &str) {
+    kprintln!("bench: {}: skipped: {}", case.name(), why);
+    send_result(case, Status::Skipped, CpuMask::EMPTY, None);
+}
+
+/// Runs `f` with the mask IPI mode set to `mode`, restoring it after.
+fn with_mode<R>(mode: IpiMode, f: impl FnOnce() -> R) -> R {
+    let prev = ipi::set_mask_mode(mode);
+    let r = f();
+    ipi::set_mask_mode(prev);
+    r
+}
+
+/// Makes exactly the CPUs of `mask` poll when idle: a halted CPU that
+/// should poll is woken and waited for until it started polling, and a
+/// polling CPU that should halt until it left its spin (it does within
+/// one batch of spins); returns the previous set.
+fn switch_poll_cpus(mask: CpuMask) -> Result<CpuMask, Fail> {
+    let prev = ipi::set_poll_cpus(mask);
+    for cpu in cases::others() {
+        if mask.test(cpu) && !prev.test(cpu) {
+            let before = ipi::polls(cpu);
+            let apic = percpu::area(cpu).apic_id();
+            x2apic::send(Icr::fixed(vectors::WAKE, Destination::Physical(apic)));
+            harness::wait_until("an idle CPU did not start polling", || {
+                ipi::polls(cpu) != before
+            })?;
+        } else if !mask.test(cpu) {
+            harness::wait_until("an idle CPU did not stop polling", || !ipi::is_polling(cpu))?;
+        }
+    }
+    Ok(prev)
+}
+
+/// Runs `case` with exactly the CPUs of `mask` polling when idle,
+/// restoring the previous set after.
+fn with_poll_cpus(case: Case, targets: CpuMask, mask: CpuMask, f: impl FnOnce() -> bool) -> bool {
+    match switch_poll_cpus(mask) {
+        Ok(prev) => {
+            let ok = f();
+            switch_poll_cpus(prev).is_ok() && ok
+        }
+        Err(why) => fail(case, targets, why),
+    }
+}
+
+/// Why a mask mode cannot be measured here, if it cannot.
+fn mode_unavailable(mode: IpiMode) -> Option<&'static str> {
+    match mode {
+        IpiMode::Pv if super::ipi_modes::probe_pv() != ipi::PvStatus::Usable => {
+            Some(super::ipi_modes::pv_problem(ipi::pv_status()))
+        }
+        IpiMode::Shorthand if !ipi::shorthand_ready() => {
+            Some("not every CPU has booted, so the shorthand stays off")
+        }
+        IpiMode::Cluster if !ipi::ldr_mismatches().is_empty() => {
+            Some("some CPU's LDR is not the id cluster mode derives")
+        }
+        _ => None,
+    }
+}
+
+/// The benchmark scenario.
+pub fn run(params: &BootParams<'_>) -> GuestStatus {
+    let me = percpu::this_cpu();
+    let goal = params.bench_ms.saturating_mul(time::khz());
+    let others = cases::others();
+    let target = others.first();
+    kprintln!(
+        "bench: {} CPUs online, goal {} ms per case, ipi={} idle={}",
+        others.weight() + 1,
+        params.bench_ms,
+        ipi::mask_mode().name(),
+        ipi::idle_mode().name()
+    );
+    let mut ok = true;
+    let none = CpuMask::EMPTY;
+
+    ok &= run_case(
+        Case::Calibrate,
+        none,
+        Rounds::Fixed(CALIBRATE_OPS),
+        |_| Ok(()),
+        || Ok(()),
+    );
+    ok &= match cases::probe_pairs(Case::ProbeCalibrate, None, PROBE_PAIRS) {
+        Ok(()) => {
+            let m = Measured {
+                iterations: u64::from(PROBE_PAIRS),
+                cycles: 0,
+                samples: 0,
+                ipis_sent: 0,
+                ipis_skipped: 0,
+            };
+            send_result(Case::ProbeCalibrate, Status::Ok, none, Some(&m));
+            true
+        }
+        Err(why) => fail(Case::ProbeCalibrate, none, why),
+    };
+
+    let remote = [
+        Case::RawPing,
+        Case::SingleWait,
+        Case::SingleWaitIdlePoll,
+        Case::SingleWaitIdleHalt,
+        Case::SingleAsync,
+    ];
+    match target {
+        None => {
+            for case in remote {
+                skip(case, "needs 2 CPUs");
+            }
+        }
+        Some(t) => ok &= remote_cases(t, goal, params.idle),
+    }
+    let local = CpuMask::of(me);
+    ok &= run_case(
+        Case::SingleLocal,
+        local,
+        Rounds::Goal(goal),
+        |_| cases::single_wait(me),
+        || Ok(()),
+    );
+    match target {
+        Some(t) => {
+            let tm = CpuMask::of(t);
+            ok &= run_case(
+                Case::IrqWorkOn,
+                tm,
+                Rounds::Goal(goal),
+                |_| cases::irq_work_on(t),
+                || Ok(()),
+            );
+        }
+        None => skip(Case::IrqWorkOn, "needs 2 CPUs"),
+    }
+    let many = [
+        (Case::ManyWaitPhys, IpiMode::Phys),
+        (Case::ManyWaitShorthand, IpiMode::Shorthand),
+        (Case::ManyWaitCluster, IpiMode::Cluster),
+        (Case::ManyWaitPv, IpiMode::Pv),
+    ];
+    for (case, mode) in many {
+        if others.weight() < 2 {
+            skip(
+                case,
+                "needs 3 CPUs (with one target a mask call is a single call)",
+            );
+        } else if let Some(why) = mode_unavailable(mode) {
+            skip(case, why);
+        } else {
+            ok &= with_mode(mode, || {
+                run_case(
+                    case,
+                    others,
+                    Rounds::Goal(goal),
+                    |_| cases::many_wait(),
+                    || Ok(()),
+                )
+            });
+        }
+    }
+    ok &= run_case(
+        Case::OnEachCpu,
+        others.with(me),
+        Rounds::Goal(goal),
+        |_| cases::on_each_cpu(),
+        || Ok(()),
+    );
+    match target {
+        // A polling target would be woken without an IPI: probe the path
+        // to a halted one.
+        Some(t) => {
+            let tm = CpuMask::of(t);
+            let halted = ipi::poll_cpus().without(t);
+            ok &= with_poll_cpus(Case::SendPath, tm, halted, || probe_case(t));
+        }
+        None => skip(Case::SendPath, "needs 2 CPUs"),
+    }
+    kprintln!("bench: {}", if ok { "done" } else { "FAILED" });
+    if ok {
+        GuestStatus::Success
+    } else {
+        GuestStatus::Failure
+    }
+}
+
+/// The cases that need another CPU `t`.
+fn remote_cases(t: CpuId, goal: u64, boot_idle: IdleMode) -> bool {
+    let tm = CpuMask::of(t);
+    let mut ok = true;
+    ok &= run_case(
+        Case::RawPing,
+        tm,
+        Rounds::Goal(goal),
+        |_| cases::raw_ping(t),
+        || Ok(()),
+    );
+    ok &= run_case(
+        Case::SingleWait,
+        tm,
+        Rounds::Goal(goal),
+        |_| cases::single_wait(t),
+        || Ok(()),
+    );
+    // The other idle mode, on the target only (more polling CPUs would only
+    // compete with the sender for the host's CPUs).
+    let (case, pollers, skipped) = match boot_idle {
+        IdleMode::Halt => (Case::SingleWaitIdlePoll, tm, Case::SingleWaitIdleHalt),
+        IdleMode::Poll => (
+            Case::SingleWaitIdleHalt,
+            ipi::poll_cpus().without(t),
+            Case::SingleWaitIdlePoll,
+        ),
+    };
+    ok &= with_poll_cpus(case, tm, pollers, || {
+        run_case(
+            case,
+            tm,
+            Rounds::Goal(goal),
+            |_| cases::single_wait(t),
+            || Ok(()),
+        )
+    });
+    skip(skipped, "the boot idle mode is measured by single-wait");
+    // Completions to wait for at the end of each round: the count before
+    // it plus the calls it issued.
+    let base = Cell::new(cases::async_completed());
+    let issued = Cell::new(0u64);
+    ok &= run_case(
+        Case::SingleAsync,
+        tm,
+        Rounds::Goal(goal),
+        |i| {
+            issued.set(i + 1);
+            cases::single_async(t, i)
+        },
+        || {
+            let want = base.get().wrapping_add(issued.get());
+            harness::wait_until("async calls did not all run", || {
+                cases::async_completed() == want
+            })?;
+            base.set(want);
+            Ok(())
+        },
+    );
+    ok
+}
+
+/// `send-path`: guest instructions from the call to the ICR write.
+fn probe_case(t: CpuId) -> bool {
+    let tm = CpuMask::of(t);
+    match cases::probe_pairs(Case::SendPath, Some(t), PROBE_PAIRS) {
+        Ok(()) => {
+            let m = Measured {
+                iterations: u64::from(PROBE_PAIRS),
+                cycles: 0,
+                samples: 0,
+                ipis_sent: 0,
+                ipis_skipped: 0,
+            };
+            send_result(Case::SendPath, Status::Ok, tm, Some(&m));
+            true
+        }
+        Err(why) => fail(Case::SendPath, tm, why),
+    }
+}

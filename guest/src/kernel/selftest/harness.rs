@@ -1,0 +1,206 @@
+//! What every case needs: result text without allocation, per-CPU counters,
+//! interrupt on/off helpers, "tasks" on other CPUs, and (re-exported from
+//! `park.rs`) parking a CPU.
+//!
+//! **Tasks** ([`start_task`], [`as_task`]): there is no scheduler, so a
+//! case that needs another CPU to *make* calls starts an async call there
+//! whose callback re-enables interrupts for its body (the IPI was already
+//! acknowledged, so nested IPIs are taken on the same stack) and disables
+//! them again before returning.
+
+use core::fmt;
+use core::sync::atomic::{AtomicU32, Ordering, compiler_fence};
+
+use shared::{CpuId, MAX_CPUS};
+
+use crate::arch::x86_64::{cpu, percpu};
+use crate::kernel::SMP;
+use crate::smp::{CpuMask, Csd, SmpCallFunc};
+use crate::time::spin_until;
+
+pub use super::park::{
+    END_SIGNAL, END_STUCK, Offline, PARK_TIMEOUTS, Parked, Until, marker_runs, offline_cpu, park,
+    signal,
+};
+
+/// How long a case waits for anything another CPU must do.
+pub const WAIT_MS: u64 = 2_000;
+
+/// A short text (case detail), formatted on the stack; longer text is cut.
+pub struct Text {
+    buf: [u8; 192],
+    len: usize,
+}
+
+impl Text {
+    /// Empty text.
+    pub const fn new() -> Self {
+        Text {
+            buf: [0; 192],
+            len: 0,
+        }
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.buf[..self.len]).unwrap_or("?")
+    }
+}
+
+impl Default for Text {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Write for Text {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let mut n = s.len().min(self.buf.len() - self.len);
+        while !s.is_char_boundary(n) {
+            n -= 1;
+        }
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
+}
+
+/// One counter per CPU, for "where did the callback run, how often".
+/// Every access is SeqCst: these are test observations, not hot paths.
+pub struct PerCpuCount([AtomicU32; MAX_CPUS]);
+
+impl PerCpuCount {
+    /// All zero.
+    pub const fn new() -> Self {
+        PerCpuCount([const { AtomicU32::new(0) }; MAX_CPUS])
+    }
+
+    /// Sets every counter to 0.
+    pub fn reset(&self) {
+        for c in &self.0 {
+            c.store(0, Ordering::SeqCst);
+        }
+    }
+
+    /// Adds one for `cpu` (ignored if out of range).
+    pub fn inc(&self, cpu: CpuId) {
+        if let Some(c) = self.0.get(cpu.index()) {
+            c.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Adds one for this CPU.
+    pub fn inc_here(&self) {
+        self.inc(this_cpu());
+    }
+
+    /// The count of `cpu` (0 if out of range).
+    pub fn get(&self, cpu: CpuId) -> u32 {
+        self.0
+            .get(cpu.index())
+            .map_or(0, |c| c.load(Ordering::SeqCst))
+    }
+
+    /// Sum over all CPUs.
+    pub fn total(&self) -> u32 {
+        self.0.iter().map(|c| c.load(Ordering::SeqCst)).sum()
+    }
+
+    /// The first CPU whose count differs from `want(cpu)`, with its count.
+    pub fn mismatch(&self, want: impl Fn(CpuId) -> u32) -> Option<(CpuId, u32, u32)> {
+        (0..MAX_CPUS as u32).map(CpuId).find_map(|c| {
+            let (got, w) = (self.get(c), want(c));
+            (got != w).then_some((c, got, w))
+        })
+    }
+}
+
+impl Default for PerCpuCount {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// This CPU's number.
+pub fn this_cpu() -> CpuId {
+    percpu::this_cpu()
+}
+
+/// Whether interrupts are disabled on this CPU.
+pub fn irqs_disabled() -> bool {
+    !cpu::irqs_enabled()
+}
+
+/// Disables interrupts. The compiler fences keep the surrounding memory
+/// accesses on their side of the `cli` (the arch helper is `nomem`).
+pub fn irqs_off() {
+    compiler_fence(Ordering::SeqCst);
+    cpu::cli();
+    compiler_fence(Ordering::SeqCst);
+}
+
+/// Enables interrupts (pending ones are taken right away). Fenced as
+/// [`irqs_off`].
+pub fn irqs_on() {
+    compiler_fence(Ordering::SeqCst);
+    cpu::sti();
+    compiler_fence(Ordering::SeqCst);
+}
+
+/// Waits up to [`WAIT_MS`] for `cond`.
+pub fn wait_for(cond: impl FnMut() -> bool) -> bool {
+    spin_until(WAIT_MS, cond)
+}
+
+/// Busy-waits `us` microseconds: a slow callback, so that a caller that
+/// returns too early (before the callback finished) is caught.
+pub fn delay_us(us: u64) {
+    let end = crate::time::now_ns().saturating_add(us.saturating_mul(1_000));
+    while crate::time::now_ns() < end {
+        cpu::pause();
+    }
+}
+
+/// The online CPU after `cpu`, wrapping around (`cpu` itself if alone).
+pub fn next_online(cpu: CpuId) -> CpuId {
+    let online = SMP.online_mask();
+    online
+        .iter()
+        .find(|c| c.0 > cpu.0)
+        .or(online.first())
+        .unwrap_or(cpu)
+}
+
+/// CPU masks for the detail text, as CPU lists (`0-3,6`).
+pub use crate::kernel::demo::CpuList;
+
+/// Bits for CPU numbers that are not valid (at or above `nr_cpu_ids`).
+pub fn invalid_cpus() -> CpuMask {
+    CpuMask(!CpuMask::first_n(SMP.nr_cpu_ids()).bits())
+}
+
+// ---------------------------------------------------------------- tasks --
+
+fn nothing(_: usize) {}
+
+static TASK_CSD: [Csd; MAX_CPUS] = [const { Csd::new(nothing, 0) }; MAX_CPUS];
+
+/// Starts `func(info)` on the other CPU `cpu` through an async call;
+/// `func` normally wraps its body in [`as_task`].
+pub fn start_task(cpu: CpuId, func: SmpCallFunc, info: usize) -> Result<(), Text> {
+    let csd = TASK_CSD
+        .get(cpu.index())
+        .ok_or_else(|| crate::text!("no task slot for CPU {cpu}"))?;
+    csd.set(func, info)
+        .map_err(|e| crate::text!("CPU {cpu}: its task csd is still busy ({})", e.errno()))?;
+    SMP.smp_call_function_single_async(cpu, csd)
+        .map_err(|e| crate::text!("starting a task on CPU {cpu} failed ({})", e.errno()))
+}
+
+/// Runs `body` as this CPU's "task": with interrupts enabled, so that it
+/// may make waiting calls and serve the calls of others meanwhile.
+pub fn as_task(body: impl FnOnce()) {
+    irqs_on();
+    body();
+    irqs_off();
+}

@@ -1,0 +1,474 @@
+//! Exactly-once accounting: every request is a slot with an id, the set of
+//! CPUs that must run it (`expected`), the set that did (`ran`) and a count
+//! of executions still outstanding (`remaining`, plus one held by the
+//! invoker until its call has returned, so that the set is complete before
+//! the request can finish). Handlers find their slot from the `info` word
+//! (the id), set their CPU's bit, count duplicates, unexpected CPUs and
+//! stale ids, and do scftorture's in/out memory-ordering and wrong-CPU
+//! checks.
+//!
+//! Ordering: the invoker fills a slot with Relaxed stores before the call.
+//! On purpose: the smp core's enqueue (Release) and dequeue (Acquire) are
+//! what must make them visible to the handler, and that is what the
+//! checks test. Likewise a waiting call's return must make the handler's
+//! stores visible (csd unlock Release / wait Acquire), so the post-checks
+//! read `out` and `ran` before anything of ours could order them.
+
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+use shared::{CpuId, MAX_CPUS};
+
+use super::super::SMP;
+use crate::arch::x86_64::{cpu, percpu};
+use crate::time;
+
+/// Request slots per invoker CPU (a ring).
+pub const SLOTS: usize = 32;
+
+/// Per-CPU counters (index into [`Counters`]).
+pub mod c {
+    /// `smp_call_function_single`, no wait / wait, that queued.
+    pub const SINGLE: usize = 0;
+    /// ... and that returned -ENXIO (offline or invalid target).
+    pub const SINGLE_OFL: usize = 2;
+    /// RPCs (async single + wait for completion) that queued.
+    pub const RPC: usize = 4;
+    /// ... and that returned -ENXIO.
+    pub const RPC_OFL: usize = 5;
+    /// `smp_call_function_many`, no wait / wait.
+    pub const MANY: usize = 6;
+    /// `smp_call_function`, no wait / wait.
+    pub const ALL: usize = 8;
+    /// Requests issued.
+    pub const REQUESTS: usize = 10;
+    /// (request, CPU) pairs that had to run.
+    pub const PAIRS: usize = 11;
+    /// Handler executions on this CPU (scftorture's `scf_invoked_count`).
+    pub const EXEC: usize = 12;
+    /// Requests verified complete.
+    pub const VERIFIED: usize = 13;
+    /// (request, CPU) pairs that ran exactly once.
+    pub const PAIRS_OK: usize = 14;
+    /// Handler delays injected.
+    pub const DELAYS: usize = 15;
+    /// Waiting no-op calls made to push a stuck request along.
+    pub const NUDGES: usize = 16;
+    /// Times an invoker (re)started on this CPU.
+    pub const STARTS: usize = 17;
+    /// Call-function IPIs that found nothing to run (see `spurious`).
+    pub const EMPTY_IPIS: usize = 18;
+    /// Number of counters.
+    pub const N: usize = 19;
+}
+
+/// Error counters (index into [`ERRORS`]); any non-zero one is a FAILURE.
+pub mod e {
+    /// A single-target call ran on the wrong CPU (scftorture `ste`).
+    pub const WRONG_CPU: usize = 0;
+    /// The handler did not see the caller's store (`stnmie`).
+    pub const MB_IN: usize = 1;
+    /// A waiting call returned before the handler's store was visible
+    /// (`stnmoe`).
+    pub const MB_OUT: usize = 2;
+    /// A (request, CPU) pair ran more than once.
+    pub const DUP: usize = 3;
+    /// A CPU outside the request's set ran it.
+    pub const UNEXPECTED: usize = 4;
+    /// A (request, CPU) pair that had to run never did.
+    pub const LOST: usize = 5;
+    /// A handler ran with an id that is not a live request.
+    pub const STALE: usize = 6;
+    /// A waiting call returned before every CPU of its set had run it.
+    pub const EARLY: usize = 7;
+    /// A call returned something it must not (Ok for an invalid CPU, ...).
+    pub const BAD_RET: usize = 8;
+    /// A request did not complete within the deadline.
+    pub const TIMEOUT: usize = 9;
+    /// Number of error counters.
+    pub const N: usize = 10;
+    /// Their names, for the stats line and the records.
+    pub const NAMES: [&str; N] = [
+        "ste", "stnmie", "stnmoe", "dup", "unexp", "lost", "stale", "early", "badret", "timeout",
+    ];
+}
+
+/// One CPU's counters.
+#[repr(C, align(64))]
+pub struct Counters([AtomicU64; c::N]);
+
+static COUNTERS: [Counters; MAX_CPUS] =
+    [const { Counters([const { AtomicU64::new(0) }; c::N]) }; MAX_CPUS];
+static ERRORS: [AtomicU64; e::N] = [const { AtomicU64::new(0) }; e::N];
+
+/// Adds `n` to counter `i` of this CPU.
+pub fn count(i: usize, n: u64) {
+    let me = percpu::this_cpu();
+    if let Some(ctr) = COUNTERS[me.index() % MAX_CPUS].0.get(i) {
+        // Relaxed: a statistic, summed by the leader for reports.
+        ctr.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Counts an error.
+pub fn error(i: usize, n: u64) {
+    if let Some(err) = ERRORS.get(i) {
+        // Relaxed: a statistic.
+        err.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Counter `i` summed over all CPUs.
+pub fn total(i: usize) -> u64 {
+    COUNTERS
+        .iter()
+        .filter_map(|p| p.0.get(i))
+        // Relaxed: a statistics snapshot.
+        .map(|v| v.load(Ordering::Relaxed))
+        .sum()
+}
+
+/// Error counter `i`.
+pub fn errors(i: usize) -> u64 {
+    // Relaxed: a statistics snapshot.
+    ERRORS.get(i).map_or(0, |v| v.load(Ordering::Relaxed))
+}
+
+/// Whether any error counter is non-zero.
+pub fn any_error() -> bool {
+    (0..e::N).any(|i| errors(i) != 0)
+}
+
+/// One request.
+#[repr(C, align(64))]
+pub struct Req {
+    /// The request's id (see [`make_id`]); 0 if never used.
+    id: AtomicU64,
+    /// CPUs that must run it.
+    expected: AtomicU64,
+    /// CPUs that ran it.
+    ran: AtomicU64,
+    /// Executions outstanding, plus one held by the invoker.
+    remaining: AtomicU32,
+    /// For single calls: the CPU asked for.
+    want: AtomicU32,
+    /// scftorture's `scfc_in`: set by the caller before the call.
+    in_flag: AtomicBool,
+    /// scftorture's `scfc_out`: cleared on handler entry, set at its end.
+    out_flag: AtomicBool,
+    /// Verified (counted) after completion.
+    checked: AtomicBool,
+}
+
+impl Req {
+    const fn new() -> Self {
+        Req {
+            id: AtomicU64::new(0),
+            expected: AtomicU64::new(0),
+            ran: AtomicU64::new(0),
+            remaining: AtomicU32::new(0),
+            want: AtomicU32::new(0),
+            in_flag: AtomicBool::new(false),
+            out_flag: AtomicBool::new(false),
+            checked: AtomicBool::new(true),
+        }
+    }
+}
+
+static REQS: [[Req; SLOTS]; MAX_CPUS] = [const { [const { Req::new() }; SLOTS] }; MAX_CPUS];
+
+/// The id of request `seq` of invoker `owner`: never 0, and it names its
+/// slot.
+pub const fn make_id(owner: CpuId, seq: u64) -> u64 {
+    ((owner.0 as u64 % MAX_CPUS as u64) << 56) | ((seq & ((1 << 55) - 1)) + 1)
+}
+
+fn slot_of(id: u64) -> &'static Req {
+    let owner = (id >> 56) as usize % MAX_CPUS;
+    let seq = (id & ((1 << 56) - 1)).wrapping_sub(1);
+    &REQS[owner][seq as usize % SLOTS]
+}
+
+/// The live request `info` names, or `None` (counted as stale).
+fn lookup(info: usize) -> Option<&'static Req> {
+    let id = info as u64;
+    if id == 0 {
+        error(e::STALE, 1);
+        return None;
+    }
+    let r = slot_of(id);
+    // Relaxed: written before the call; see the module docs.
+    if r.id.load(Ordering::Relaxed) == id {
+        Some(r)
+    } else {
+        error(e::STALE, 1);
+        None
+    }
+}
+
+const fn bit(cpu: CpuId) -> u64 {
+    if cpu.0 < 64 { 1 << cpu.0 } else { 0 }
+}
+
+/// A request being issued by this CPU's invoker.
+pub struct Issue {
+    req: &'static Req,
+    id: u64,
+}
+
+impl Issue {
+    /// Claims the slot for request `seq` of `me` (waiting, with nudges and
+    /// a deadline, until its previous request finished) and fills it in.
+    /// `None` if the previous request never finished (counted; the torture
+    /// stops).
+    pub fn start(me: CpuId, seq: u64, want: u32) -> Option<Issue> {
+        let id = make_id(me, seq);
+        let req = slot_of(id);
+        if !wait_done(req, 0) {
+            return None;
+        }
+        verify(req);
+        // Relaxed (all): see the module docs.
+        req.expected.store(0, Ordering::Relaxed);
+        req.ran.store(0, Ordering::Relaxed);
+        req.want.store(want, Ordering::Relaxed);
+        req.out_flag.store(false, Ordering::Relaxed);
+        req.checked.store(false, Ordering::Relaxed);
+        req.remaining.store(1, Ordering::Relaxed);
+        req.id.store(id, Ordering::Relaxed);
+        // scftorture sets `scfc_in` last, right before the call.
+        req.in_flag.store(true, Ordering::Relaxed);
+        count(c::REQUESTS, 1);
+        Some(Issue { req, id })
+    }
+
+    /// The `info` word for the call.
+    pub fn info(&self) -> usize {
+        self.id as usize
+    }
+
+    /// Adds `cpu` to the set that must run it (before it is queued there).
+    pub fn expect(&self, cpu: CpuId) {
+        add_expected(self.req, cpu);
+    }
+
+    /// Takes `cpu` out of the set again: the call returned an error, so
+    /// nothing was queued.
+    pub fn unexpect(&self, cpu: CpuId) {
+        if bit(cpu) == 0 {
+            return;
+        }
+        // Relaxed: nothing was queued, so no handler reads these.
+        self.req.expected.fetch_and(!bit(cpu), Ordering::Relaxed);
+        self.req.remaining.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// After a waiting call returned: every CPU of the set must have run
+    /// it, and the handler's last store (`out`) must be visible.
+    pub fn check_waited(&self) {
+        // Relaxed: the core's wait (Acquire) must order these; see the
+        // module docs. Read before anything of ours orders them.
+        let out = self.req.out_flag.load(Ordering::Relaxed);
+        let ran = self.req.ran.load(Ordering::Relaxed);
+        let expected = self.req.expected.load(Ordering::Relaxed);
+        if expected != 0 && !out {
+            error(e::MB_OUT, 1);
+        }
+        if ran & expected != expected {
+            error(e::EARLY, 1);
+        }
+    }
+
+    /// RPC: waits until every execution finished (the completion), with
+    /// nudges and a deadline; false on timeout.
+    pub fn wait_rpc(&self) -> bool {
+        wait_done(self.req, 1)
+    }
+
+    /// The call has returned: counts the set, drops the invoker's hold,
+    /// and verifies the request if that finished it.
+    pub fn finish(self) {
+        // Relaxed: our own writes (the set is complete once the call
+        // returned: the recording cond ran on this CPU).
+        let expected = self.req.expected.load(Ordering::Relaxed);
+        count(c::PAIRS, u64::from(expected.count_ones()));
+        // AcqRel: the Release half publishes our slot writes to whoever
+        // verifies; the Acquire half pairs with the handlers' Release
+        // decrements when ours is the last.
+        if self.req.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            verify(self.req);
+        }
+    }
+}
+
+fn add_expected(req: &Req, cpu: CpuId) {
+    // A CPU number no mask can hold is never queued to (the core says
+    // -ENXIO); if it were, its run would count as unexpected.
+    if bit(cpu) == 0 {
+        return;
+    }
+    // Relaxed: published to the handler by the enqueue; see module docs.
+    req.expected.fetch_or(bit(cpu), Ordering::Relaxed);
+    req.remaining.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The recording `cond` of multi-CPU calls: runs on the caller right
+/// before the csd for `cpu` is queued, so it learns the exact set.
+pub fn record_target(cpu: CpuId, info: usize) -> bool {
+    let id = info as u64;
+    let r = slot_of(id);
+    // Relaxed: our own slot, written by this CPU.
+    if r.id.load(Ordering::Relaxed) == id {
+        add_expected(r, cpu);
+    }
+    true
+}
+
+/// Counts a finished request's pairs once (by its owner or the final
+/// sweep).
+pub fn verify(req: &Req) {
+    // Relaxed: only a claim on the counting; the caller saw `remaining`
+    // reach 0 with Acquire.
+    if req.checked.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    // Relaxed: the caller's Acquire on `remaining` (or its own writes)
+    // ordered every handler's bit before these loads.
+    let expected = req.expected.load(Ordering::Relaxed);
+    let ran = req.ran.load(Ordering::Relaxed);
+    count(c::VERIFIED, 1);
+    count(c::PAIRS_OK, u64::from((expected & ran).count_ones()));
+    let lost = (expected & !ran).count_ones();
+    if lost != 0 {
+        error(e::LOST, u64::from(lost));
+    }
+}
+
+/// How long a request may take before it counts as lost.
+const DONE_TIMEOUT_MS: u64 = 15_000;
+/// How often a waiter pushes a stuck request along.
+const NUDGE_EVERY_MS: u64 = 50;
+
+fn nothing(_: usize) {}
+
+/// Waits until at most `hold` executions (plus holds) remain, with
+/// interrupts enabled. Every few ms it makes a waiting no-op call to each
+/// CPU that still has to run the request: that call waits in the core's
+/// csd-lock wait, whose stall detector re-sends a lost IPI. False (and an
+/// error counted, with a diagnostic) after the deadline.
+fn wait_done(req: &Req, hold: u32) -> bool {
+    // Acquire: pairs with the handlers' Release decrements.
+    if req.remaining.load(Ordering::Acquire) <= hold {
+        return true;
+    }
+    let deadline = time::Deadline::after_ms(DONE_TIMEOUT_MS);
+    loop {
+        let nudge = time::Deadline::after_ms(NUDGE_EVERY_MS);
+        while !nudge.expired() {
+            // Acquire: as above.
+            if req.remaining.load(Ordering::Acquire) <= hold {
+                return true;
+            }
+            cpu::pause();
+        }
+        // Relaxed: a hint of whom to nudge.
+        let pending = req.expected.load(Ordering::Relaxed) & !req.ran.load(Ordering::Relaxed);
+        for cpu in crate::smp::CpuMask(pending).and(SMP.online_mask()).iter() {
+            if cpu != percpu::this_cpu() {
+                count(c::NUDGES, 1);
+                let _ = SMP.smp_call_function_single(cpu, nothing, 0, true);
+            }
+        }
+        if deadline.expired() {
+            crate::kprintln!(
+                "scftorture: request {:#x} still waits for CPUs {:#x} after {} ms",
+                // Relaxed: for the diagnostic only.
+                req.id.load(Ordering::Relaxed),
+                pending,
+                DONE_TIMEOUT_MS
+            );
+            error(e::TIMEOUT, 1);
+            return false;
+        }
+    }
+}
+
+/// The final sweep (leader, after every invoker stopped): waits for every
+/// request to finish and verifies the ones nobody verified yet.
+pub fn sweep() {
+    for row in &REQS {
+        for req in row {
+            // Relaxed: 0 means never used.
+            if req.id.load(Ordering::Relaxed) == 0 {
+                continue;
+            }
+            // On timeout (counted in `wait_done`) this counts what never
+            // ran as lost.
+            let _ = wait_done(req, 0);
+            verify(req);
+        }
+    }
+}
+
+/// Handler delays: like scftorture, about one call in 1024 busy-waits
+/// 0-63 µs.
+fn maybe_delay(me: CpuId) {
+    let r = super::rand::next_handler(me);
+    if r & 0xffc0 == 0 {
+        count(c::DELAYS, 1);
+        let ticks = (r & 0x3f) * time::khz() / 1000;
+        let end = cpu::rdtsc().saturating_add(ticks);
+        while cpu::rdtsc() < end {
+            cpu::pause();
+        }
+    }
+}
+
+fn run_handler(req: &Req, me: CpuId) {
+    // For multiple receivers (scftorture): every handler clears `out`
+    // first, so a waiter that returns while any is still running sees it
+    // clear. Relaxed: the core's csd unlock (Release) / wait (Acquire)
+    // must order it; that is what the waiter's check tests.
+    req.out_flag.store(false, Ordering::Relaxed);
+    count(c::EXEC, 1);
+    let b = bit(me);
+    // Relaxed: published by the enqueue (see module docs).
+    if req.expected.load(Ordering::Relaxed) & b == 0 {
+        error(e::UNEXPECTED, 1);
+    }
+    // Relaxed: the bit itself is the record; the decrement below orders
+    // it for the verifier.
+    if req.ran.fetch_or(b, Ordering::Relaxed) & b != 0 {
+        error(e::DUP, 1);
+    }
+    maybe_delay(me);
+    req.out_flag.store(true, Ordering::Relaxed);
+    // Release: pairs with the Acquire of whoever sees the count drop (the
+    // RPC waiter, the verifier). The slot is not touched after this.
+    req.remaining.fetch_sub(1, Ordering::Release);
+}
+
+/// scftorture's `scf_handler_1`: a single-target call must run on the CPU
+/// asked for.
+pub fn handler_single(info: usize) {
+    let me = percpu::this_cpu();
+    let Some(req) = lookup(info) else { return };
+    // Relaxed: see the module docs (these are the checks).
+    if !req.in_flag.load(Ordering::Relaxed) {
+        error(e::MB_IN, 1);
+    }
+    if req.want.load(Ordering::Relaxed) != me.0 {
+        error(e::WRONG_CPU, 1);
+    }
+    run_handler(req, me);
+}
+
+/// scftorture's `scf_handler` for multi-CPU calls.
+pub fn handler_multi(info: usize) {
+    let me = percpu::this_cpu();
+    let Some(req) = lookup(info) else { return };
+    // Relaxed: the check; see the module docs.
+    if !req.in_flag.load(Ordering::Relaxed) {
+        error(e::MB_IN, 1);
+    }
+    run_handler(req, me);
+}

@@ -1,0 +1,464 @@
+//! The benchmark protocol (`run=bench`).
+//!
+//! Two ports:
+//! - [`crate::ports::Port::BenchMarker`]: one 32-bit write of a [`Marker`]
+//!   value. The VMM handles the exit synchronously: before the writing vCPU
+//!   runs again it has read every vCPU's KVM statistics, so a case is
+//!   bracketed exactly by its `Start` and `End` markers, and a `Begin` /
+//!   `Probe` pair measures the instructions between two points of one CPU.
+//! - [`crate::ports::Port::BenchResult`]: one 32-bit write of the
+//!   guest-physical address of an encoded [`ResultHeader`]; the header
+//!   points at the case's samples (`sample_count` little-endian u64 cycle
+//!   counts, one per operation, at most [`MAX_SAMPLES`]).
+//!
+//! The delivery modes the bench compares ([`IpiMode`], [`IdleMode`]) are
+//! defined here too, because both sides name them.
+//!
+//! Everything the guest sends is untrusted: [`Marker::decode`] and
+//! [`ResultHeader::decode`] check every field and never panic.
+
+/// Most samples one case hands over (the last operations of its final
+/// round, when it ran more).
+pub const MAX_SAMPLES: usize = 4096;
+/// Bytes of an encoded [`ResultHeader`].
+pub const RESULT_LEN: usize = 76;
+/// [`ResultHeader`] magic, "SBR1" little-endian.
+pub const RESULT_MAGIC: u32 = u32::from_le_bytes(*b"SBR1");
+/// Top byte of every marker value.
+const MARKER_MAGIC: u32 = 0xB5 << 24;
+
+/// Defines a `#[repr(u8)]` enum with a name per variant, `ALL`, `name()`
+/// and a checked `from_u8()`.
+macro_rules! named_enum {
+    ($(#[$m:meta])* pub enum $ty:ident { $($(#[$vm:meta])* $v:ident = $n:literal => $name:literal,)* }) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        #[repr(u8)]
+        pub enum $ty { $($(#[$vm])* $v = $n,)* }
+
+        impl $ty {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$ty] = &[$($ty::$v,)*];
+
+            /// The name used in reports, on the command line and in JSON.
+            pub const fn name(self) -> &'static str {
+                match self { $($ty::$v => $name,)* }
+            }
+
+            /// The value with this wire number, if any.
+            pub const fn from_u8(v: u8) -> Option<Self> {
+                match v { $($n => Some($ty::$v),)* _ => None }
+            }
+
+            /// The value with this name, if any.
+            pub fn from_name(name: &str) -> Option<Self> {
+                Self::ALL.iter().copied().find(|v| v.name() == name)
+            }
+        }
+    };
+}
+
+named_enum! {
+    /// How call-function IPIs for a mask of CPUs are delivered (guest
+    /// command line `ipi=`).
+    pub enum IpiMode {
+        /// One physical-destination ICR write per target.
+        Phys = 0 => "phys",
+        /// One all-but-self shorthand ICR write when the targets are every
+        /// other online CPU (once every CPU has booted); else `Phys`.
+        Shorthand = 1 => "shorthand",
+        /// One logical-destination ICR write per x2APIC cluster of 16.
+        Cluster = 2 => "cluster",
+        /// KVM's paravirtual send-IPI hypercall, one per 128 APIC ids.
+        Pv = 3 => "pv",
+    }
+}
+
+named_enum! {
+    /// What an idle CPU does (guest command line `idle=`).
+    pub enum IdleMode {
+        /// `sti; hlt` until an interrupt.
+        Halt = 0 => "halt",
+        /// Spin with interrupts on; senders skip the IPI to a polling CPU.
+        Poll = 1 => "poll",
+    }
+}
+
+named_enum! {
+    /// A benchmark case. The ids are the marker and result keys.
+    pub enum Case {
+        /// Internal: `Start` then `End` at once, the cost of a marker pair.
+        Calibrate = 1 => "calibrate",
+        /// Internal: `Begin` then `Probe` at once, the cost of a probe pair.
+        ProbeCalibrate = 2 => "probe-calibrate",
+        /// A raw x2APIC IPI to another CPU whose handler acknowledges in
+        /// memory: no smp call layer (the floor).
+        RawPing = 3 => "raw-ping",
+        /// `smp_call_function_single(wait)` to another CPU.
+        SingleWait = 4 => "single-wait",
+        /// Back-to-back `smp_call_function_single_async` to another CPU.
+        SingleAsync = 5 => "single-async",
+        /// `smp_call_function_single(wait)` to this CPU.
+        SingleLocal = 6 => "single-local",
+        /// `smp_call_function_many(wait)` to all others, `ipi=phys`.
+        ManyWaitPhys = 7 => "many-wait/phys",
+        /// The same with `ipi=shorthand`.
+        ManyWaitShorthand = 8 => "many-wait/shorthand",
+        /// The same with `ipi=cluster`.
+        ManyWaitCluster = 9 => "many-wait/cluster",
+        /// The same with `ipi=pv`.
+        ManyWaitPv = 10 => "many-wait/pv",
+        /// `on_each_cpu(wait)`.
+        OnEachCpu = 11 => "on-each-cpu",
+        /// `irq_work_queue_on` another CPU, then wait until it ran.
+        IrqWorkOn = 12 => "irq-work-on",
+        /// Instructions from the call to `smp_call_function_single(wait)`
+        /// up to its ICR write (`Begin` / `Probe` markers).
+        SendPath = 13 => "send-path",
+        /// `single-wait` with the target in polling idle.
+        SingleWaitIdlePoll = 14 => "single-wait/idle-poll",
+        /// `single-wait` with the target halted (when booted `idle=poll`).
+        SingleWaitIdleHalt = 15 => "single-wait/idle-halt",
+    }
+}
+
+impl Case {
+    /// Internal cases calibrate the markers and are not reported as rows.
+    pub const fn is_internal(self) -> bool {
+        matches!(self, Case::Calibrate | Case::ProbeCalibrate)
+    }
+}
+
+named_enum! {
+    /// Where a marker sits.
+    pub enum Phase {
+        /// A measured round of the case starts.
+        Start = 1 => "start",
+        /// The round ends.
+        End = 2 => "end",
+        /// A probed section starts (on the marking CPU only).
+        Begin = 3 => "begin",
+        /// A probed section ends (on the marking CPU only).
+        Probe = 4 => "probe",
+    }
+}
+
+/// A marker: which case, and where in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Marker {
+    /// The case.
+    pub case: Case,
+    /// The point in it.
+    pub phase: Phase,
+}
+
+/// Why guest data could not be decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BenchDecodeError {
+    /// A marker without the magic, or with reserved bits set.
+    BadMarker(u32),
+    /// Unknown case id.
+    UnknownCase(u8),
+    /// Unknown marker phase.
+    UnknownPhase(u8),
+    /// Fewer bytes than [`RESULT_LEN`].
+    Truncated,
+    /// The result header does not start with [`RESULT_MAGIC`].
+    BadMagic,
+    /// A field holds a value outside its range.
+    BadField(&'static str),
+}
+
+impl core::fmt::Display for BenchDecodeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            BenchDecodeError::BadMarker(v) => write!(f, "malformed bench marker {v:#x}"),
+            BenchDecodeError::UnknownCase(c) => write!(f, "unknown bench case {c}"),
+            BenchDecodeError::UnknownPhase(p) => write!(f, "unknown bench marker phase {p}"),
+            BenchDecodeError::Truncated => write!(f, "bench result truncated"),
+            BenchDecodeError::BadMagic => write!(f, "bench result without magic"),
+            BenchDecodeError::BadField(n) => write!(f, "bench result: bad value in field {n}"),
+        }
+    }
+}
+
+impl Marker {
+    /// The 32-bit port value: magic, case id, phase.
+    pub const fn value(self) -> u32 {
+        MARKER_MAGIC | (self.case as u32) << 8 | self.phase as u32
+    }
+
+    /// Decodes a port value. Never panics.
+    pub const fn decode(v: u32) -> Result<Marker, BenchDecodeError> {
+        if v & 0xffff_0000 != MARKER_MAGIC {
+            return Err(BenchDecodeError::BadMarker(v));
+        }
+        let Some(case) = Case::from_u8((v >> 8) as u8) else {
+            return Err(BenchDecodeError::UnknownCase((v >> 8) as u8));
+        };
+        let Some(phase) = Phase::from_u8(v as u8) else {
+            return Err(BenchDecodeError::UnknownPhase(v as u8));
+        };
+        Ok(Marker { case, phase })
+    }
+}
+
+named_enum! {
+    /// How a case ended.
+    pub enum Status {
+        /// Measured.
+        Ok = 0 => "ok",
+        /// An operation did not complete before its deadline.
+        Failed = 1 => "failed",
+        /// Not run here (too few CPUs, a delivery mode unavailable).
+        Skipped = 2 => "skipped",
+    }
+}
+
+/// One case's result, as the guest reports it (all of it untrusted).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResultHeader {
+    /// The case.
+    pub case: Case,
+    /// How it ended.
+    pub status: Status,
+    /// IPI delivery mode it ran with.
+    pub ipi_mode: IpiMode,
+    /// Idle mode of the other CPUs.
+    pub idle_mode: IdleMode,
+    /// The CPU that issued the operations.
+    pub sender: u16,
+    /// The other CPUs taking part (bit n = CPU n).
+    pub targets: u64,
+    /// Operations in the final, measured round.
+    pub iterations: u64,
+    /// TSC cycles the final round took, from its first operation to the
+    /// completion of its last.
+    pub total_cycles: u64,
+    /// The guest's TSC frequency in kHz.
+    pub tsc_khz: u64,
+    /// Call-function IPIs the guest sent during the final round (all CPUs).
+    pub ipis_sent: u64,
+    /// IPIs skipped because the target was polling (all CPUs).
+    pub ipis_skipped: u64,
+    /// Per-operation cycle counts handed over (at most [`MAX_SAMPLES`] and
+    /// at most `iterations`).
+    pub sample_count: u32,
+    /// Guest-physical address of the samples.
+    pub samples_addr: u64,
+}
+
+impl ResultHeader {
+    /// Encodes into exactly [`RESULT_LEN`] bytes.
+    pub fn encode(&self) -> [u8; RESULT_LEN] {
+        let mut b = [0u8; RESULT_LEN];
+        let mut at = 0;
+        let mut put = |bytes: &[u8]| {
+            b[at..at + bytes.len()].copy_from_slice(bytes);
+            at += bytes.len();
+        };
+        put(&RESULT_MAGIC.to_le_bytes());
+        put(&[
+            self.case as u8,
+            self.status as u8,
+            self.ipi_mode as u8,
+            self.idle_mode as u8,
+        ]);
+        put(&self.sender.to_le_bytes());
+        put(&[0, 0]);
+        for v in [
+            self.targets,
+            self.iterations,
+            self.total_cycles,
+            self.tsc_khz,
+            self.ipis_sent,
+            self.ipis_skipped,
+        ] {
+            put(&v.to_le_bytes());
+        }
+        put(&self.sample_count.to_le_bytes());
+        put(&[0; 4]);
+        put(&self.samples_addr.to_le_bytes());
+        b
+    }
+
+    /// Decodes and validates a header. Never panics.
+    pub fn decode(b: &[u8]) -> Result<ResultHeader, BenchDecodeError> {
+        let b: &[u8; RESULT_LEN] = b
+            .get(..RESULT_LEN)
+            .and_then(|s| s.try_into().ok())
+            .ok_or(BenchDecodeError::Truncated)?;
+        let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
+        let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        let u64_at = |i: usize| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&b[i..i + 8]);
+            u64::from_le_bytes(a)
+        };
+        if u32_at(0) != RESULT_MAGIC {
+            return Err(BenchDecodeError::BadMagic);
+        }
+        let case = Case::from_u8(b[4]).ok_or(BenchDecodeError::UnknownCase(b[4]))?;
+        let status = Status::from_u8(b[5]).ok_or(BenchDecodeError::BadField("status"))?;
+        let ipi_mode = IpiMode::from_u8(b[6]).ok_or(BenchDecodeError::BadField("ipi_mode"))?;
+        let idle_mode = IdleMode::from_u8(b[7]).ok_or(BenchDecodeError::BadField("idle_mode"))?;
+        if u16_at(10) != 0 || u32_at(64) != 0 {
+            return Err(BenchDecodeError::BadField("reserved"));
+        }
+        let h = ResultHeader {
+            case,
+            status,
+            ipi_mode,
+            idle_mode,
+            sender: u16_at(8),
+            targets: u64_at(12),
+            iterations: u64_at(20),
+            total_cycles: u64_at(28),
+            tsc_khz: u64_at(36),
+            ipis_sent: u64_at(44),
+            ipis_skipped: u64_at(52),
+            sample_count: u32_at(60),
+            samples_addr: u64_at(68),
+        };
+        if h.sample_count as usize > MAX_SAMPLES {
+            return Err(BenchDecodeError::BadField("sample_count"));
+        }
+        if u64::from(h.sample_count) > h.iterations {
+            return Err(BenchDecodeError::BadField("sample_count"));
+        }
+        if h.status == Status::Ok && (h.iterations == 0 || h.tsc_khz == 0) {
+            return Err(BenchDecodeError::BadField("iterations"));
+        }
+        if usize::from(h.sender) >= crate::MAX_CPUS {
+            return Err(BenchDecodeError::BadField("sender"));
+        }
+        Ok(h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> ResultHeader {
+        ResultHeader {
+            case: Case::SingleWait,
+            status: Status::Ok,
+            ipi_mode: IpiMode::Shorthand,
+            idle_mode: IdleMode::Poll,
+            sender: 3,
+            targets: 0b1010,
+            iterations: 1024,
+            total_cycles: 123_456_789,
+            tsc_khz: 2_596_098,
+            ipis_sent: 1000,
+            ipis_skipped: 24,
+            sample_count: 1024,
+            samples_addr: 0x20_0000,
+        }
+    }
+
+    #[test]
+    fn markers_round_trip_and_garbage_is_rejected() {
+        for &case in Case::ALL {
+            for &phase in Phase::ALL {
+                let m = Marker { case, phase };
+                assert_eq!(Marker::decode(m.value()), Ok(m));
+            }
+        }
+        assert_eq!(Marker::decode(0), Err(BenchDecodeError::BadMarker(0)));
+        assert!(matches!(
+            Marker::decode(MARKER_MAGIC | 1 << 16 | 0x101),
+            Err(BenchDecodeError::BadMarker(_))
+        ));
+        assert_eq!(
+            Marker::decode(MARKER_MAGIC | 0xff << 8 | 1),
+            Err(BenchDecodeError::UnknownCase(0xff))
+        );
+        assert_eq!(
+            Marker::decode(MARKER_MAGIC | 1 << 8 | 9),
+            Err(BenchDecodeError::UnknownPhase(9))
+        );
+    }
+
+    #[test]
+    fn names_are_unique_and_parse_back() {
+        for &c in Case::ALL {
+            assert_eq!(Case::from_name(c.name()), Some(c));
+            assert_eq!(Case::ALL.iter().filter(|o| o.name() == c.name()).count(), 1);
+        }
+        assert_eq!(IpiMode::from_name("cluster"), Some(IpiMode::Cluster));
+        assert_eq!(IdleMode::from_name("poll"), Some(IdleMode::Poll));
+        assert_eq!(IpiMode::from_name("bogus"), None);
+        assert_eq!(IpiMode::from_u8(4), None);
+    }
+
+    #[test]
+    fn result_round_trips() {
+        let h = header();
+        let b = h.encode();
+        assert_eq!(ResultHeader::decode(&b), Ok(h));
+        // Longer input is fine (the host reads a fixed window).
+        let mut long = [0u8; RESULT_LEN + 8];
+        long[..RESULT_LEN].copy_from_slice(&b);
+        assert_eq!(ResultHeader::decode(&long), Ok(h));
+        for cut in 0..RESULT_LEN {
+            assert_eq!(
+                ResultHeader::decode(&b[..cut]),
+                Err(BenchDecodeError::Truncated)
+            );
+        }
+    }
+
+    #[test]
+    fn bad_results_are_rejected() {
+        let good = header().encode();
+        let with = |i: usize, v: u8| {
+            let mut b = good;
+            b[i] = v;
+            ResultHeader::decode(&b)
+        };
+        assert_eq!(with(0, b'X'), Err(BenchDecodeError::BadMagic));
+        assert_eq!(with(4, 99), Err(BenchDecodeError::UnknownCase(99)));
+        assert_eq!(with(5, 7), Err(BenchDecodeError::BadField("status")));
+        assert_eq!(with(6, 7), Err(BenchDecodeError::BadField("ipi_mode")));
+        assert_eq!(with(7, 7), Err(BenchDecodeError::BadField("idle_mode")));
+        assert_eq!(with(10, 1), Err(BenchDecodeError::BadField("reserved")));
+        assert_eq!(with(64, 1), Err(BenchDecodeError::BadField("reserved")));
+        let mut h = header();
+        h.sample_count = MAX_SAMPLES as u32 + 1;
+        h.iterations = u64::MAX;
+        assert!(ResultHeader::decode(&h.encode()).is_err());
+        let mut h = header();
+        h.sample_count = 10;
+        h.iterations = 9;
+        assert!(ResultHeader::decode(&h.encode()).is_err());
+        let mut h = header();
+        h.iterations = 0;
+        h.sample_count = 0;
+        assert!(ResultHeader::decode(&h.encode()).is_err());
+        h.status = Status::Skipped;
+        assert!(ResultHeader::decode(&h.encode()).is_ok());
+        let mut h = header();
+        h.sender = 64;
+        assert_eq!(
+            ResultHeader::decode(&h.encode()),
+            Err(BenchDecodeError::BadField("sender"))
+        );
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let good = header().encode();
+        for _ in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let mut b = good;
+            b[(seed as usize) % RESULT_LEN] = (seed >> 32) as u8;
+            let _ = ResultHeader::decode(&b[..(seed >> 40) as usize % (RESULT_LEN + 1)]);
+            let _ = Marker::decode(seed as u32);
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! The IPI benchmark in its short mode (no timing is asserted: only that
+//! every case ran or said why not, that the guest's own counts add up, and
+//! that the JSON has every documented field), and the IPI delivery and
+//! idle modes under the core's self-tests.
+
+use serde_json::Value;
+use shared::bench::Case;
+use shared::status::GuestStatus;
+use smpcall_tests::{config, explain, run};
+use vmm::bench::{Report, RunInfo, plot};
+use vmm::{Ending, Outcome, VmConfig};
+
+fn bench(cpus: u32, cmdline: &str) -> (Outcome, Report) {
+    let c = config(cpus, "bench", &format!("bench_ms=10 {cmdline}"));
+    let o = run(&c);
+    assert_eq!(
+        o.ending,
+        Ending::GuestExit(GuestStatus::Success),
+        "{}",
+        explain(&o)
+    );
+    assert!(o.protocol_errors.is_empty(), "{}", explain(&o));
+    let info = RunInfo {
+        host: vmm::host::info(),
+        vcpus: cpus,
+        cmdline: c.guest_cmdline(),
+    };
+    let r = Report::new(info, &o.bench);
+    (o, r)
+}
+
+fn case<'a>(json: &'a Value, name: &str) -> &'a Value {
+    json["cases"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["name"] == name))
+        .unwrap_or_else(|| panic!("case {name} missing: {json:#}"))
+}
+
+/// Every field README.md documents for schema `smpcall-bench/1`.
+fn check_schema(v: &Value) {
+    assert_eq!(v["schema"], "smpcall-bench/1");
+    for k in ["cpu_model", "kvm_module", "nested", "emulated", "note"] {
+        assert!(v["host"].get(k).is_some(), "host.{k}: {v:#}");
+    }
+    for k in ["vcpus", "pinned", "pinning", "tsc_khz", "cmdline"] {
+        assert!(v["vm"].get(k).is_some(), "vm.{k}: {v:#}");
+    }
+    assert!(v.get("kvm_stats_error").is_some());
+    let counters: Vec<&str> = v["kvm_counters"]
+        .as_array()
+        .expect("kvm_counters")
+        .iter()
+        .map(|c| c.as_str().expect("counter name"))
+        .collect();
+    for k in ["harness_per_op", "probe_overhead"] {
+        for c in &counters {
+            assert!(v["calibration"][k].get(*c).is_some(), "calibration.{k}.{c}");
+        }
+    }
+    for c in v["cases"].as_array().expect("cases") {
+        for k in [
+            "name",
+            "status",
+            "ipi_mode",
+            "idle_mode",
+            "sender",
+            "targets",
+            "iterations",
+            "samples",
+            "cycles",
+            "ns",
+            "mean_ns",
+            "ipis_sent_per_op",
+            "ipis_skipped_per_op",
+            "vcpus",
+            "probe",
+        ] {
+            assert!(c.get(k).is_some(), "case field {k}: {c:#}");
+        }
+        for p in ["cycles", "ns"] {
+            for k in ["min", "p50", "p90", "p99", "max"] {
+                assert!(c[p][k].is_number(), "{p}.{k}: {c:#}");
+            }
+        }
+        for part in c["vcpus"].as_array().expect("vcpus") {
+            assert!(part["cpu"].is_u64() && part["role"].is_string(), "{part:#}");
+            for n in &counters {
+                assert!(part["per_op"][*n].is_number(), "per_op.{n}: {part:#}");
+            }
+        }
+        if !c["probe"].is_null() {
+            assert!(c["probe"]["pairs"].as_u64() > Some(0), "{c:#}");
+            for n in &counters {
+                assert!(c["probe"]["section"][*n].is_number(), "probe.section.{n}");
+            }
+        }
+    }
+}
+
+#[test]
+fn short_bench_at_4_cpus_reports_every_case_with_documented_json() {
+    let (o, r) = bench(4, "");
+    // Through text and back, as `--json` writes it.
+    let text = serde_json::to_string_pretty(&r.json()).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    check_schema(&v);
+    let rows: Vec<&str> = v["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    let want: Vec<&str> = Case::ALL
+        .iter()
+        .filter(|c| !c.is_internal())
+        .map(|c| c.name())
+        .collect();
+    let mut sorted = rows.clone();
+    sorted.sort();
+    let mut want_sorted = want.clone();
+    want_sorted.sort();
+    assert_eq!(sorted, want_sorted, "{}", explain(&o));
+    for name in [
+        "raw-ping",
+        "single-wait",
+        "single-async",
+        "single-local",
+        "irq-work-on",
+    ] {
+        let c = case(&v, name);
+        assert_eq!(c["status"], "ok", "{c:#}");
+        assert!(c["iterations"].as_u64() > Some(0));
+        assert!(c["samples"].as_u64() <= c["iterations"].as_u64());
+        assert!(c["ns"]["min"].as_f64() <= c["ns"]["p50"].as_f64());
+        assert!(c["ns"]["p50"].as_f64() <= c["ns"]["max"].as_f64());
+    }
+    for (name, targets) in [
+        ("many-wait/phys", 3),
+        ("many-wait/shorthand", 3),
+        ("many-wait/cluster", 3),
+        ("on-each-cpu", 4),
+    ] {
+        let c = case(&v, name);
+        assert_eq!(c["status"], "ok", "{c:#}");
+        assert_eq!(c["targets"].as_array().unwrap().len(), targets, "{c:#}");
+    }
+    // The guest's own IPI accounting: a halted target's empty queue gets
+    // exactly one IPI per waiting call; a polling target is woken through
+    // memory at least sometimes.
+    assert_eq!(case(&v, "single-wait")["ipis_sent_per_op"], 1.0);
+    assert_eq!(case(&v, "many-wait/phys")["ipis_sent_per_op"], 3.0);
+    assert!(case(&v, "single-wait/idle-poll")["ipis_skipped_per_op"].as_f64() > Some(0.0));
+    assert_eq!(case(&v, "single-wait/idle-halt")["status"], "skipped");
+    // The send path was probed.
+    assert!(!case(&v, "send-path")["probe"].is_null(), "{}", explain(&o));
+    // Where it ran is stated.
+    let table = r.table();
+    assert!(
+        table.contains("host:") && table.contains("KVM module"),
+        "{table}"
+    );
+    assert!(table.contains("4 vCPUs"), "{table}");
+    // The plot names every measured case and is one closed document.
+    let svg = plot::svg(&r);
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    for c in r.cases.iter().filter(|c| !c.sorted_ns.is_empty()) {
+        assert!(svg.contains(c.case.name()), "{}", c.case.name());
+    }
+}
+
+#[test]
+fn short_bench_at_1_cpu_skips_the_remote_cases() {
+    let (_, r) = bench(1, "");
+    let v = r.json();
+    check_schema(&v);
+    assert_eq!(case(&v, "single-local")["status"], "ok");
+    for name in [
+        "raw-ping",
+        "single-wait",
+        "many-wait/phys",
+        "send-path",
+        "irq-work-on",
+    ] {
+        assert_eq!(case(&v, name)["status"], "skipped", "{name}");
+    }
+}
+
+#[test]
+fn bench_with_polling_idle_sends_fewer_ipis() {
+    let (_, r) = bench(2, "idle=poll");
+    let v = r.json();
+    check_schema(&v);
+    let polled = case(&v, "single-wait");
+    assert_eq!(polled["idle_mode"], "poll");
+    assert!(
+        polled["ipis_skipped_per_op"].as_f64() > Some(0.0),
+        "{polled:#}"
+    );
+    let halted = case(&v, "single-wait/idle-halt");
+    assert_eq!(halted["idle_mode"], "halt");
+    assert_eq!(halted["ipis_sent_per_op"], 1.0, "{halted:#}");
+}
+
+/// The self-tests lower the csd-lock timeout to tens of ms in a few cases;
+/// several such VMs at once on a 2-core host can starve each other past
+/// it. One at a time keeps their deadlines meaningful.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `scenario` with `cmdline` and checks every case passed.
+fn passes(c: VmConfig) -> Outcome {
+    let o = {
+        let _one_at_a_time = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        run(&c)
+    };
+    assert_eq!(
+        o.ending,
+        Ending::GuestExit(GuestStatus::Success),
+        "{}",
+        explain(&o)
+    );
+    let tests = o.tests();
+    assert!(!tests.is_empty(), "{}", explain(&o));
+    for t in &tests {
+        assert!(t.passed, "{}: {}\n{}", t.name, t.detail, explain(&o));
+    }
+    assert!(o.protocol_errors.is_empty(), "{}", explain(&o));
+    o
+}
+
+/// 4 CPUs with APIC ids 0, 8, 16, 24: two x2APIC clusters.
+fn four_cpus_two_clusters(scenario: &str, cmdline: &str) -> VmConfig {
+    let mut c = config(4, scenario, cmdline);
+    c.apic_stride = 8;
+    c
+}
+
+fn mode_passes_selftest_and_hotplug(cmdline: &str, console_says: &str) {
+    for scenario in ["selftest", "hotplug"] {
+        let o = passes(four_cpus_two_clusters(scenario, cmdline));
+        assert!(o.console.contains(console_says), "{}", explain(&o));
+    }
+}
+
+#[test]
+fn ipi_phys_passes_selftest_and_hotplug() {
+    mode_passes_selftest_and_hotplug("ipi=phys", "Brought up 4 CPUs");
+}
+
+#[test]
+fn ipi_shorthand_passes_selftest_and_hotplug() {
+    mode_passes_selftest_and_hotplug("ipi=shorthand", "ipi=shorthand idle=halt");
+}
+
+#[test]
+fn ipi_cluster_passes_selftest_and_hotplug() {
+    mode_passes_selftest_and_hotplug("ipi=cluster", "ipi=cluster idle=halt");
+}
+
+#[test]
+fn ipi_pv_falls_back_or_works_and_passes_selftest_and_hotplug() {
+    // Here the hypercall never completes and the guest falls back to phys
+    // with a console line; where it works the guest says ipi=pv.
+    for scenario in ["selftest", "hotplug"] {
+        let o = passes(four_cpus_two_clusters(scenario, "ipi=pv"));
+        assert!(
+            o.console.contains("ipi=pv: ") && o.console.contains("using ipi=phys")
+                || o.console.contains("ipi=pv idle=halt"),
+            "{}",
+            explain(&o)
+        );
+    }
+}
+
+#[test]
+fn idle_poll_passes_selftest_and_hotplug() {
+    for scenario in ["selftest", "hotplug"] {
+        let o = passes(config(3, scenario, "idle=poll"));
+        assert!(o.console.contains("ipi=phys idle=poll"), "{}", explain(&o));
+    }
+}

@@ -1,0 +1,419 @@
+//! The benchmark report: percentiles, per-operation KVM counters per vCPU,
+//! the probed send path, where it ran (rendered as a table and as JSON in
+//! `render.rs`).
+
+use shared::bench::{Case, IdleMode, IpiMode, Status};
+
+use super::collect::{BenchRun, CaseData};
+use crate::host::HostInfo;
+
+/// What the report says about the machine.
+#[derive(Clone, Debug)]
+pub struct RunInfo {
+    /// The host.
+    pub host: HostInfo,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// The guest command line.
+    pub cmdline: String,
+}
+
+/// Nearest-rank percentiles of a set of values.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Percentiles {
+    /// Smallest.
+    pub min: f64,
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+impl Percentiles {
+    /// Of `values` (sorted or not); all zero when empty.
+    pub fn of(values: &[u64]) -> Percentiles {
+        let mut v = values.to_vec();
+        v.sort_unstable();
+        let rank = |q: f64| -> f64 {
+            if v.is_empty() {
+                return 0.0;
+            }
+            let i = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
+            v[i] as f64
+        };
+        Percentiles {
+            min: rank(0.0),
+            p50: rank(0.50),
+            p90: rank(0.90),
+            p99: rank(0.99),
+            max: v.last().map_or(0.0, |&x| x as f64),
+        }
+    }
+
+    /// Each value times `f`.
+    pub fn scaled(self, f: f64) -> Percentiles {
+        Percentiles {
+            min: self.min * f,
+            p50: self.p50 * f,
+            p90: self.p90 * f,
+            p99: self.p99 * f,
+            max: self.max * f,
+        }
+    }
+}
+
+/// A vCPU's part in a case.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VcpuPart {
+    /// The vCPU (= guest CPU number).
+    pub cpu: u32,
+    /// `sender`, `target` or `idle`.
+    pub role: &'static str,
+    /// Counter deltas per operation, in [`BenchRun::counters`] order (the
+    /// sender's with the measuring loop's own cost subtracted).
+    pub per_op: Vec<f64>,
+}
+
+/// One case, ready to print.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CaseReport {
+    /// The case.
+    pub case: Case,
+    /// How it ended.
+    pub status: Status,
+    /// IPI mode it ran with.
+    pub ipi_mode: IpiMode,
+    /// Idle mode of the other CPUs.
+    pub idle_mode: IdleMode,
+    /// The issuing CPU.
+    pub sender: u32,
+    /// The other CPUs taking part.
+    pub targets: Vec<u32>,
+    /// Operations in the measured round.
+    pub iterations: u64,
+    /// Samples the percentiles are over.
+    pub samples: usize,
+    /// Per-operation latency in TSC cycles.
+    pub cycles: Percentiles,
+    /// The same in nanoseconds.
+    pub ns: Percentiles,
+    /// Round time divided by operations, in ns (for async: throughput).
+    pub mean_ns: f64,
+    /// IPIs the guest sent per operation.
+    pub ipis_sent_per_op: f64,
+    /// IPIs skipped (polling target) per operation.
+    pub ipis_skipped_per_op: f64,
+    /// Every vCPU's counters per operation (empty without KVM stats).
+    pub vcpus: Vec<VcpuPart>,
+    /// The probed section: counter deltas with the probe's own cost
+    /// subtracted (minimum over `probe_pairs`), if the case has one.
+    pub probe: Option<Vec<f64>>,
+    /// Probe pairs measured.
+    pub probe_pairs: u64,
+    /// Sorted per-operation latencies in ns (for the plot).
+    pub sorted_ns: Vec<f64>,
+}
+
+/// The whole report.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// Where it ran.
+    pub info: RunInfo,
+    /// KVM counter names, in order.
+    pub counters: Vec<&'static str>,
+    /// Why there are no KVM counters, if there are none.
+    pub stats_error: Option<String>,
+    /// Host CPU of each vCPU thread.
+    pub pinning: Vec<Option<usize>>,
+    /// The guest's TSC frequency.
+    pub tsc_khz: u64,
+    /// The measuring loop's own cost per operation on the sender.
+    pub harness_per_op: Vec<f64>,
+    /// A `Begin`/`Probe` pair's own cost.
+    pub probe_overhead: Vec<f64>,
+    /// The measured cases.
+    pub cases: Vec<CaseReport>,
+}
+
+fn per_op(delta: &[u64], iterations: u64) -> Vec<f64> {
+    delta
+        .iter()
+        .map(|&d| d as f64 / iterations.max(1) as f64)
+        .collect()
+}
+
+fn cpus_of(mask: u64) -> Vec<u32> {
+    (0..64).filter(|c| mask & (1 << c) != 0).collect()
+}
+
+impl Report {
+    /// Builds the report of a run.
+    pub fn new(info: RunInfo, run: &BenchRun) -> Report {
+        let find = |c: Case| run.cases.iter().find(|d| d.header.case == c);
+        let harness_per_op = find(Case::Calibrate)
+            .and_then(|d| {
+                let sender = d.round.as_ref()?.get(usize::from(d.header.sender))?;
+                Some(per_op(sender, d.header.iterations))
+            })
+            .unwrap_or_else(|| vec![0.0; run.counters.len()]);
+        let probe_overhead = find(Case::ProbeCalibrate)
+            .and_then(|d| d.probe.as_ref())
+            .map(|p| p.min.iter().map(|&v| v as f64).collect())
+            .unwrap_or_else(|| vec![0.0; run.counters.len()]);
+        let tsc_khz = run
+            .cases
+            .iter()
+            .map(|c| c.header.tsc_khz)
+            .find(|&k| k != 0)
+            .unwrap_or(0);
+        let cases = run
+            .cases
+            .iter()
+            .filter(|d| !d.header.case.is_internal())
+            .map(|d| case_report(d, info.vcpus, &harness_per_op, &probe_overhead))
+            .collect();
+        Report {
+            info,
+            counters: run.counters.clone(),
+            stats_error: run.stats_error.clone(),
+            pinning: run.pinning.clone(),
+            tsc_khz,
+            harness_per_op,
+            probe_overhead,
+            cases,
+        }
+    }
+
+    /// Index of a counter by name.
+    pub fn counter(&self, name: &str) -> Option<usize> {
+        self.counters.iter().position(|n| *n == name)
+    }
+
+    /// The one-line statement of where the numbers come from.
+    pub fn host_line(&self) -> String {
+        let h = &self.info.host;
+        format!(
+            "host: {}; KVM module {}; {}{}",
+            h.cpu_model,
+            h.kvm_module,
+            if h.nested {
+                "nested (the host is itself a guest)"
+            } else {
+                "bare metal"
+            },
+            if h.emulated {
+                "; guest instructions are emulated"
+            } else {
+                ""
+            }
+        )
+    }
+
+    /// The caveat for hosts whose timings say little about bare-metal KVM.
+    pub fn emulation_note(&self) -> Option<&'static str> {
+        self.info.host.emulated.then_some(
+            "this host's KVM emulates guest instructions (nested / software-assisted): \
+             times are dominated by instruction count and mean little for bare-metal KVM; \
+             the guest-instruction (insn_emulation) and VM-exit counts are exact",
+        )
+    }
+
+    /// How the vCPU threads were placed.
+    pub fn pinning_line(&self) -> String {
+        if self.pinning.iter().all(Option::is_none) {
+            return "not pinned".into();
+        }
+        let parts: Vec<String> = self
+            .pinning
+            .iter()
+            .enumerate()
+            .map(|(v, p)| match p {
+                Some(h) => format!("vCPU{v}->CPU{h}"),
+                None => format!("vCPU{v}->any"),
+            })
+            .collect();
+        format!("pinned {}", parts.join(" "))
+    }
+}
+
+fn case_report(d: &CaseData, vcpus: u32, harness: &[f64], probe_cost: &[f64]) -> CaseReport {
+    let h = &d.header;
+    let ns_per_cycle = if h.tsc_khz == 0 {
+        0.0
+    } else {
+        1e6 / h.tsc_khz as f64
+    };
+    let cycles = Percentiles::of(&d.samples);
+    let mut sorted_ns: Vec<f64> = d.samples.iter().map(|&c| c as f64 * ns_per_cycle).collect();
+    sorted_ns.sort_by(f64::total_cmp);
+    let iterations = h.iterations.max(1);
+    let targets = cpus_of(h.targets);
+    let parts = d
+        .round
+        .as_ref()
+        .map(|round| {
+            round
+                .iter()
+                .enumerate()
+                .take(vcpus as usize)
+                .map(|(cpu, delta)| {
+                    let cpu = cpu as u32;
+                    let mut per = per_op(delta, h.iterations);
+                    let role = if cpu == u32::from(h.sender) {
+                        for (p, k) in per.iter_mut().zip(harness) {
+                            *p -= k;
+                        }
+                        "sender"
+                    } else if targets.contains(&cpu) {
+                        "target"
+                    } else {
+                        "idle"
+                    };
+                    VcpuPart {
+                        cpu,
+                        role,
+                        per_op: per,
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let probe = d.probe.as_ref().map(|p| {
+        p.min
+            .iter()
+            .zip(probe_cost.iter().chain(std::iter::repeat(&0.0)))
+            .map(|(&v, &k)| v as f64 - k)
+            .collect()
+    });
+    CaseReport {
+        case: h.case,
+        status: h.status,
+        ipi_mode: h.ipi_mode,
+        idle_mode: h.idle_mode,
+        sender: u32::from(h.sender),
+        targets,
+        iterations: h.iterations,
+        samples: d.samples.len(),
+        ns: cycles.scaled(ns_per_cycle),
+        cycles,
+        mean_ns: h.total_cycles as f64 * ns_per_cycle / iterations as f64,
+        ipis_sent_per_op: h.ipis_sent as f64 / iterations as f64,
+        ipis_skipped_per_op: h.ipis_skipped as f64 / iterations as f64,
+        vcpus: parts,
+        probe,
+        probe_pairs: d.probe.as_ref().map_or(0, |p| p.count),
+        sorted_ns,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::bench::collect::ProbeStats;
+    use shared::bench::ResultHeader;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let v: Vec<u64> = (1..=100).rev().collect();
+        let p = Percentiles::of(&v);
+        assert_eq!(
+            (p.min, p.p50, p.p90, p.p99, p.max),
+            (1.0, 50.0, 90.0, 99.0, 100.0)
+        );
+        let p = Percentiles::of(&[7]);
+        assert_eq!((p.min, p.p50, p.p99, p.max), (7.0, 7.0, 7.0, 7.0));
+        assert_eq!(Percentiles::of(&[]), Percentiles::default());
+        assert_eq!(Percentiles::of(&[10, 20]).scaled(0.5).p50, 5.0);
+    }
+
+    pub(crate) fn sample_run() -> BenchRun {
+        let header = |case, iterations, sample_count| ResultHeader {
+            case,
+            status: Status::Ok,
+            ipi_mode: IpiMode::Phys,
+            idle_mode: IdleMode::Halt,
+            sender: 0,
+            targets: 0b10,
+            iterations,
+            total_cycles: iterations * 2000,
+            tsc_khz: 2_000_000,
+            ipis_sent: iterations,
+            ipis_skipped: 0,
+            sample_count,
+            samples_addr: 0,
+        };
+        BenchRun {
+            counters: vec!["exits", "insn_emulation"],
+            stats_error: None,
+            pinning: vec![Some(0), None],
+            cases: vec![
+                CaseData {
+                    header: header(Case::Calibrate, 10, 0),
+                    samples: vec![],
+                    round: Some(vec![vec![10, 200], vec![0, 0]]),
+                    probe: None,
+                },
+                CaseData {
+                    header: header(Case::ProbeCalibrate, 4, 0),
+                    samples: vec![],
+                    round: None,
+                    probe: Some(ProbeStats {
+                        vcpu: 0,
+                        count: 4,
+                        min: vec![1, 3],
+                        max: vec![1, 3],
+                    }),
+                },
+                CaseData {
+                    header: header(Case::SingleWait, 4, 4),
+                    samples: vec![4000, 2000, 3000, 2200],
+                    round: Some(vec![vec![16, 400], vec![8, 240]]),
+                    probe: Some(ProbeStats {
+                        vcpu: 0,
+                        count: 4,
+                        min: vec![2, 40],
+                        max: vec![2, 50],
+                    }),
+                },
+            ],
+        }
+    }
+
+    pub(crate) fn sample_info() -> RunInfo {
+        RunInfo {
+            host: HostInfo {
+                cpu_model: "Test CPU <&>".into(),
+                kvm_module: "kvm_pvm".into(),
+                nested: true,
+                emulated: true,
+            },
+            vcpus: 2,
+            cmdline: "run=bench".into(),
+        }
+    }
+
+    #[test]
+    fn numbers_are_derived_per_operation() {
+        let r = Report::new(sample_info(), &sample_run());
+        assert_eq!(r.cases.len(), 1, "internal cases are not rows");
+        let c = &r.cases[0];
+        assert_eq!(c.targets, [1]);
+        assert_eq!(c.ns.p50, 1100.0);
+        assert_eq!(c.mean_ns, 1000.0);
+        assert_eq!(r.harness_per_op, [1.0, 20.0]);
+        let sender = &c.vcpus[0];
+        assert_eq!(
+            (sender.role, sender.per_op.clone()),
+            ("sender", vec![3.0, 80.0])
+        );
+        assert_eq!(c.vcpus[1].per_op, [2.0, 60.0]);
+        assert_eq!(c.probe.as_deref(), Some(&[1.0, 37.0][..]));
+        let t = r.table();
+        assert!(t.contains("single-wait") && t.contains("NOTE:"), "{t}");
+        assert!(t.contains("37 guest instructions"), "{t}");
+    }
+}

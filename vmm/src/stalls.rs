@@ -1,0 +1,187 @@
+//! The csd-lock stalls a guest reported (its `CsdStall` and `CsdUnstuck`
+//! records), one summary per stall, for the outcome and the CLI.
+
+use std::time::Duration;
+
+use crate::outcome::{OwnedBody, OwnedRecord};
+
+/// One stall: who waited for whom, how often it was reported, whether the
+/// IPI was re-sent, and whether (and when) the lock got unstuck.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CsdStall {
+    /// The stall number the guest gave it.
+    pub id: u32,
+    /// The waiting CPU (the vCPU that sent the reports).
+    pub waiter: u32,
+    /// The CPU that should have run the csd.
+    pub target: u32,
+    /// The csd's function.
+    pub func: u64,
+    /// The csd's `info`.
+    pub info: u64,
+    /// What the target was running at the first report (0: nothing).
+    pub target_running: u64,
+    /// Reports made.
+    pub reports: u32,
+    /// Reports that re-sent the IPI.
+    pub resends: u32,
+    /// The longest wait reported.
+    pub waited: Duration,
+    /// The total wait, if the lock got unstuck.
+    pub unstuck_after: Option<Duration>,
+}
+
+/// Groups the stall records by (waiter, stall id), in order of first
+/// report. Records are untrusted: a stall with odd values is still shown.
+pub fn collect(records: &[OwnedRecord]) -> Vec<CsdStall> {
+    let mut out: Vec<CsdStall> = Vec::new();
+    for r in records {
+        match r.body {
+            OwnedBody::CsdStall {
+                id,
+                target,
+                func,
+                info,
+                waited_ns,
+                target_running,
+                resent_ipi,
+                ..
+            } => {
+                let i = match out.iter().position(|s| s.id == id && s.waiter == r.vcpu) {
+                    Some(i) => i,
+                    None => {
+                        out.push(CsdStall {
+                            id,
+                            waiter: r.vcpu,
+                            target,
+                            func,
+                            info,
+                            target_running,
+                            reports: 0,
+                            resends: 0,
+                            waited: Duration::ZERO,
+                            unstuck_after: None,
+                        });
+                        out.len() - 1
+                    }
+                };
+                let s = &mut out[i];
+                s.reports = s.reports.saturating_add(1);
+                s.resends = s.resends.saturating_add(u32::from(resent_ipi));
+                s.waited = s.waited.max(Duration::from_nanos(waited_ns));
+            }
+            OwnedBody::CsdUnstuck {
+                id,
+                target,
+                func,
+                waited_ns,
+                ..
+            } => {
+                let done = Some(Duration::from_nanos(waited_ns));
+                match out.iter_mut().find(|s| s.id == id && s.waiter == r.vcpu) {
+                    Some(s) => s.unstuck_after = done,
+                    None => out.push(CsdStall {
+                        id,
+                        waiter: r.vcpu,
+                        target,
+                        func,
+                        info: 0,
+                        target_running: 0,
+                        reports: 0,
+                        resends: 0,
+                        waited: Duration::ZERO,
+                        unstuck_after: done,
+                    }),
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+impl std::fmt::Display for CsdStall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "csd-lock stall #{}: CPU {} waited for CPU {} to run {:#x}({:#x}); ",
+            self.id, self.waiter, self.target, self.func, self.info
+        )?;
+        if self.target_running == 0 {
+            write!(f, "CPU {} was running no callback; ", self.target)?;
+        } else {
+            write!(
+                f,
+                "CPU {} was running {:#x}; ",
+                self.target, self.target_running
+            )?;
+        }
+        write!(
+            f,
+            "{} report(s), IPI re-sent {} time(s); ",
+            self.reports, self.resends
+        )?;
+        match self.unstuck_after {
+            Some(d) => write!(f, "unstuck after {:.1} ms", d.as_secs_f64() * 1e3),
+            None => write!(
+                f,
+                "NOT unstuck (waited at least {:.1} ms)",
+                self.waited.as_secs_f64() * 1e3
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(vcpu: u32, body: OwnedBody) -> OwnedRecord {
+        OwnedRecord {
+            vcpu,
+            cpu: vcpu as u16,
+            body,
+        }
+    }
+
+    fn stall(id: u32, nth: u32, resent: bool, ms: u64) -> OwnedBody {
+        OwnedBody::CsdStall {
+            id,
+            target: 1,
+            func: 0x1000,
+            info: 2,
+            waited_ns: ms * 1_000_000,
+            target_running: 0,
+            nth,
+            resent_ipi: resent,
+        }
+    }
+
+    #[test]
+    fn groups_reports_by_stall() {
+        let records = [
+            rec(0, stall(1, 1, true, 100)),
+            rec(2, stall(2, 1, false, 100)),
+            rec(0, stall(1, 2, true, 300)),
+            rec(
+                0,
+                OwnedBody::CsdUnstuck {
+                    id: 1,
+                    target: 1,
+                    func: 0x1000,
+                    waited_ns: 450_000_000,
+                    reports: 2,
+                },
+            ),
+        ];
+        let s = collect(&records);
+        assert_eq!(s.len(), 2);
+        assert_eq!((s[0].waiter, s[0].reports, s[0].resends), (0, 2, 2));
+        assert_eq!(s[0].unstuck_after, Some(Duration::from_millis(450)));
+        assert_eq!(s[0].waited, Duration::from_millis(300));
+        assert_eq!((s[1].waiter, s[1].unstuck_after), (2, None));
+        let line = s[0].to_string();
+        assert!(line.contains("CPU 0 waited for CPU 1") && line.contains("unstuck after 450.0 ms"));
+        assert!(s[1].to_string().contains("NOT unstuck"));
+    }
+}
