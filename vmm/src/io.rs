@@ -80,7 +80,10 @@ impl GuestRead for VecMemory {
         let Ok(start) = usize::try_from(addr) else {
             return false;
         };
-        match start.checked_add(buf.len()).and_then(|end| m.get(start..end)) {
+        match start
+            .checked_add(buf.len())
+            .and_then(|end| m.get(start..end))
+        {
             Some(src) => {
                 buf.copy_from_slice(src);
                 true

@@ -260,8 +260,8 @@ impl Collector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::bench::{IdleMode, IpiMode, Status};
     use crate::io::VecMemory;
+    use shared::bench::{IdleMode, IpiMode, Status};
 
     fn header(case: Case, samples: u32, addr: u64) -> ResultHeader {
         ResultHeader {
