@@ -36,35 +36,55 @@ pub fn handlers() -> Handlers {
         exception: trap::exception,
         call_function,
         irq_work,
-        host_request: hotplug::host_request,
-        bench_ping: bench::raw_ping_handler,
+        host_request,
+        bench_ping,
         wake: eoi_only,
         apic_error,
     }
 }
 
 /// CALL_FUNCTION and CALL_FUNCTION_SINGLE: both drain the same queue.
-fn call_function() {
+/// The torture swaps in [`call_function_counting`] while it runs, so the
+/// hook costs nothing here.
+pub(crate) extern "C" fn call_function() {
     x2apic::eoi();
     // Relaxed: a statistic of this CPU.
     percpu::this()
         .ipi_received
         .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
-    let spurious = torture::spurious::begin();
     SMP.flush_smp_call_function_queue_irqs_off();
-    torture::spurious::end(spurious);
 }
 
-fn irq_work() {
+/// [`call_function`] that also counts IPIs that find nothing to run.
+pub(crate) extern "C" fn call_function_counting() {
+    x2apic::eoi();
+    // Relaxed: a statistic of this CPU.
+    percpu::this()
+        .ipi_received
+        .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    let before = torture::spurious::begin();
+    SMP.flush_smp_call_function_queue_irqs_off();
+    torture::spurious::end(before);
+}
+
+extern "C" fn host_request() {
+    hotplug::host_request();
+}
+
+extern "C" fn bench_ping() {
+    bench::raw_ping_handler();
+}
+
+extern "C" fn irq_work() {
     x2apic::eoi();
     SMP.irq_work_run();
 }
 
-fn eoi_only() {
+extern "C" fn eoi_only() {
     x2apic::eoi();
 }
 
-fn apic_error() {
+extern "C" fn apic_error() {
     let esr = x2apic::read_error();
     // Relaxed: a statistic.
     percpu::this()

@@ -4,10 +4,11 @@
 //! Exception stubs push a dummy error code where the CPU pushes none, then
 //! the vector, then the caller-saved registers, so every handler sees one
 //! [`TrapFrame`] layout. Interrupt stubs for the IPI vectors are leaner:
-//! caller-saved registers, a call, `iretq` (the IPI path is counted in
-//! guest instructions).
+//! caller-saved registers, one indirect call through the handler's slot,
+//! `iretq` (the IPI path is counted in guest instructions).
 
 use core::arch::naked_asm;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use shared::vectors::{self, Vector};
 use spin::Once;
@@ -46,17 +47,17 @@ pub struct Handlers {
     /// Any CPU exception (may fix up `rip` and return).
     pub exception: fn(&mut TrapFrame),
     /// CALL_FUNCTION and CALL_FUNCTION_SINGLE.
-    pub call_function: fn(),
+    pub call_function: extern "C" fn(),
     /// The irq_work self-interrupt.
-    pub irq_work: fn(),
+    pub irq_work: extern "C" fn(),
     /// A request from the VMM.
-    pub host_request: fn(),
+    pub host_request: extern "C" fn(),
     /// The benchmark's raw ping vector.
-    pub bench_ping: fn(),
+    pub bench_ping: extern "C" fn(),
     /// A wake-up to look at hotplug flags.
-    pub wake: fn(),
+    pub wake: extern "C" fn(),
     /// APIC error.
-    pub apic_error: fn(),
+    pub apic_error: extern "C" fn(),
 }
 
 static HANDLERS: Once<Handlers> = Once::new();
@@ -70,23 +71,39 @@ fn handlers() -> &'static Handlers {
 extern "C" fn exception_entry(frame: &mut TrapFrame) {
     (handlers().exception)(frame)
 }
-extern "C" fn call_function_entry() {
-    (handlers().call_function)()
+
+/// The handler an interrupt stub calls, read by the stub itself with one
+/// `call [rip + slot]` (the IPI path is counted in guest instructions, so
+/// no lookup through [`HANDLERS`]). Holds an `extern "C" fn()` address.
+#[repr(transparent)]
+struct Slot(AtomicUsize);
+
+impl Slot {
+    const fn new() -> Self {
+        Slot(AtomicUsize::new(0))
+    }
+
+    fn set(&self, f: extern "C" fn()) {
+        // Relaxed: `init` writes the slots on the boot CPU before any AP
+        // starts (starting one orders it) and before this CPU's `lidt`;
+        // a later switch (`set_call_function`) needs no ordering, as each
+        // handler is complete by itself and an interrupt runs either one.
+        self.0.store(f as usize, Ordering::Relaxed);
+    }
 }
-extern "C" fn irq_work_entry() {
-    (handlers().irq_work)()
-}
-extern "C" fn host_request_entry() {
-    (handlers().host_request)()
-}
-extern "C" fn bench_ping_entry() {
-    (handlers().bench_ping)()
-}
-extern "C" fn wake_entry() {
-    (handlers().wake)()
-}
-extern "C" fn apic_error_entry() {
-    (handlers().apic_error)()
+
+static CALL_FUNCTION_SLOT: Slot = Slot::new();
+static IRQ_WORK_SLOT: Slot = Slot::new();
+static HOST_REQUEST_SLOT: Slot = Slot::new();
+static BENCH_PING_SLOT: Slot = Slot::new();
+static WAKE_SLOT: Slot = Slot::new();
+static APIC_ERROR_SLOT: Slot = Slot::new();
+
+/// Switches the CALL_FUNCTION(_SINGLE) handler at run time (the torture
+/// installs a counting one). Interrupts in flight run the old or the new
+/// handler.
+pub fn set_call_function(f: extern "C" fn()) {
+    CALL_FUNCTION_SLOT.set(f);
 }
 
 #[unsafe(naked)]
@@ -133,28 +150,28 @@ exception_stubs! {
 }
 
 macro_rules! irq_stub {
-    ($name:ident => $entry:ident) => {
+    ($name:ident => $slot:ident) => {
         #[unsafe(naked)]
         extern "C" fn $name() {
             naked_asm!(
                 "push rax", "push rcx", "push rdx", "push rsi", "push rdi",
                 "push r8", "push r9", "push r10", "push r11",
-                "call {entry}",
+                "call qword ptr [rip + {slot}]",
                 "pop r11", "pop r10", "pop r9", "pop r8",
                 "pop rdi", "pop rsi", "pop rdx", "pop rcx", "pop rax",
                 "iretq",
-                entry = sym $entry,
+                slot = sym $slot,
             )
         }
     };
 }
 
-irq_stub!(call_function_stub => call_function_entry);
-irq_stub!(irq_work_stub => irq_work_entry);
-irq_stub!(host_request_stub => host_request_entry);
-irq_stub!(bench_ping_stub => bench_ping_entry);
-irq_stub!(apic_error_stub => apic_error_entry);
-irq_stub!(wake_stub => wake_entry);
+irq_stub!(call_function_stub => CALL_FUNCTION_SLOT);
+irq_stub!(irq_work_stub => IRQ_WORK_SLOT);
+irq_stub!(host_request_stub => HOST_REQUEST_SLOT);
+irq_stub!(bench_ping_stub => BENCH_PING_SLOT);
+irq_stub!(apic_error_stub => APIC_ERROR_SLOT);
+irq_stub!(wake_stub => WAKE_SLOT);
 
 /// The hypercall-probe timer enters like an exception: its handler needs
 /// the interrupted RIP (see `kernel::trap`).
@@ -217,10 +234,19 @@ fn build() -> Idt {
     Idt(idt)
 }
 
-/// Stores the kernel's handlers (first call wins) and loads the IDT on
+/// Stores the kernel's handlers (first call wins; the slots are 0 until
+/// then, which is why the IDT is loaded only after) and loads the IDT on
 /// this CPU. Every CPU calls it before enabling interrupts.
 pub fn init(h: Handlers) {
-    HANDLERS.call_once(|| h);
+    HANDLERS.call_once(|| {
+        CALL_FUNCTION_SLOT.set(h.call_function);
+        IRQ_WORK_SLOT.set(h.irq_work);
+        HOST_REQUEST_SLOT.set(h.host_request);
+        BENCH_PING_SLOT.set(h.bench_ping);
+        WAKE_SLOT.set(h.wake);
+        APIC_ERROR_SLOT.set(h.apic_error);
+        h
+    });
     let idt = IDT.call_once(build);
     let ptr = DescriptorTablePointer {
         limit: (core::mem::size_of::<Idt>() - 1) as u16,

@@ -15,7 +15,8 @@
 //!   128 APIC ids, if the boot probe showed the hypercall works.
 //!
 //! The single-target path is the hot one and is kept lean: one load of
-//! [`SINGLE_FLAGS`] decides between the physical write and everything else.
+//! [`SINGLE_FLAGS`] decides between the physical write and everything else
+//! (the fault injection's drop included).
 //! The polling-idle mechanism itself is in `poll_idle.rs`.
 
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
@@ -26,12 +27,12 @@ use shared::vectors::{self, Vector};
 use shared::{CpuId, MAX_CPUS};
 
 use super::hypercall::{self, Insn, Probe};
-use super::poll_idle;
 pub use super::poll_idle::{
     PollWindow, is_polling, polling_enter, polling_exit, polls, skipped, still_polling,
 };
 use super::x2apic::{self, Destination, Icr};
 use super::{cpu, percpu};
+use super::{ipi_fault, poll_idle};
 use crate::ipi_plan;
 use crate::smp::CpuMask;
 
@@ -41,6 +42,8 @@ const SINGLE_CLUSTER: u32 = 1 << 0;
 const SINGLE_POLL: u32 = 1 << 1;
 /// [`SINGLE_FLAGS`]: write the benchmark's probe marker after the ICR write.
 const SINGLE_PROBE: u32 = 1 << 2;
+/// [`SINGLE_FLAGS`]: fault injection may drop the IPI (`ipi_fault`).
+const SINGLE_DROP: u32 = 1 << 3;
 
 /// How single-target IPIs are sent; 0 is the plain physical write.
 static SINGLE_FLAGS: AtomicU32 = AtomicU32::new(0);
@@ -221,7 +224,8 @@ pub fn idle_polls(cpu: CpuId) -> bool {
     poll_cpus().test(cpu)
 }
 
-fn update_single_flags() {
+/// Recomputes [`SINGLE_FLAGS`] from the modes and the fault injection.
+pub(super) fn update_single_flags() {
     let cluster = if mask_mode() == IpiMode::Cluster {
         SINGLE_CLUSTER
     } else {
@@ -232,9 +236,10 @@ fn update_single_flags() {
     } else {
         0
     };
+    let drop = if ipi_fault::enabled() { SINGLE_DROP } else { 0 };
     // Relaxed: see `mask_mode`; the probe bit is kept.
     let probe = SINGLE_FLAGS.load(Ordering::Relaxed) & SINGLE_PROBE;
-    SINGLE_FLAGS.store(cluster | poll | probe, Ordering::Relaxed);
+    SINGLE_FLAGS.store(cluster | poll | drop | probe, Ordering::Relaxed);
 }
 
 /// Switches the mask mode (`pv` only if usable); returns the previous one.
@@ -303,7 +308,8 @@ fn count_sent(n: u64) {
     percpu::this().ipi_sent.fetch_add(n, Ordering::Relaxed);
 }
 
-/// The CALL_FUNCTION_SINGLE IPI to `cpu` (never this CPU).
+/// The CALL_FUNCTION_SINGLE IPI to `cpu` (never this CPU), unless the
+/// fault injection (`ipi_drop=`) drops it.
 ///
 /// The benchmark's probe marker is written after the ICR write of the
 /// fast path itself, so that what it measures is exactly this path; its
@@ -325,6 +331,9 @@ pub fn send_call_function_single(cpu: CpuId) {
 
 #[inline(never)]
 fn send_single_slow(cpu: CpuId, flags: u32) {
+    if flags & SINGLE_DROP != 0 && ipi_fault::drop_single() {
+        return;
+    }
     if flags & SINGLE_POLL != 0 && poll_idle::set_nr_if_polling(cpu) {
         poll_idle::count_skipped();
         return;

@@ -1,8 +1,9 @@
 //! Guest-side fault injection for the csd-lock stall detector's re-send
 //! path (`ipi_drop=N` on the command line): N per mille of the
 //! call-function IPIs this kernel would send are not sent, as if the
-//! hypervisor had lost them. Off by default; then it costs one load and a
-//! branch per IPI. (The VMM's own `--fault drop-ipi` drops IPIs in the
+//! hypervisor had lost them. Off by default; then it costs nothing on the
+//! single-target path (a bit of `ipi.rs`'s flag word sends those the slow
+//! way) and one load and a branch per mask IPI. (The VMM's own `--fault drop-ipi` drops IPIs in the
 //! host instead, where the host's KVM lets it trap the ICR.)
 
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -21,6 +22,13 @@ static RNG: AtomicU64 = AtomicU64::new(0x9e37_79b9_7f4a_7c15);
 pub fn set_permille(permille: u32) {
     // Relaxed: set before the APs start; starting them orders it.
     PERMILLE.store(permille.min(1000), Ordering::Relaxed);
+    super::ipi::update_single_flags();
+}
+
+/// Whether any IPI may be dropped.
+pub fn enabled() -> bool {
+    // Relaxed: a switch set at boot.
+    PERMILLE.load(Ordering::Relaxed) != 0
 }
 
 /// Call-function IPIs dropped so far.
@@ -45,7 +53,8 @@ fn draw(permille: u32) -> bool {
     drop
 }
 
-/// Whether to drop the next single-target IPI.
+/// Whether to drop the next single-target IPI (called from `ipi.rs`'s
+/// slow path only when [`enabled`]).
 #[inline(always)]
 pub fn drop_single() -> bool {
     // Relaxed: a switch set at boot.

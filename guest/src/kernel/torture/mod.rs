@@ -16,7 +16,7 @@ mod account;
 mod config;
 mod invoker;
 
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::Ordering;
 
 use super::{SMP, hotplug};
 use crate::arch::x86_64::{cpu, ipi_fault, percpu};
@@ -69,31 +69,30 @@ pub(crate) mod rand {
 /// `--fault spurious-ipi` injects such IPIs). Off outside the torture, so
 /// the IPI path costs nothing more there.
 pub mod spurious {
-    use super::{AtomicBool, Ordering, SMP, account, c, percpu};
+    use super::{SMP, account, c, percpu};
+    use crate::arch::x86_64::interrupts;
+    use crate::kernel::{call_function, call_function_counting};
 
-    static ENABLED: AtomicBool = AtomicBool::new(false);
-
+    /// Installs the counting call-function handler (or the plain one); an
+    /// IPI that misses the switch is not counted.
     pub(super) fn enable(on: bool) {
-        // Relaxed: a switch; an IPI that misses the change is not counted.
-        ENABLED.store(on, Ordering::Relaxed);
+        interrupts::set_call_function(if on {
+            call_function_counting
+        } else {
+            call_function
+        });
     }
 
-    /// Called by the call-function handler before the flush.
+    /// Called by the counting call-function handler before the flush.
     #[inline(always)]
-    pub fn begin() -> Option<u64> {
-        // Relaxed: see `enable`.
-        if !ENABLED.load(Ordering::Relaxed) {
-            return None;
-        }
-        Some(SMP.stats(percpu::this_cpu()).callbacks_run)
+    pub fn begin() -> u64 {
+        SMP.stats(percpu::this_cpu()).callbacks_run
     }
 
     /// Called after the flush with what `begin` returned.
     #[inline(always)]
-    pub fn end(before: Option<u64>) {
-        if let Some(b) = before
-            && SMP.stats(percpu::this_cpu()).callbacks_run == b
-        {
+    pub fn end(before: u64) {
+        if SMP.stats(percpu::this_cpu()).callbacks_run == before {
             account::count(c::EMPTY_IPIS, 1);
         }
     }
