@@ -8,7 +8,7 @@ use crate::arch::x86_64::{cpu, percpu};
 
 /// Sends one record to the VMM, from the current CPU. Safe in interrupt
 /// context: no lock, one port write.
-pub fn send(body: Body<'_>) {
+pub fn send(body: Body<&str>) {
     let mut buf = [0u8; RECORD_MAX];
     let rec = Record {
         cpu: percpu::this_cpu().0 as u16,

@@ -66,9 +66,10 @@ impl WarnKind {
     }
 }
 
-/// A decoded record.
+/// A record's payload; `S` is `&str` when decoded in place, `String` for
+/// the host's owned copies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Body<'a> {
+pub enum Body<S> {
     /// The CPU finished its bring-up and is online.
     CpuOnline {
         /// Its x2APIC id, as read from the APIC.
@@ -79,9 +80,9 @@ pub enum Body<'a> {
         /// Whether it passed.
         passed: bool,
         /// Case name, unique within the suite.
-        name: &'a str,
+        name: S,
         /// What was checked, or why it failed.
-        detail: &'a str,
+        detail: S,
     },
     /// A CPU exception the guest could not handle.
     Exception {
@@ -106,7 +107,7 @@ pub enum Body<'a> {
     /// A named counter of one CPU.
     Counter {
         /// Counter name.
-        name: &'a str,
+        name: S,
         /// Its value.
         value: u64,
     },
@@ -147,13 +148,88 @@ pub enum Body<'a> {
     },
 }
 
+impl<S> Body<S> {
+    /// The same record with every string converted by `f` (the host
+    /// keeps owned copies: `body.map_str(String::from)`).
+    pub fn map_str<T>(self, mut f: impl FnMut(S) -> T) -> Body<T> {
+        match self {
+            Body::Test {
+                passed,
+                name,
+                detail,
+            } => Body::Test {
+                passed,
+                name: f(name),
+                detail: f(detail),
+            },
+            Body::Counter { name, value } => Body::Counter {
+                name: f(name),
+                value,
+            },
+            Body::CpuOnline { apic_id } => Body::CpuOnline { apic_id },
+            Body::Exception {
+                vector,
+                error_code,
+                rip,
+                cr2,
+            } => Body::Exception {
+                vector,
+                error_code,
+                rip,
+                cr2,
+            },
+            Body::Warn {
+                kind,
+                count,
+                detail,
+            } => Body::Warn {
+                kind,
+                count,
+                detail,
+            },
+            Body::CsdStall {
+                id,
+                target,
+                func,
+                info,
+                waited_ns,
+                target_running,
+                nth,
+                resent_ipi,
+            } => Body::CsdStall {
+                id,
+                target,
+                func,
+                info,
+                waited_ns,
+                target_running,
+                nth,
+                resent_ipi,
+            },
+            Body::CsdUnstuck {
+                id,
+                target,
+                func,
+                waited_ns,
+                reports,
+            } => Body::CsdUnstuck {
+                id,
+                target,
+                func,
+                waited_ns,
+                reports,
+            },
+        }
+    }
+}
+
 /// A record: who sent it and what it says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Record<'a> {
     /// CPU number of the sender.
     pub cpu: u16,
     /// The payload.
-    pub body: Body<'a>,
+    pub body: Body<&'a str>,
 }
 
 /// Why a record could not be decoded.

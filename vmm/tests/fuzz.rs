@@ -86,7 +86,7 @@ fn files_in(dir: &Path) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn encoded(body: Body<'_>) -> Vec<u8> {
+fn encoded(body: Body<&str>) -> Vec<u8> {
     let mut buf = [0u8; RECORD_MAX];
     let n = Record { cpu: 1, body }.encode(&mut buf).expect("fits");
     buf[..n].to_vec()

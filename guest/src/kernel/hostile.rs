@@ -47,7 +47,7 @@ fn send_buf(port: Port, buf: &Buf) {
 }
 
 /// An encoded valid record in `buf`; its length.
-fn encode(buf: &mut Buf, cpu: u16, body: Body<'_>) -> usize {
+fn encode(buf: &mut Buf, cpu: u16, body: Body<&str>) -> usize {
     Record { cpu, body }.encode(&mut buf.0).unwrap_or(0)
 }
 
