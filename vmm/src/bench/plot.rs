@@ -12,8 +12,8 @@ use super::report::Report;
 const WIDTH: f64 = 960.0;
 const PLOT_LEFT: f64 = 70.0;
 const PLOT_RIGHT: f64 = 640.0;
-const PLOT_TOP: f64 = 70.0;
-const PLOT_BOTTOM: f64 = 430.0;
+const PLOT_TOP: f64 = 92.0;
+const PLOT_BOTTOM: f64 = 452.0;
 const LEGEND_X: f64 = 660.0;
 /// Points drawn per line at most.
 const MAX_POINTS: usize = 400;
@@ -88,15 +88,19 @@ pub fn svg(r: &Report) -> String {
     );
     let _ = writeln!(
         s,
-        r#"<text x="{PLOT_LEFT}" y="40">{}; {} vCPUs, {}</text>"#,
+        r#"<text x="{PLOT_LEFT}" y="40">{}; {} vCPUs</text>"#,
         esc(&r.host_line()),
         r.info.vcpus,
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="{PLOT_LEFT}" y="56" font-size="11">{}</text>"#,
         esc(&r.pinning_line())
     );
     if r.emulation_note().is_some() {
         let _ = writeln!(
             s,
-            r##"<text x="{PLOT_LEFT}" y="56" fill="#b00000">Guest instructions are emulated on this host: times reflect instruction counts, not bare-metal KVM.</text>"##
+            r##"<text x="{PLOT_LEFT}" y="74" fill="#b00000">Guest instructions are emulated on this host: times reflect instruction counts, not bare-metal KVM.</text>"##
         );
     }
     let lo = rows
@@ -142,7 +146,8 @@ pub fn svg(r: &Report) -> String {
         );
         decade += 1.0;
     }
-    for q in [0.0, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0] {
+    // The top of the frame is 1; a label there would sit on top of 0.99.
+    for q in [0.0, 0.25, 0.5, 0.75, 0.9, 0.99] {
         let gy = y(q);
         let _ = writeln!(
             s,
