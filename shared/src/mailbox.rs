@@ -63,7 +63,7 @@ pub mod result {
 pub struct CpuStatsWire {
     /// 1 if online.
     pub online: u64,
-    /// Call-function IPIs sent.
+    /// IPIs sent (call-function IPIs and irq_work self-IPIs).
     pub ipi_sent: u64,
     /// Call-function IPIs taken.
     pub ipi_received: u64,

@@ -7,7 +7,7 @@ use shared::CpuId;
 use shared::status::GuestStatus;
 
 use super::SMP;
-use crate::arch::x86_64::percpu;
+use crate::arch::x86_64::{ipi, percpu};
 use crate::kprintln;
 use crate::smp::{CpuMask, Csd, IrqWork};
 
@@ -130,7 +130,7 @@ pub fn run() -> GuestStatus {
     for cpu in online.iter() {
         let a = percpu::area(cpu);
         // Relaxed: statistics, read after the calls completed.
-        let sent = a.ipi_sent.load(Ordering::Relaxed);
+        let sent = ipi::ipis_sent(cpu);
         let received = a.ipi_received.load(Ordering::Relaxed);
         let run = SMP.stats(cpu).callbacks_run;
         kprintln!("  CPU {cpu}: {sent} / {received} / {run}");

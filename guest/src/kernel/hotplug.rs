@@ -23,6 +23,8 @@ use crate::time;
 
 /// How long a CPU gets to go down.
 const DOWN_TIMEOUT_MS: u64 = 5_000;
+/// Longest a CPU sits in a test `hold` before it lets itself go.
+const HOLD_TIMEOUT_MS: u64 = 10_000;
 
 /// Per-CPU hotplug control, written by the controlling CPU and read by
 /// the CPU itself at its poll points.
@@ -138,7 +140,17 @@ pub fn poll(me: CpuId) {
     if h.hold.load(Ordering::Acquire) {
         // Release: pairs with the Acquire load in `hold`.
         h.held.store(true, Ordering::Release);
+        let deadline = time::Deadline::after_ms(HOLD_TIMEOUT_MS);
         while h.hold.load(Ordering::Acquire) && !h.down_requested.load(Ordering::Acquire) {
+            if deadline.expired() {
+                kprintln!(
+                    "held for {HOLD_TIMEOUT_MS} ms with irqs off and never released; going on"
+                );
+                // Relaxed: this CPU's own flag; the holder's `release`
+                // finds it already cleared.
+                h.hold.store(false, Ordering::Relaxed);
+                break;
+            }
             cpu::pause();
         }
         // Release: pairs with the Acquire load in `release`.
@@ -292,7 +304,7 @@ fn write_stats() {
         // Relaxed: statistics snapshots.
         *s = CpuStatsWire {
             online: u64::from(SMP.cpu_online(cpu)),
-            ipi_sent: a.ipi_sent.load(Ordering::Relaxed),
+            ipi_sent: crate::arch::x86_64::ipi::ipis_sent(cpu),
             ipi_received: a.ipi_received.load(Ordering::Relaxed),
             callbacks_run: core.callbacks_run,
             calls_queued: core.calls_queued,

@@ -8,13 +8,15 @@
 
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use super::cpu;
+use shared::{CpuId, MAX_CPUS};
+
+use super::{cpu, percpu};
 use crate::smp::CpuMask;
 
 /// Per mille of call-function IPIs to drop.
 static PERMILLE: AtomicU32 = AtomicU32::new(0);
-/// Call-function IPIs dropped, on all CPUs.
-static DROPPED: AtomicU64 = AtomicU64::new(0);
+/// Call-function IPIs dropped, by sending CPU.
+static DROPPED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 /// The decision's random state (shared: racing CPUs only repeat a draw).
 static RNG: AtomicU64 = AtomicU64::new(0x9e37_79b9_7f4a_7c15);
 
@@ -31,10 +33,16 @@ pub fn enabled() -> bool {
     PERMILLE.load(Ordering::Relaxed) != 0
 }
 
-/// Call-function IPIs dropped so far.
+/// Call-function IPIs dropped so far, on all CPUs.
 pub fn dropped() -> u64 {
     // Relaxed: a statistic.
-    DROPPED.load(Ordering::Relaxed)
+    DROPPED.iter().map(|d| d.load(Ordering::Relaxed)).sum()
+}
+
+/// Call-function IPIs `cpu` would have sent that were dropped.
+pub fn dropped_by(cpu: CpuId) -> u64 {
+    // Relaxed: a statistic.
+    DROPPED[cpu.index() % MAX_CPUS].load(Ordering::Relaxed)
 }
 
 #[cold]
@@ -47,8 +55,8 @@ fn draw(permille: u32) -> bool {
     RNG.store(x, Ordering::Relaxed);
     let drop = x % 1000 < u64::from(permille);
     if drop {
-        // Relaxed: a statistic.
-        DROPPED.fetch_add(1, Ordering::Relaxed);
+        // Relaxed: a statistic of this CPU.
+        DROPPED[percpu::this_cpu().index() % MAX_CPUS].fetch_add(1, Ordering::Relaxed);
     }
     drop
 }

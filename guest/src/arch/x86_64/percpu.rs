@@ -17,8 +17,6 @@ pub struct PerCpu {
     apic_id: AtomicU32,
     /// The area's own address (offset 8, read through GS).
     this: AtomicU64,
-    /// Call-function IPIs sent by this CPU.
-    pub ipi_sent: AtomicU64,
     /// Call-function IPIs taken by this CPU, and the polling-idle wake-ups
     /// that replaced one (`idle=poll`): the kicks it took.
     pub ipi_received: AtomicU64,
@@ -34,7 +32,6 @@ impl PerCpu {
             cpu: AtomicU32::new(0),
             apic_id: AtomicU32::new(0),
             this: AtomicU64::new(0),
-            ipi_sent: AtomicU64::new(0),
             ipi_received: AtomicU64::new(0),
             host_requests: AtomicU64::new(0),
             apic_errors: AtomicU64::new(0),

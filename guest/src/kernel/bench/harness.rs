@@ -6,7 +6,6 @@
 //! round's samples.
 
 use core::cell::UnsafeCell;
-use core::sync::atomic::Ordering;
 
 use shared::CpuId;
 use shared::bench::{Case, IdleMode, MAX_SAMPLES, Marker, Phase, ResultHeader, Status};
@@ -76,7 +75,7 @@ fn ipi_counts() -> (u64, u64) {
     for c in 0..SMP.nr_cpu_ids() {
         let cpu = CpuId(c);
         // Relaxed: statistics, read before and after a round.
-        sent += percpu::area(cpu).ipi_sent.load(Ordering::Relaxed);
+        sent += ipi::ipis_sent(cpu);
         skipped += ipi::skipped(cpu);
     }
     (sent, skipped)
