@@ -67,7 +67,8 @@ pub struct CpuStatsWire {
     pub ipi_sent: u64,
     /// Call-function IPIs taken.
     pub ipi_received: u64,
-    /// Callbacks run from its call queue and irq_work list.
+    /// Callbacks run from its call queue and irq_work list (counted as each
+    /// starts).
     pub callbacks_run: u64,
     /// Calls it queued to some CPU.
     pub calls_queued: u64,

@@ -48,20 +48,14 @@ pub fn handlers() -> Handlers {
 /// hook costs nothing here.
 pub(crate) extern "C" fn call_function() {
     x2apic::eoi();
-    // Relaxed: a statistic of this CPU.
-    percpu::this()
-        .ipi_received
-        .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    percpu::count_ipi_received();
     SMP.flush_smp_call_function_queue_irqs_off();
 }
 
 /// [`call_function`] that also counts IPIs that find nothing to run.
 pub(crate) extern "C" fn call_function_counting() {
     x2apic::eoi();
-    // Relaxed: a statistic of this CPU.
-    percpu::this()
-        .ipi_received
-        .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    percpu::count_ipi_received();
     let before = torture::spurious::begin();
     SMP.flush_smp_call_function_queue_irqs_off();
     torture::spurious::end(before);

@@ -47,6 +47,22 @@ pub trait Arch: Sync {
     /// Raises the irq_work interrupt on this CPU (for `irq_work_queue`).
     fn send_irq_work_self_ipi(&self);
 
+    /// Records, in this CPU's per-CPU storage, the address of the callback
+    /// the flush is about to run (Linux's `cur_csd_func`), for the stall
+    /// detector of CPUs that wait on this one. It is on the IPI path: one
+    /// this-CPU store (GS-relative on x86), so that the flush needs nothing
+    /// of the core's per-CPU data after the callback returns.
+    fn set_running(&self, func: usize);
+
+    /// Clears what [`Self::set_running`] recorded, once the callback
+    /// returned.
+    fn clear_running(&self);
+
+    /// What `cpu` recorded last with [`Self::set_running`] (0: it runs no
+    /// callback). `cpu` is below [`shared::MAX_CPUS`]. A diagnostic
+    /// snapshot: nothing may be read through it.
+    fn running(&self, cpu: CpuId) -> usize;
+
     /// Spin-loop hint (`pause`). Called in every busy-wait loop of the core.
     fn cpu_relax(&self);
 

@@ -7,14 +7,20 @@
 //!    the link first and never touches the csd again;
 //! 2. the remaining ASYNC csds are unlocked *before* their function (so the
 //!    function may requeue its own csd), and the remote irq_work runs;
-//! 3. this CPU's own irq_work list runs.
+//! 3. outside the IPI handler (a dying CPU, a polling idle loop), this
+//!    CPU's own irq_work list runs too, as in the seed. The IPI handler
+//!    leaves it to the irq_work vector, as modern Linux does: a work on
+//!    that list always has its self-interrupt pending, taken as soon as the
+//!    handler returns.
 //!
-//! While a function runs, its address is in the CPU's `running` slot, for
-//! the stall detector of CPUs that wait on this one.
+//! While a function runs, its address is in the CPU's running word
+//! ([`Arch::set_running`]), for the stall detector of CPUs that wait on
+//! this one.
 //!
 //! The common case, one SYNC csd (what a `smp_call_function_single(wait)`
 //! IPI finds), takes a short path that skips the reversal and the two
-//! passes; it does exactly what they would do for that chain.
+//! passes; it does exactly what they would do for that chain, and keeps
+//! nothing but the csd across the callback.
 
 use core::ptr::NonNull;
 
@@ -29,8 +35,8 @@ use super::{Arch, PerCpu, Smp, SmpCallFunc, WarnKind};
 
 impl<A: Arch> Smp<A> {
     /// generic_smp_call_function_interrupt - the handler of both
-    /// call-function IPI vectors: runs every call queued to this CPU, then
-    /// its irq_work.
+    /// call-function IPI vectors: runs every call queued to this CPU
+    /// (remote irq_work included).
     ///
     /// Context: interrupt handler, interrupts disabled (else a counted and
     /// reported [`WarnKind::FlushWithIrqsEnabled`]). If this CPU is offline
@@ -39,14 +45,15 @@ impl<A: Arch> Smp<A> {
     /// machine; counted every time), then runs them anyway.
     #[inline]
     pub fn generic_smp_call_function_interrupt(&self) {
-        self.flush_queue(true);
+        let this = self.arch.this_cpu();
+        if !self.arch.irqs_disabled() {
+            self.warn(this, WarnKind::FlushWithIrqsEnabled, 0);
+        }
+        self.flush_calls(this, true);
     }
 
-    /// Linux's `__flush_smp_call_function_queue(true)`: runs this CPU's
-    /// pending calls, then its irq_work, like
-    /// [`Self::generic_smp_call_function_interrupt`] but without its check
-    /// of the interrupt flag, which is on the IPI round trip's critical
-    /// path.
+    /// [`Self::generic_smp_call_function_interrupt`] without its check of
+    /// the interrupt flag, which is on the IPI round trip's critical path.
     ///
     /// Context: interrupts disabled by construction: the call-function
     /// vectors' interrupt-gate handler, or a polling idle loop that
@@ -54,7 +61,7 @@ impl<A: Arch> Smp<A> {
     #[inline(always)]
     pub fn flush_smp_call_function_queue_irqs_off(&self) {
         let this = self.arch.this_cpu();
-        self.flush_queue_irqs_off(this, true);
+        self.flush_calls(this, true);
     }
 
     /// flush_smp_call_function_queue - run this CPU's pending calls from
@@ -79,33 +86,35 @@ impl<A: Arch> Smp<A> {
         if !self.arch.irqs_disabled() {
             self.warn(this, WarnKind::FlushWithIrqsEnabled, 0);
         }
-        self.flush_queue_irqs_off(this, warn_cpu_offline);
+        self.flush_calls(this, warn_cpu_offline);
+        self.irq_work_run_local(self.pcpu(this));
     }
 
-    /// [`Self::flush_queue`] after its check of the interrupt flag.
+    /// Runs the calls queued to this CPU (interrupts disabled).
     #[inline(always)]
-    fn flush_queue_irqs_off(&self, this: CpuId, warn_cpu_offline: bool) {
+    fn flush_calls(&self, this: CpuId, warn_cpu_offline: bool) {
         let pcpu = self.pcpu(this);
         let entry = self.queue(this).del_all();
         if let Some(node) = NonNull::new(entry) {
             // SAFETY: `del_all` detached the chain; this CPU owns it.
-            if !unsafe { self.run_lone_sync(this, pcpu, node) } {
+            if !unsafe { self.run_lone_sync(pcpu, node) } {
                 // SAFETY: as above, and nothing of it has run.
                 unsafe { self.flush_chain(this, pcpu, entry, warn_cpu_offline) };
             }
         }
-        self.irq_work_run_local(pcpu);
     }
 
     /// The short path: if the chain is one SYNC csd and this CPU is
     /// online, runs it and unlocks it (as pass 1 of [`Self::run_chain`]
     /// would) and returns true; otherwise touches nothing and returns false.
+    /// Only the csd is live across the callback (the count is taken before
+    /// it, the running word is this-CPU storage of the arch).
     ///
     /// # Safety
     ///
     /// `node` starts a chain this CPU took off its own call queue.
     #[inline(always)]
-    unsafe fn run_lone_sync(&self, this: CpuId, pcpu: &PerCpu, node: NonNull<LlistNode>) -> bool {
+    unsafe fn run_lone_sync(&self, pcpu: &PerCpu, node: NonNull<LlistNode>) -> bool {
         // SAFETY: `node` is on our detached chain.
         let lone = unsafe { node.as_ref() }.next().is_null();
         // SAFETY: every node on a call queue is the first field of a
@@ -114,7 +123,7 @@ impl<A: Arch> Smp<A> {
         // Relaxed: as in `CallSingleNode::csd_type`. A queued SYNC csd's
         // flags are exactly LOCK | SYNC.
         let sync = csn.flags.load(Ordering::Relaxed) == CSD_FLAG_LOCK | CSD_TYPE_SYNC;
-        if !lone || !sync || !self.valid_cpu_online(this) {
+        if !lone || !sync || !self.self_online(pcpu) {
             return false;
         }
         // SAFETY: a SYNC node is a csd; we release it last.
@@ -145,7 +154,7 @@ impl<A: Arch> Smp<A> {
         let entry = unsafe { llist::reverse_order(entry) };
         // The seed tested the head it had just emptied, so its warning
         // could never fire; we test what we took.
-        if warn_cpu_offline && !self.valid_cpu_online(this) {
+        if warn_cpu_offline && !self.self_online(pcpu) {
             // SAFETY: we own the detached chain and have run nothing yet.
             unsafe { self.warn_ipi_on_offline(this, entry) };
         }
@@ -211,15 +220,15 @@ impl<A: Arch> Smp<A> {
         }
     }
 
-    /// Runs one queued function, recording it in the `running` slot.
+    /// Runs one queued function, recording it in the running word. Counts
+    /// it first, so that nothing but what the caller keeps is live across
+    /// the call.
     #[inline]
     pub(super) fn run_queued(&self, pcpu: &PerCpu, func: SmpCallFunc, info: usize) {
-        // Relaxed (both stores): a diagnostic for the stall detector of
-        // other CPUs, which reads nothing else through it.
-        pcpu.running.store(func as usize, Ordering::Relaxed);
-        func(info);
-        pcpu.running.store(0, Ordering::Relaxed);
         bump(&pcpu.counters.callbacks_run);
+        self.arch.set_running(func as usize);
+        func(info);
+        self.arch.clear_running();
     }
 
     /// Reports an IPI that found calls queued to this offline CPU, with each

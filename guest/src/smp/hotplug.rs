@@ -23,7 +23,7 @@
 use shared::{CpuId, MAX_CPUS};
 
 use super::sync::Ordering;
-use super::{Arch, CpuMask, Smp, SmpError, WarnKind};
+use super::{Arch, CpuMask, PerCpu, Smp, SmpError, WarnKind};
 
 /// How long the outgoing CPU waits for senders before it warns and goes on.
 const SENDER_WAIT_NS: u64 = 2_000_000_000;
@@ -43,6 +43,17 @@ impl<A: Arch> Smp<A> {
     #[inline]
     pub(crate) fn valid_cpu_online(&self, cpu: CpuId) -> bool {
         self.online.load().bits() & (1 << (cpu.0 % 64)) != 0
+    }
+
+    /// Whether this CPU (`pcpu` is its block) is online: its own bit of the
+    /// online mask, read from its block (the IPI handler's check).
+    #[inline(always)]
+    pub(super) fn self_online(&self, pcpu: &PerCpu) -> bool {
+        // Relaxed: the CPU's own state, written by `set_cpu_online` before
+        // the CPU runs a flush that depends on it (it writes it itself, or
+        // the writer then sends it an IPI, which orders the store); a
+        // diagnostic check.
+        pcpu.online.load(Ordering::Relaxed)
     }
 
     /// Opens this CPU's send window: from here until [`Self::send_exit`]
@@ -160,6 +171,11 @@ impl<A: Arch> Smp<A> {
     pub fn set_cpu_online(&self, cpu: CpuId, online: bool) -> Result<(), SmpError> {
         self.check_settable(cpu, online)?;
         self.online.assign(cpu, online);
+        if cpu.index() < MAX_CPUS {
+            // SeqCst: ordered after the mask update, as the mask is; read
+            // only by `cpu` itself (`self_online`).
+            self.pcpu(cpu).online.store(online, Ordering::SeqCst);
+        }
         Ok(())
     }
 
@@ -207,6 +223,10 @@ impl<A: Arch> Smp<A> {
         self.possible.retain(keep);
         self.present.retain(keep);
         self.online.retain(keep);
+        for cpu in n..MAX_CPUS as u32 {
+            // SeqCst: as in `set_cpu_online`.
+            self.pcpu(CpuId(cpu)).online.store(false, Ordering::SeqCst);
+        }
     }
 
     /// setup_nr_cpu_ids - `nr_cpu_ids` = highest possible CPU + 1 (1 if none

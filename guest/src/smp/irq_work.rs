@@ -207,11 +207,10 @@ impl<A: Arch> Smp<A> {
         work.node.flags.store(flags, Ordering::Release);
         // Pairs with the SeqCst fetch_or in `claim`: see there.
         fence(Ordering::SeqCst);
-        // Relaxed: a diagnostic, as in `run_queued`.
-        pcpu.running.store(work.func as usize, Ordering::Relaxed);
-        (work.func)(work);
-        pcpu.running.store(0, Ordering::Relaxed);
         bump(&pcpu.counters.callbacks_run);
+        self.arch.set_running(work.func as usize);
+        (work.func)(work);
+        self.arch.clear_running();
         // Clear BUSY unless the work was claimed again meanwhile. Release:
         // pairs with the Acquire in `is_busy` (irq_work_sync). Relaxed on
         // failure: then it is pending again and its next run clears BUSY.

@@ -80,7 +80,7 @@ use llist::LlistHead;
 #[cfg(not(loom))]
 use stats::Counters;
 #[cfg(not(loom))]
-use sync::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use sync::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 /// A cross-call function; `info` is an opaque word, like C's `void *`.
 pub type SmpCallFunc = fn(info: usize);
@@ -172,12 +172,12 @@ struct PerCpu {
     csd_data: CacheLine<Csd>,
     /// This CPU's irq_work list (only this CPU adds to it).
     irq_work: LlistHead,
-    /// Address of the function this CPU's flush is running now, or 0. Read
-    /// by the stall detector of other CPUs.
-    running: AtomicUsize,
     /// Non-zero while this CPU is between testing a target online and
     /// queueing to it (see `hotplug.rs`, `synchronize_senders`).
     sending: AtomicU32,
+    /// This CPU's bit of the online mask, mirrored here so that the IPI
+    /// handler tests it from the block it already holds.
+    online: AtomicBool,
     /// NUMA node.
     node: AtomicU32,
     /// Whether `smpcfd_prepare_cpu` has set up this CPU's cfd.
@@ -200,8 +200,8 @@ impl PerCpu {
         Self {
             csd_data: CacheLine(Csd::idle()),
             irq_work: LlistHead::new(),
-            running: AtomicUsize::new(0),
             sending: AtomicU32::new(0),
+            online: AtomicBool::new(false),
             node: AtomicU32::new(0),
             cfd_prepared: AtomicBool::new(false),
             cfd_alloc_fail: AtomicBool::new(false),

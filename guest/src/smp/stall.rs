@@ -139,12 +139,7 @@ impl<A: Arch> Smp<A> {
         watch.reports += 1;
         let target = CpuId(csd.dst());
         let valid = target.index() < shared::MAX_CPUS;
-        let running = if valid {
-            // Relaxed: a diagnostic snapshot; no data is read through it.
-            self.pcpu(target).running.load(Ordering::Relaxed)
-        } else {
-            0
-        };
+        let running = if valid { self.arch.running(target) } else { 0 };
         // SAFETY: we are the CPU that locked and queued this csd (a waiter
         // only waits on its own csds), and its func/info are not written
         // while it is locked; the flusher only reads them.

@@ -21,7 +21,8 @@ pub(crate) struct Counters {
     /// Calls this CPU put on some CPU's call queue.
     pub(crate) calls_queued: AtomicU64,
     /// Functions this CPU ran from its call queue (csds and remote
-    /// irq_work) and from its irq_work list.
+    /// irq_work) and from its irq_work list, counted as each starts (so
+    /// that the IPI path keeps nothing but the csd across the callback).
     pub(crate) callbacks_run: AtomicU64,
     /// IPIs this CPU asked the arch to send: one per target CPU of a
     /// call-function IPI, plus irq_work self-IPIs and stall re-sends.
@@ -53,7 +54,8 @@ pub(crate) fn bump(counter: &AtomicU64) {
 pub struct CpuStats {
     /// Calls this CPU put on some CPU's call queue.
     pub calls_queued: u64,
-    /// Functions this CPU ran from its call queue and irq_work list.
+    /// Functions this CPU ran from its call queue and irq_work list
+    /// (counted as each starts).
     pub callbacks_run: u64,
     /// IPIs this CPU asked for: one per target CPU of a call-function IPI,
     /// plus irq_work self-IPIs and stall re-sends.

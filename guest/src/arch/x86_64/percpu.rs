@@ -1,14 +1,15 @@
 //! Per-CPU areas, one cache-line aligned block per CPU, reached through
 //! GS by its own CPU and through [`area`] by the others.
 
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use shared::{ApicId, CpuId, MAX_CPUS};
 
 use super::msr;
 
-/// One CPU's private area. GS points at it; `cpu` and `this` are at fixed
-/// offsets so that [`this_cpu`] and [`this`] are one instruction each.
+/// One CPU's private area. GS points at it; `cpu`, `this`, `running` and
+/// `ipi_received` are at fixed offsets so that [`this_cpu`], [`this`],
+/// [`set_running`] and [`count_ipi_received`] are one instruction each.
 #[repr(C, align(64))]
 pub struct PerCpu {
     /// CPU number (offset 0, read through GS).
@@ -17,6 +18,9 @@ pub struct PerCpu {
     apic_id: AtomicU32,
     /// The area's own address (offset 8, read through GS).
     this: AtomicU64,
+    /// Address of the smp callback this CPU runs now, or 0 (offset 16,
+    /// written through GS; read by the stall detector of other CPUs).
+    running: AtomicUsize,
     /// Call-function IPIs taken by this CPU, and the polling-idle wake-ups
     /// that replaced one (`idle=poll`): the kicks it took.
     pub ipi_received: AtomicU64,
@@ -32,6 +36,7 @@ impl PerCpu {
             cpu: AtomicU32::new(0),
             apic_id: AtomicU32::new(0),
             this: AtomicU64::new(0),
+            running: AtomicUsize::new(0),
             ipi_received: AtomicU64::new(0),
             host_requests: AtomicU64::new(0),
             apic_errors: AtomicU64::new(0),
@@ -43,6 +48,12 @@ impl PerCpu {
         // Relaxed: written once by the BSP before the CPU is started; the
         // start itself (INIT/SIPI after a fence) orders it.
         ApicId(self.apic_id.load(Ordering::Relaxed))
+    }
+
+    /// What this area's CPU recorded with [`set_running`].
+    pub fn running(&self) -> usize {
+        // Relaxed: a diagnostic snapshot; nothing is read through it.
+        self.running.load(Ordering::Relaxed)
     }
 }
 
@@ -66,6 +77,10 @@ pub fn init_area(cpu: CpuId, apic_id: ApicId) {
 
 const _: () = assert!(core::mem::offset_of!(PerCpu, cpu) == 0);
 const _: () = assert!(core::mem::offset_of!(PerCpu, this) == 8);
+const RUNNING: usize = 16;
+const _: () = assert!(core::mem::offset_of!(PerCpu, running) == RUNNING);
+const IPI_RECEIVED: usize = 24;
+const _: () = assert!(core::mem::offset_of!(PerCpu, ipi_received) == IPI_RECEIVED);
 
 /// Points this CPU's GS at the area of `cpu`. Call once per CPU, first
 /// thing after entry.
@@ -99,4 +114,50 @@ pub fn this() -> &'static PerCpu {
     };
     // SAFETY: `p` is the address of an element of the static `AREAS`.
     unsafe { &*(p as *const PerCpu) }
+}
+
+/// Records the smp callback this CPU is about to run (one GS-relative
+/// store; Linux's `this_cpu_write(cur_csd_func, ...)`).
+#[inline(always)]
+pub fn set_running(func: usize) {
+    // SAFETY: GS points at this CPU's `PerCpu`, whose `running` (an aligned
+    // AtomicUsize, read atomically by other CPUs: an aligned 8-byte store
+    // is atomic on x86) is at offset RUNNING.
+    unsafe {
+        core::arch::asm!(
+            "mov qword ptr gs:[{off}], {f}",
+            off = const RUNNING,
+            f = in(reg) func,
+            options(nostack, preserves_flags)
+        )
+    };
+}
+
+/// Clears what [`set_running`] recorded (one GS-relative store).
+#[inline(always)]
+pub fn clear_running() {
+    // SAFETY: as in `set_running`.
+    unsafe {
+        core::arch::asm!(
+            "mov qword ptr gs:[{off}], 0",
+            off = const RUNNING,
+            options(nostack, preserves_flags)
+        )
+    };
+}
+
+/// Counts a call-function kick taken by this CPU (one GS-relative `inc`:
+/// only this CPU writes the count, others read it with atomic loads).
+#[inline(always)]
+pub fn count_ipi_received() {
+    // SAFETY: GS points at this CPU's `PerCpu`, whose `ipi_received` (an
+    // aligned AtomicU64 written only by this CPU) is at offset IPI_RECEIVED;
+    // interrupts cannot split the single `inc` on this CPU.
+    unsafe {
+        core::arch::asm!(
+            "inc qword ptr gs:[{off}]",
+            off = const IPI_RECEIVED,
+            options(nostack)
+        )
+    };
 }

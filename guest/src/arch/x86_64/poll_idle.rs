@@ -131,8 +131,7 @@ impl PollWindow {
         cpu::cli();
         if polling_exit(me) {
             // The kick that replaced an IPI, counted as one taken.
-            // Relaxed: a statistic of this CPU.
-            percpu::this().ipi_received.fetch_add(1, Ordering::Relaxed);
+            percpu::count_ipi_received();
             self.reset();
         } else {
             self.batches += 1;

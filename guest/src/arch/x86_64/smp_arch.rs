@@ -34,6 +34,20 @@ impl Arch for X86 {
     }
 
     #[inline(always)]
+    fn set_running(&self, func: usize) {
+        percpu::set_running(func);
+    }
+
+    #[inline(always)]
+    fn clear_running(&self) {
+        percpu::clear_running();
+    }
+
+    fn running(&self, cpu: CpuId) -> usize {
+        percpu::area(cpu).running()
+    }
+
+    #[inline(always)]
     fn irq_save(&self) -> IrqFlags {
         let enabled = cpu::irqs_enabled();
         cpu::cli();

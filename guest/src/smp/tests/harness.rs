@@ -15,7 +15,7 @@
 
 use std::cell::Cell;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::thread::{self, JoinHandle, Thread};
 use std::time::{Duration, Instant};
@@ -73,6 +73,8 @@ pub struct HostCpu {
     pub dropped: AtomicU64,
     /// Interrupts this CPU took.
     pub handled: AtomicU64,
+    /// [`Arch::set_running`]'s word.
+    running: AtomicUsize,
     drop_next: AtomicU32,
     jobs: Mutex<VecDeque<Job>>,
     thread: OnceLock<Thread>,
@@ -222,6 +224,20 @@ impl Arch for HostArch {
         let cpu = this_cpu();
         self.cpu(cpu.0).sent_irq_work.fetch_add(1, SeqCst);
         self.raise(cpu, |c| &c.pending_irq_work);
+    }
+
+    fn set_running(&self, func: usize) {
+        self.cpu(this_cpu().0).running.store(func, SeqCst);
+    }
+
+    fn clear_running(&self) {
+        self.cpu(this_cpu().0).running.store(0, SeqCst);
+    }
+
+    fn running(&self, cpu: CpuId) -> usize {
+        self.cpus
+            .get(cpu.index())
+            .map_or(0, |c| c.running.load(SeqCst))
     }
 
     fn cpu_relax(&self) {

@@ -20,8 +20,13 @@ fn dying_flush_runs_queued_calls_once_without_offline_warning() {
     fn work(_: &IrqWork) {
         RAN[3].fetch_add(1, Relaxed);
     }
+    static LOCAL_RAN: AtomicU32 = AtomicU32::new(0);
+    fn local_work(_: &IrqWork) {
+        LOCAL_RAN.fetch_add(1, Relaxed);
+    }
     static A: Csd = Csd::new(cb, 0);
     static W: IrqWork = IrqWork::new(work);
+    static LOCAL: IrqWork = IrqWork::new(local_work);
     let m = Machine::new(3);
     // CPU 2 is going down: interrupts off (stop-machine), waiting for "go".
     let go = Arc::new(AtomicBool::new(false));
@@ -34,11 +39,14 @@ fn dying_flush_runs_queued_calls_once_without_offline_warning() {
         while !g.load(SeqCst) {
             s.arch().cpu_relax();
         }
+        // Its own irq_work, whose self-interrupt it cannot take now.
+        assert!(s.irq_work_queue(&LOCAL));
         s.set_cpu_online(CpuId(2), false).unwrap();
         s.smpcfd_dying_cpu();
         // What ran in the dying flush, before interrupts come back on.
-        let ran: Vec<u32> = RAN.iter().map(|r| r.load(Relaxed)).collect();
-        s.arch().irq_restore(flags); // the late IPI: finds an empty queue
+        let mut ran: Vec<u32> = RAN.iter().map(|r| r.load(Relaxed)).collect();
+        ran.push(LOCAL_RAN.load(Relaxed));
+        s.arch().irq_restore(flags); // the late IPIs: find nothing
         ran
     });
     assert!(wait_until(|| in_position.load(SeqCst)));
@@ -53,7 +61,8 @@ fn dying_flush_runs_queued_calls_once_without_offline_warning() {
     let waiter = m.spawn_on(1, || smp().smp_call_function_single(CpuId(2), cb, 2, true));
     assert!(wait_until(|| m.smp.stats(CpuId(1)).calls_queued == 1));
     go.store(true, SeqCst);
-    assert_eq!(dying.wait(), [1, 1, 1, 1]);
+    assert_eq!(dying.wait(), [1, 1, 1, 1, 1]);
+    assert_eq!(LOCAL_RAN.load(Relaxed), 1);
     assert_eq!(waiter.wait(), Ok(()));
     assert!(!WRONG_CPU.load(Relaxed));
     // Exactly once: the late IPI found nothing.
@@ -61,7 +70,8 @@ fn dying_flush_runs_queued_calls_once_without_offline_warning() {
         RAN.iter().map(|r| r.load(Relaxed)).collect::<Vec<_>>(),
         [1, 1, 1, 1]
     );
-    assert!(wait_until(|| m.arch().cpu(2).handled.load(Relaxed) == 1));
+    // The call IPI and the irq_work self-interrupt, both found nothing.
+    assert!(wait_until(|| m.arch().cpu(2).handled.load(Relaxed) == 2));
     assert_eq!(m.smp.warn_count(CpuId(2), WarnKind::IpiOnOfflineCpu), 0);
     // Now offline: new calls are refused.
     m.run_on(0, || {
@@ -129,6 +139,12 @@ fn masks_and_nr_cpu_ids() {
         smp.set_cpu_online(CpuId(cpu), true).unwrap();
     }
     assert_eq!(smp.online_mask(), CpuMask(0b10101));
+    // The IPI handler's copy of each CPU's own online bit follows the mask.
+    let mirrored = |smp: &Smp<HostArch>| {
+        (0..MAX_CPUS as u32)
+            .all(|c| smp.self_online(smp.pcpu(CpuId(c))) == smp.cpu_online(CpuId(c)))
+    };
+    assert!(mirrored(&smp));
     assert_eq!(
         (
             smp.num_online_cpus(),
@@ -142,6 +158,7 @@ fn masks_and_nr_cpu_ids() {
     assert!(smp.cpu_possible(CpuId(5)) && !smp.cpu_possible(CpuId(6)));
     smp.set_cpu_online(CpuId(2), false).unwrap();
     assert_eq!(smp.online_mask(), CpuMask(0b10001));
+    assert!(mirrored(&smp));
 
     // nr_cpus=: only lowers, and trims every mask.
     smp.apply_nr_cpus_param(0);
@@ -150,6 +167,7 @@ fn masks_and_nr_cpu_ids() {
     smp.apply_nr_cpus_param(4);
     assert_eq!(smp.nr_cpu_ids(), 4);
     assert_eq!(smp.online_mask(), CpuMask(0b1));
+    assert!(mirrored(&smp), "CPU 4 dropped by nr_cpus");
     assert_eq!(smp.present_mask(), CpuMask(0b111));
     assert_eq!(smp.possible_mask(), CpuMask(0b1111));
     smp.set_nr_cpu_ids(0);
@@ -202,6 +220,11 @@ fn smp_is_const_constructible_for_statics() {
         fn send_call_function_single_ipi(&self, _: CpuId) {}
         fn send_call_function_ipi_mask(&self, _: CpuMask) {}
         fn send_irq_work_self_ipi(&self) {}
+        fn set_running(&self, _: usize) {}
+        fn clear_running(&self) {}
+        fn running(&self, _: CpuId) -> usize {
+            0
+        }
         fn cpu_relax(&self) {}
         fn now_ns(&self) -> u64 {
             0
