@@ -119,8 +119,9 @@ pub fn idle() -> ! {
             continue;
         }
         if ipi::idle_polls(me) && window.open() {
-            window.poll_batch(me);
+            let woken = window.poll_batch(me);
             SMP.flush_smp_call_function_queue_irqs_off();
+            window.batch_done(woken);
             continue;
         }
         // The wake-up from this halt starts a new polling window.

@@ -48,6 +48,7 @@ pub fn handlers() -> Handlers {
 /// hook costs nothing here.
 pub(crate) extern "C" fn call_function() {
     x2apic::eoi();
+    // Counted before the flush, so that a callback sees its own IPI counted.
     percpu::count_ipi_received();
     SMP.flush_smp_call_function_queue_irqs_off();
 }

@@ -7,8 +7,9 @@
 //!    the link first and never touches the csd again;
 //! 2. the remaining ASYNC csds are unlocked *before* their function (so the
 //!    function may requeue its own csd), and the remote irq_work runs;
-//! 3. outside the IPI handler (a dying CPU, a polling idle loop), this
-//!    CPU's own irq_work list runs too, as in the seed. The IPI handler
+//! 3. outside the IPI handler (a dying CPU, the task-context
+//!    `flush_smp_call_function_queue`), this CPU's own irq_work list runs
+//!    too, as in the seed. The IPI handler
 //!    leaves it to the irq_work vector, as modern Linux does: a work on
 //!    that list always has its self-interrupt pending, taken as soon as the
 //!    handler returns.
@@ -99,7 +100,7 @@ impl<A: Arch> Smp<A> {
             // SAFETY: `del_all` detached the chain; this CPU owns it.
             if !unsafe { self.run_lone_sync(pcpu, node) } {
                 // SAFETY: as above, and nothing of it has run.
-                unsafe { self.flush_chain(this, pcpu, entry, warn_cpu_offline) };
+                unsafe { self.flush_chain(pcpu, entry, warn_cpu_offline) };
             }
         }
     }
@@ -108,7 +109,8 @@ impl<A: Arch> Smp<A> {
     /// online, runs it and unlocks it (as pass 1 of [`Self::run_chain`]
     /// would) and returns true; otherwise touches nothing and returns false.
     /// Only the csd is live across the callback (the count is taken before
-    /// it, the running word is this-CPU storage of the arch).
+    /// it, the running word is this-CPU storage of the arch), and the unlock
+    /// is the first thing after it.
     ///
     /// # Safety
     ///
@@ -130,9 +132,14 @@ impl<A: Arch> Smp<A> {
         let csd = unsafe { Csd::from_node(node) };
         // SAFETY: taken off our queue, not unlocked yet.
         let (func, info) = unsafe { csd.read() };
-        self.run_queued(pcpu, func, info);
-        // We saw LOCK set above and only we may clear it now.
+        bump(&pcpu.counters.callbacks_run);
+        self.arch.set_running(func as usize);
+        func(info);
+        // We saw LOCK set above and only we may clear it now. The waiter
+        // is spinning: release it first, then clear the running word (a
+        // stall report in between would name a callback that just ended).
         csd.unlock_locked();
+        self.arch.clear_running();
         true
     }
 
@@ -143,13 +150,9 @@ impl<A: Arch> Smp<A> {
     /// `entry` is a non-null chain this CPU took off its own call queue,
     /// none of it run yet.
     #[inline(never)]
-    unsafe fn flush_chain(
-        &self,
-        this: CpuId,
-        pcpu: &PerCpu,
-        entry: *mut LlistNode,
-        warn_cpu_offline: bool,
-    ) {
+    unsafe fn flush_chain(&self, pcpu: &PerCpu, entry: *mut LlistNode, warn_cpu_offline: bool) {
+        // Read again rather than passed: the short path then keeps no copy.
+        let this = self.arch.this_cpu();
         // SAFETY: the caller owns the detached chain.
         let entry = unsafe { llist::reverse_order(entry) };
         // The seed tested the head it had just emptied, so its warning

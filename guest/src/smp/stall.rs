@@ -78,9 +78,27 @@ impl<A: Arch> Smp<A> {
         }
     }
 
+    /// The first [`CHECK_EVERY`] spins of a wait: nothing but the csd is
+    /// live, so a wait that ends here (an IPI round trip) returns with no
+    /// stack frame to tear down.
     #[inline(never)]
     fn csd_lock_wait_spin(&self, csd: &Csd, this: CpuId) {
+        for _ in 0..CHECK_EVERY {
+            self.arch.cpu_relax();
+            if !csd.is_locked() {
+                return;
+            }
+        }
+        self.csd_lock_wait_watched(csd, this);
+    }
+
+    /// The rest of a wait, under the stall detector; its first clock read
+    /// comes at once (the wait has spun `CHECK_EVERY` times already).
+    #[cold]
+    #[inline(never)]
+    fn csd_lock_wait_watched(&self, csd: &Csd, this: CpuId) {
         let mut watch = Watch::default();
+        self.csd_lock_wait_toolong(csd, this, &mut watch);
         let mut spins: u32 = 0;
         loop {
             self.arch.cpu_relax();

@@ -329,6 +329,14 @@ pub fn send_call_function_single(cpu: CpuId) {
         if flags != 0 {
             probe_marker(Case::SendPath);
         }
+    } else if flags == SINGLE_POLL {
+        // `idle=poll` alone: the wake-up through memory is this mode's hot
+        // path, so it is inline too.
+        if poll_idle::set_nr_if_polling(cpu) {
+            poll_idle::count_skipped();
+        } else {
+            send_phys(vectors::CALL_FUNCTION_SINGLE, cpu);
+        }
     } else {
         send_single_slow(cpu, flags);
     }

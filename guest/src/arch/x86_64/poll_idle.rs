@@ -46,6 +46,7 @@ fn poll_word(cpu: CpuId) -> &'static PollWord {
 /// its polling either reads it (and then sees the queued call) or came
 /// first, in which case the exchange fails on the changed word and the IPI
 /// is sent.
+#[inline(always)]
 pub(super) fn set_nr_if_polling(cpu: CpuId) -> bool {
     let w = &poll_word(cpu).state;
     // Relaxed: a first guess; the compare-exchange decides.
@@ -117,9 +118,12 @@ impl PollWindow {
 
     /// One batch of polling on `me`: called and returns with interrupts
     /// disabled, enables them while it spins; stops early when a sender
-    /// wakes this CPU (then the window starts over). The caller drains
-    /// its call queue afterwards.
-    pub fn poll_batch(&mut self, me: CpuId) {
+    /// wakes this CPU. Returns whether one did. The caller drains its call
+    /// queue, then hands the result to [`Self::batch_done`] (after the
+    /// drain: the window's bookkeeping is off the woken call's critical
+    /// path).
+    #[inline(always)]
+    pub fn poll_batch(&mut self, me: CpuId) -> bool {
         polling_enter(me);
         cpu::sti();
         for _ in 0..POLL_SPINS {
@@ -129,9 +133,18 @@ impl PollWindow {
             cpu::pause();
         }
         cpu::cli();
-        if polling_exit(me) {
-            // The kick that replaced an IPI, counted as one taken.
+        let woken = polling_exit(me);
+        if woken {
+            // The kick that replaced an IPI, counted as one taken (before
+            // the drain, as the IPI handler counts).
             percpu::count_ipi_received();
+        }
+        woken
+    }
+
+    /// Accounts for a batch: a wake-up starts the window over.
+    pub fn batch_done(&mut self, woken: bool) {
+        if woken {
             self.reset();
         } else {
             self.batches += 1;
