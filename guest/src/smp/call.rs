@@ -44,7 +44,7 @@ impl<A: Arch> Smp<A> {
     /// online CPU (nothing is queued then).
     ///
     /// The remote waiting call is the IPI round trip's hot path and is
-    /// inlined into the caller (about 40 instructions up to the IPI), as is
+    /// inlined into the caller (under 40 instructions up to the IPI), as is
     /// the local call; the non-waiting call and the warning are out of
     /// line.
     #[inline(always)]
@@ -56,17 +56,25 @@ impl<A: Arch> Smp<A> {
         wait: bool,
     ) -> Result<(), SmpError> {
         let this = self.arch.this_cpu();
-        if self.arch.irqs_disabled() {
-            self.warn_wait_irqs_disabled(this, u64::from(cpu.0));
+        if cpu != this && wait {
+            // Checks the interrupt flag itself, after its IPI is out.
+            return self.single_wait(this, cpu, func, info);
         }
+        self.check_irqs_enabled(this, cpu);
         if cpu == this {
             self.run_local(func, info);
             return Ok(());
         }
-        if !wait {
-            return self.single_async_percpu(this, cpu, func, info);
+        self.single_async_percpu(this, cpu, func, info)
+    }
+
+    /// Counts and reports [`WarnKind::WaitWithIrqsDisabled`] if this CPU
+    /// makes a call to `cpu` with interrupts disabled.
+    #[inline(always)]
+    fn check_irqs_enabled(&self, this: CpuId, cpu: CpuId) {
+        if self.arch.irqs_disabled() {
+            self.warn_wait_irqs_disabled(this, u64::from(cpu.0));
         }
-        self.single_wait(this, cpu, func, info)
     }
 
     /// The warning of a cross-call made with interrupts disabled, unless
@@ -102,7 +110,10 @@ impl<A: Arch> Smp<A> {
         }
     }
 
-    /// `smp_call_function_single` to another CPU, waiting.
+    /// `smp_call_function_single` to another CPU, waiting. The check of
+    /// the interrupt flag comes after the IPI (the warning is the same, and
+    /// it is then off the round trip's critical path), or before the
+    /// `-ENXIO` return.
     #[inline(always)]
     fn single_wait(
         &self,
@@ -120,6 +131,7 @@ impl<A: Arch> Smp<A> {
             // invariant).
             if !self.cpu_online_in_window(cpu) {
                 self.send_exit(this, window);
+                self.check_irqs_enabled(this, cpu);
                 return Err(SmpError::Nxio);
             }
             // SAFETY: `csd` lives on this stack frame until it is unlocked:
@@ -133,6 +145,7 @@ impl<A: Arch> Smp<A> {
                 self.send_single_ipi(this, cpu);
             }
             self.send_exit(this, window);
+            self.check_irqs_enabled(this, cpu);
             self.count_queued(this);
             self.csd_lock_wait_stack(&csd, this, cpu);
             core::mem::forget(guard);

@@ -330,15 +330,21 @@ pub fn send_call_function_single(cpu: CpuId) {
             probe_marker(Case::SendPath);
         }
     } else if flags == SINGLE_POLL {
-        // `idle=poll` alone: the wake-up through memory is this mode's hot
-        // path, so it is inline too.
-        if poll_idle::set_nr_if_polling(cpu) {
-            poll_idle::count_skipped();
-        } else {
-            send_phys(vectors::CALL_FUNCTION_SINGLE, cpu);
-        }
+        send_single_poll(cpu);
     } else {
         send_single_slow(cpu, flags);
+    }
+}
+
+/// `idle=poll` alone: the wake-up through memory is this mode's hot path,
+/// so it skips the other modes' tests (out of line, so that the physical
+/// path keeps its registers).
+#[inline(never)]
+fn send_single_poll(cpu: CpuId) {
+    if poll_idle::set_nr_if_polling(cpu) {
+        poll_idle::count_skipped();
+    } else {
+        send_phys(vectors::CALL_FUNCTION_SINGLE, cpu);
     }
 }
 

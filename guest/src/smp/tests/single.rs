@@ -176,18 +176,29 @@ fn call_with_irqs_disabled_warns_whether_or_not_waiting() {
         smp()
             .smp_call_function_single(CpuId(2), cb, 0, false)
             .unwrap();
+        // The local call and a refused one warn too (the waiting remote
+        // call checks after its IPI, the others first).
+        smp()
+            .smp_call_function_single(CpuId(0), cb, 0, true)
+            .unwrap();
+        assert_eq!(
+            smp().smp_call_function_single(CpuId(9), cb, 0, true),
+            Err(crate::smp::SmpError::Nxio)
+        );
         a.irq_restore(flags);
     });
-    assert!(wait_until(|| RAN.load(Relaxed) == 2));
+    assert!(wait_until(|| RAN.load(Relaxed) == 3));
     assert_eq!(
         m.smp.warn_count(CpuId(0), WarnKind::WaitWithIrqsDisabled),
-        2
+        4
     );
     assert_eq!(
         m.warns(),
         [
             (0, WarnKind::WaitWithIrqsDisabled, 1),
-            (0, WarnKind::WaitWithIrqsDisabled, 2)
+            (0, WarnKind::WaitWithIrqsDisabled, 2),
+            (0, WarnKind::WaitWithIrqsDisabled, 0),
+            (0, WarnKind::WaitWithIrqsDisabled, 9)
         ]
     );
     match m.events()[1] {
