@@ -57,6 +57,13 @@ fn check_schema(v: &Value) {
             assert!(v["calibration"][k].get(*c).is_some(), "calibration.{k}.{c}");
         }
     }
+    // A number when the KVM statistics have an exit counter, else null.
+    let background = &v["calibration"]["background_exits_per_s"];
+    assert_eq!(
+        background.is_number(),
+        counters.contains(&"exits"),
+        "calibration.background_exits_per_s: {background}"
+    );
     for c in v["cases"].as_array().expect("cases") {
         for k in [
             "name",
@@ -72,6 +79,7 @@ fn check_schema(v: &Value) {
             "mean_ns",
             "ipis_sent_per_op",
             "ipis_skipped_per_op",
+            "sender_background_exits_per_op",
             "vcpus",
             "probe",
         ] {

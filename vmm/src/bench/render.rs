@@ -65,8 +65,10 @@ impl Report {
             }
             let sender = c.vcpus.iter().find(|v| v.role == "sender");
             let tgts: Vec<&VcpuPart> = c.vcpus.iter().filter(|v| v.role == "target").collect();
+            // Rounded first, so that a background estimate a hair above
+            // the count does not print as "-0.0".
             let val = |v: Option<&VcpuPart>, i: Option<usize>| match (v, i) {
-                (Some(v), Some(i)) => format!("{:.1}", v.per_op[i]),
+                (Some(v), Some(i)) => format!("{:.1}", (v.per_op[i] * 10.0).round() / 10.0 + 0.0),
                 _ => "-".into(),
             };
             let mean = |i: Option<usize>| match i {
@@ -111,6 +113,14 @@ impl Report {
             "per operation: snd = sender CPU (measuring loop subtracted), tgt = mean over target \
              CPUs; insn = guest instructions (KVM insn_emulation), ex = VM exits"
         );
+        if let Some(rate) = self.background_exits_per_s {
+            let _ = writeln!(
+                s,
+                "snd ex is beyond the background of a spinning vCPU ({rate:.0} exits/s here, \
+                 the host's own interrupts), charged over each operation's mean time: an \
+                 estimate, a small negative value is its noise"
+            );
+        }
         s
     }
 
@@ -142,6 +152,7 @@ impl Report {
                     "mean_ns": c.mean_ns,
                     "ipis_sent_per_op": c.ipis_sent_per_op,
                     "ipis_skipped_per_op": c.ipis_skipped_per_op,
+                    "sender_background_exits_per_op": c.sender_background_exits,
                     "vcpus": c.vcpus.iter().map(|v| json!({
                         "cpu": v.cpu, "role": v.role, "per_op": named(&v.per_op)
                     })).collect::<Vec<_>>(),
@@ -172,6 +183,7 @@ impl Report {
             "calibration": {
                 "harness_per_op": named(&self.harness_per_op),
                 "probe_overhead": named(&self.probe_overhead),
+                "background_exits_per_s": self.background_exits_per_s,
             },
             "cases": cases,
         })
@@ -197,5 +209,7 @@ mod tests {
         assert_eq!(c["vcpus"][1]["per_op"]["insn_emulation"], 60.0);
         assert_eq!(c["probe"]["section"]["insn_emulation"], 37.0);
         assert_eq!(v["calibration"]["harness_per_op"]["exits"], 1.0);
+        assert_eq!(v["calibration"]["background_exits_per_s"], 1e6);
+        assert_eq!(c["sender_background_exits_per_op"], 1.0);
     }
 }

@@ -73,8 +73,10 @@ pub struct VcpuPart {
     pub cpu: u32,
     /// `sender`, `target` or `idle`.
     pub role: &'static str,
-    /// Counter deltas per operation, in [`BenchRun::counters`] order (the
-    /// sender's with the measuring loop's own cost subtracted).
+    /// Counter deltas per operation, in [`BenchRun::counters`] order. The
+    /// sender's have the measuring loop's own cost subtracted, and its
+    /// `exits` the background exits of a spinning vCPU over the operation's
+    /// time ([`Report::background_exits_per_s`]) instead.
     pub per_op: Vec<f64>,
 }
 
@@ -109,6 +111,8 @@ pub struct CaseReport {
     pub ipis_skipped_per_op: f64,
     /// Every vCPU's counters per operation (empty without KVM stats).
     pub vcpus: Vec<VcpuPart>,
+    /// Background exits taken off the sender's `exits` per operation.
+    pub sender_background_exits: Option<f64>,
     /// The probed section: counter deltas with the probe's own cost
     /// subtracted (minimum over `probe_pairs`), if the case has one.
     pub probe: Option<Vec<f64>>,
@@ -135,6 +139,11 @@ pub struct Report {
     pub harness_per_op: Vec<f64>,
     /// A `Begin`/`Probe` pair's own cost.
     pub probe_overhead: Vec<f64>,
+    /// VM exits per second of a vCPU that spins without sending anything
+    /// (the sender during the measuring loop's calibration round): what
+    /// the host takes anyway, e.g. for its timer ticks. Without it a long
+    /// operation would be charged for them.
+    pub background_exits_per_s: Option<f64>,
     /// The measured cases.
     pub cases: Vec<CaseReport>,
 }
@@ -170,11 +179,19 @@ impl Report {
             .map(|c| c.header.tsc_khz)
             .find(|&k| k != 0)
             .unwrap_or(0);
+        let exits = run.counters.iter().position(|n| *n == "exits");
+        let background_exits_per_s = find(Case::Calibrate).and_then(|d| {
+            let sender = d.round.as_ref()?.get(usize::from(d.header.sender))?;
+            let n = *sender.get(exits?)?;
+            let (cycles, khz) = (d.header.total_cycles, d.header.tsc_khz);
+            (cycles > 0 && khz > 0).then(|| n as f64 * khz as f64 * 1e3 / cycles as f64)
+        });
+        let background = exits.zip(background_exits_per_s);
         let cases = run
             .cases
             .iter()
             .filter(|d| !d.header.case.is_internal())
-            .map(|d| case_report(d, info.vcpus, &harness_per_op, &probe_overhead))
+            .map(|d| case_report(d, info.vcpus, &harness_per_op, &probe_overhead, background))
             .collect();
         Report {
             info,
@@ -184,6 +201,7 @@ impl Report {
             tsc_khz,
             harness_per_op,
             probe_overhead,
+            background_exits_per_s,
             cases,
         }
     }
@@ -240,17 +258,27 @@ impl Report {
     }
 }
 
-fn case_report(d: &CaseData, vcpus: u32, harness: &[f64], probe_cost: &[f64]) -> CaseReport {
+/// `background`: the index of the `exits` counter and the background exit
+/// rate per second, if known.
+fn case_report(
+    d: &CaseData,
+    vcpus: u32,
+    harness: &[f64],
+    probe_cost: &[f64],
+    background: Option<(usize, f64)>,
+) -> CaseReport {
     let h = &d.header;
     let ns_per_cycle = if h.tsc_khz == 0 {
         0.0
     } else {
         1e6 / h.tsc_khz as f64
     };
+    let iterations = h.iterations.max(1);
+    let mean_ns = h.total_cycles as f64 * ns_per_cycle / iterations as f64;
+    let sender_background = background.map(|(i, rate)| (i, rate * mean_ns / 1e9));
     let cycles = Percentiles::of(&d.samples);
     let mut sorted_ns: Vec<f64> = d.samples.iter().map(|&c| c as f64 * ns_per_cycle).collect();
     sorted_ns.sort_by(f64::total_cmp);
-    let iterations = h.iterations.max(1);
     let targets = cpus_of(h.targets);
     let parts = d
         .round
@@ -266,6 +294,13 @@ fn case_report(d: &CaseData, vcpus: u32, harness: &[f64], probe_cost: &[f64]) ->
                     let role = if cpu == u32::from(h.sender) {
                         for (p, k) in per.iter_mut().zip(harness) {
                             *p -= k;
+                        }
+                        // The loop's exits are background too: charge the
+                        // whole operation's time instead.
+                        if let Some((i, bg)) = sender_background
+                            && let (Some(p), Some(k)) = (per.get_mut(i), harness.get(i))
+                        {
+                            *p += k - bg;
                         }
                         "sender"
                     } else if targets.contains(&cpu) {
@@ -300,9 +335,10 @@ fn case_report(d: &CaseData, vcpus: u32, harness: &[f64], probe_cost: &[f64]) ->
         samples: d.samples.len(),
         ns: cycles.scaled(ns_per_cycle),
         cycles,
-        mean_ns: h.total_cycles as f64 * ns_per_cycle / iterations as f64,
+        mean_ns,
         ipis_sent_per_op: h.ipis_sent as f64 / iterations as f64,
         ipis_skipped_per_op: h.ipis_skipped as f64 / iterations as f64,
+        sender_background_exits: sender_background.map(|(_, bg)| bg),
         vcpus: parts,
         probe,
         probe_pairs: d.probe.as_ref().map_or(0, |p| p.count),
@@ -415,5 +451,33 @@ pub(crate) mod tests {
         let t = r.table();
         assert!(t.contains("single-wait") && t.contains("NOTE:"), "{t}");
         assert!(t.contains("37 guest instructions"), "{t}");
+        assert!(t.contains("1000000 exits/s"), "{t}");
+    }
+
+    #[test]
+    fn sender_exits_are_charged_the_background_over_the_operation_time() {
+        let mut run = sample_run();
+        // The calibration round: 10 exits in 10 µs of spinning.
+        assert_eq!(
+            Report::new(sample_info(), &run).background_exits_per_s,
+            Some(1e6)
+        );
+        // A case whose operations take 5 µs (5 times the loop's): 5
+        // background exits each, 9 in all, so 4 beyond background; the
+        // instructions still lose only the loop's 20 per operation.
+        let case = &mut run.cases[2];
+        case.header.total_cycles = case.header.iterations * 10_000;
+        case.round = Some(vec![vec![36, 400], vec![8, 240]]);
+        let r = Report::new(sample_info(), &run);
+        let c = &r.cases[0];
+        assert_eq!(c.mean_ns, 5000.0);
+        assert_eq!(c.sender_background_exits, Some(5.0));
+        assert_eq!(c.vcpus[0].per_op, [4.0, 80.0]);
+        assert_eq!(c.vcpus[1].per_op, [2.0, 60.0], "targets untouched");
+        // Without a calibration round nothing is charged but the loop.
+        run.cases.remove(0);
+        let r = Report::new(sample_info(), &run);
+        assert_eq!(r.background_exits_per_s, None);
+        assert_eq!(r.cases[0].vcpus[0].per_op, [9.0, 100.0]);
     }
 }
