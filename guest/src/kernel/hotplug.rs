@@ -96,12 +96,15 @@ pub fn set_idle_task(cpu: CpuId, task: Option<fn()>) {
 /// What an idle CPU does: take interrupts, act on hotplug requests, and
 /// run its idle task if it has one.
 ///
-/// With `idle=poll` it spins with interrupts on instead of halting, and
-/// announces that it polls: a sender then wakes it through memory and
-/// skips the IPI (`arch::x86_64::ipi`), so after polling it drains its
-/// call queue itself. It leaves the spin after each batch of pauses for
-/// the hotplug poll point, and halts once it polled a while without being
-/// woken (see `ipi::PollWindow`); after the next interrupt it polls again.
+/// With `idle=poll` it spins with interrupts on instead of halting, on its
+/// call queue, and announces that it polls: a sender then skips the IPI
+/// (`arch::x86_64::poll_idle`), so after polling it drains its call queue
+/// itself, still polling, and goes straight back to its spin unless a
+/// hotplug request or an idle task is waiting (the next call may follow
+/// at once). It stops polling (and drains once more) after each batch of
+/// pauses that found no work, for the hotplug poll point, and halts once
+/// it polled a while without being woken (see `ipi::PollWindow`); after
+/// the next interrupt it polls again.
 pub fn idle() -> ! {
     use crate::arch::x86_64::ipi;
     let me = percpu::this_cpu();
@@ -119,9 +122,20 @@ pub fn idle() -> ! {
             continue;
         }
         if ipi::idle_polls(me) && window.open() {
-            let woken = window.poll_batch(me);
+            ipi::polling_enter(me);
+            loop {
+                let woken = window.poll_batch(|| SMP.call_queue_pending(me));
+                if woken {
+                    SMP.flush_smp_call_function_queue_irqs_off();
+                }
+                window.batch_done(woken);
+                if !woken || !ipi::idle_polls(me) || wanted_elsewhere(me) {
+                    break;
+                }
+            }
+            ipi::polling_exit(me);
+            // What senders queued while they saw this CPU polling.
             SMP.flush_smp_call_function_queue_irqs_off();
-            window.batch_done(woken);
             continue;
         }
         // The wake-up from this halt starts a new polling window.
@@ -130,6 +144,19 @@ pub fn idle() -> ! {
         // after `poll` looked is not lost.
         cpu::sti_hlt();
     }
+}
+
+/// Whether something other than calls waits for this idle CPU: a hotplug
+/// request or an idle task (a task being set counts as one).
+#[inline(always)]
+fn wanted_elsewhere(me: CpuId) -> bool {
+    let h = hp(me);
+    // Relaxed: a hint; `poll` reads both again with Acquire.
+    h.hold.load(Ordering::Relaxed)
+        || h.down_requested.load(Ordering::Relaxed)
+        || IDLE_TASK[me.index() % MAX_CPUS]
+            .try_lock()
+            .is_none_or(|t| t.is_some())
 }
 
 /// A poll point: must be called with interrupts disabled. Goes offline

@@ -65,6 +65,16 @@ impl<A: Arch> Smp<A> {
         self.flush_calls(this, true);
     }
 
+    /// Whether calls are queued to `cpu` (this CPU, from
+    /// [`Arch::this_cpu`]). A hint for a polling idle loop: it can change at
+    /// once; the drain that acts on it is the synchronizing read.
+    ///
+    /// Context: any.
+    #[inline(always)]
+    pub fn call_queue_pending(&self, cpu: CpuId) -> bool {
+        !self.queue(cpu).is_empty()
+    }
+
     /// flush_smp_call_function_queue - run this CPU's pending calls from
     /// task context (e.g. an idle loop that polls instead of taking the
     /// IPI). Returns at once if nothing is queued.

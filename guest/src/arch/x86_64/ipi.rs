@@ -3,9 +3,8 @@
 //!
 //! - single target (every mode but `cluster`): one physical ICR write, the
 //!   write KVM handles in its VM-exit fast path. With polling idle the
-//!   sender first tries to wake a polling target through memory instead
-//!   (Linux's `set_nr_if_polling`): a successful compare-exchange of the
-//!   target's idle word replaces the IPI;
+//!   sender first reads the target's polling flag: a target that polls
+//!   spins on its call queue and needs no IPI (`poll_idle.rs`);
 //! - masks: `phys` writes the ICR once per target; `shorthand` writes the
 //!   all-but-self shorthand once when the targets are every other online
 //!   CPU and every CPU of the machine has booted once (Linux's
@@ -27,9 +26,7 @@ use shared::vectors::{self, Vector};
 use shared::{CpuId, MAX_CPUS};
 
 use super::hypercall::{self, Insn, Probe};
-pub use super::poll_idle::{
-    PollWindow, is_polling, polling_enter, polling_exit, polls, skipped, still_polling,
-};
+pub use super::poll_idle::{PollWindow, is_polling, polling_enter, polling_exit, polls, skipped};
 use super::x2apic::{self, Destination, Icr};
 use super::{cpu, percpu};
 use super::{ipi_fault, poll_idle};
@@ -341,7 +338,7 @@ pub fn send_call_function_single(cpu: CpuId) {
 /// path keeps its registers).
 #[inline(never)]
 fn send_single_poll(cpu: CpuId) {
-    if poll_idle::set_nr_if_polling(cpu) {
+    if poll_idle::polls_after_queueing(cpu) {
         poll_idle::count_skipped();
     } else {
         send_phys(vectors::CALL_FUNCTION_SINGLE, cpu);
@@ -353,7 +350,7 @@ fn send_single_slow(cpu: CpuId, flags: u32) {
     if flags & SINGLE_DROP != 0 && ipi_fault::drop_single() {
         return;
     }
-    if flags & SINGLE_POLL != 0 && poll_idle::set_nr_if_polling(cpu) {
+    if flags & SINGLE_POLL != 0 && poll_idle::polls_after_queueing(cpu) {
         poll_idle::count_skipped();
         return;
     }

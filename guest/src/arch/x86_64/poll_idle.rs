@@ -1,10 +1,23 @@
 //! Polling idle (`idle=poll`): a CPU with nothing to do spins with
-//! interrupts enabled on its idle word, and a sender that finds the word
-//! saying "polling" wakes it with one compare-exchange instead of an IPI
-//! (Linux's `TIF_POLLING_NRFLAG` / `set_nr_if_polling`); the idle loop then
-//! drains its call queue itself. Which CPUs poll is chosen in `ipi.rs`.
+//! interrupts enabled on its own call queue, having published a polling
+//! flag; a sender that queued work to it and then finds the flag set skips
+//! the IPI (Linux's `TIF_POLLING_NRFLAG`), and the idle loop drains the
+//! queue itself once its spin sees work. The flag stays set through that
+//! drain and the next spin (whatever is queued meanwhile, the next spin
+//! sees); the idle loop clears it only to leave polling, and then drains
+//! once more. Which CPUs poll is chosen in `ipi.rs`.
+//!
+//! Lost wake-ups are excluded Dekker-style, with a SeqCst fence on each
+//! side: the sender queues, fences, reads the flag; the idle CPU clears the
+//! flag, fences, then drains its queue a last time. Whichever fence comes
+//! second sees the other side's write: either the sender sees the flag
+//! clear and sends the IPI, or the drain finds the call. Linux sets
+//! `TIF_NEED_RESCHED` with a compare-exchange of the idle task's flags
+//! instead (`set_nr_if_polling`), because those flags carry other bits;
+//! polling the queue itself needs neither that read-modify-write on the
+//! sender nor a second flag for the idle CPU to test.
 
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
 use shared::{CpuId, MAX_CPUS};
 
@@ -23,8 +36,6 @@ struct PollWord {
 
 /// The idle word: the CPU is spinning in its idle loop.
 const POLLING: u32 = 1 << 0;
-/// The idle word: a sender queued work and skipped the IPI.
-const WAKE: u32 = 1 << 1;
 
 static POLL: [PollWord; MAX_CPUS] = [const {
     PollWord {
@@ -38,30 +49,15 @@ fn poll_word(cpu: CpuId) -> &'static PollWord {
     &POLL[cpu.index() % MAX_CPUS]
 }
 
-/// Wakes `cpu` through its idle word if it is polling (Linux's
-/// `set_nr_if_polling`); true if the IPI is not needed.
-///
-/// Only a successful compare-exchange skips the IPI: it is ordered after
-/// this CPU's queue insertion (AcqRel), and the target's `swap` that ends
-/// its polling either reads it (and then sees the queued call) or came
-/// first, in which case the exchange fails on the changed word and the IPI
-/// is sent.
+/// Whether `cpu` is polling, so that the call this CPU has just queued to
+/// it needs no IPI. Call only after the queueing.
 #[inline(always)]
-pub(super) fn set_nr_if_polling(cpu: CpuId) -> bool {
-    let w = &poll_word(cpu).state;
-    // Relaxed: a first guess; the compare-exchange decides.
-    let mut v = w.load(Ordering::Relaxed);
-    loop {
-        if v & POLLING == 0 {
-            return false;
-        }
-        // AcqRel on success: pairs with the target's AcqRel swap in
-        // `polling_exit`. Relaxed on failure: we only retry.
-        match w.compare_exchange_weak(v, v | WAKE, Ordering::AcqRel, Ordering::Relaxed) {
-            Ok(_) => return true,
-            Err(now) => v = now,
-        }
-    }
+pub(super) fn polls_after_queueing(cpu: CpuId) -> bool {
+    // SeqCst: pairs with the fence in `polling_exit`, between the queue
+    // insertion before it and the load after it (see the module docs).
+    fence(Ordering::SeqCst);
+    // Relaxed: ordered by the fence.
+    poll_word(cpu).state.load(Ordering::Relaxed) & POLLING != 0
 }
 
 /// IPIs `cpu` skipped so far because their target was polling.
@@ -90,12 +86,15 @@ const POLL_MIN_BATCHES: u32 = 8;
 /// KVM's guest haltpoll bounds it: a vCPU that spins forever starves the
 /// others on an overcommitted host.
 pub struct PollWindow {
+    /// Set when the first batch since the last wake-up ended without one
+    /// (not at the wake-up itself: the way back into polling after a
+    /// wake-up, when the next call may come at once, reads no clock).
     until: Option<crate::time::Deadline>,
     batches: u32,
 }
 
 impl PollWindow {
-    /// A window that starts at the first [`Self::open`].
+    /// A window that starts with the first batch that is not woken.
     pub const fn new() -> Self {
         PollWindow {
             until: None,
@@ -104,11 +103,12 @@ impl PollWindow {
     }
 
     /// Whether to poll another batch.
-    pub fn open(&mut self) -> bool {
-        let until = *self
-            .until
-            .get_or_insert_with(|| crate::time::Deadline::after_ms(POLL_WINDOW_MS));
-        self.batches < POLL_MIN_BATCHES || !until.expired()
+    #[inline(always)]
+    pub fn open(&self) -> bool {
+        match self.until {
+            None => true,
+            Some(until) => self.batches < POLL_MIN_BATCHES || !until.expired(),
+        }
     }
 
     /// Starts over (after a halt).
@@ -116,24 +116,25 @@ impl PollWindow {
         *self = Self::new();
     }
 
-    /// One batch of polling on `me`: called and returns with interrupts
-    /// disabled, enables them while it spins; stops early when a sender
-    /// wakes this CPU. Returns whether one did. The caller drains its call
-    /// queue, then hands the result to [`Self::batch_done`] (after the
-    /// drain: the window's bookkeeping is off the woken call's critical
-    /// path).
+    /// One batch of polling, between [`polling_enter`] and
+    /// [`polling_exit`]: called and returns with interrupts disabled,
+    /// enables them while it spins; stops early once `work_pending` (this
+    /// CPU's call queue is not empty) says so, and returns whether it did.
+    /// The caller then drains its queue, still polling (a sender that
+    /// queues meanwhile skips the IPI, and the next batch sees its call),
+    /// and hands the result to [`Self::batch_done`].
     #[inline(always)]
-    pub fn poll_batch(&mut self, me: CpuId) -> bool {
-        polling_enter(me);
+    pub fn poll_batch(&mut self, work_pending: impl Fn() -> bool) -> bool {
         cpu::sti();
+        let mut woken = false;
         for _ in 0..POLL_SPINS {
-            if !still_polling(me) {
+            if work_pending() {
+                woken = true;
                 break;
             }
             cpu::pause();
         }
         cpu::cli();
-        let woken = polling_exit(me);
         if woken {
             // The kick that replaced an IPI, counted as one taken (before
             // the drain, as the IPI handler counts).
@@ -142,12 +143,17 @@ impl PollWindow {
         woken
     }
 
-    /// Accounts for a batch: a wake-up starts the window over.
+    /// Accounts for a batch: a wake-up starts the window over; the first
+    /// batch without one starts its clock.
+    #[inline(always)]
     pub fn batch_done(&mut self, woken: bool) {
         if woken {
             self.reset();
         } else {
             self.batches += 1;
+            if self.until.is_none() {
+                self.until = Some(crate::time::Deadline::after_ms(POLL_WINDOW_MS));
+            }
         }
     }
 }
@@ -158,11 +164,12 @@ impl Default for PollWindow {
     }
 }
 
-/// Polling idle, step 1 (interrupts off): announce that this CPU polls.
+/// Polling idle, step 1 (interrupts off): announce that this CPU polls:
+/// from here until [`polling_exit`] senders skip the IPI to it.
 pub fn polling_enter(me: CpuId) {
     let w = poll_word(me);
     // Relaxed: a sender that does not see it yet sends the IPI, which a
-    // polling CPU takes; the skip is decided only by the compare-exchange.
+    // polling CPU takes (its interrupts are on).
     w.state.store(POLLING, Ordering::Relaxed);
     // Relaxed: a statistic of this CPU.
     w.polls.fetch_add(1, Ordering::Relaxed);
@@ -180,21 +187,14 @@ pub fn is_polling(cpu: CpuId) -> bool {
     poll_word(cpu).state.load(Ordering::Relaxed) & POLLING != 0
 }
 
-/// Polling idle, step 2 (interrupts on): whether no sender has woken this
-/// CPU yet. The caller also stops now and then to see whether it should
-/// still poll (`ipi::idle_polls`) and for its hotplug poll point.
+/// Polling idle, last step (interrupts off): stop polling. Afterwards the
+/// caller drains its call queue once more: a sender that skipped the IPI
+/// relies on that.
 #[inline(always)]
-pub fn still_polling(me: CpuId) -> bool {
-    // Relaxed: a hint; `polling_exit` is the Acquire.
-    poll_word(me).state.load(Ordering::Relaxed) == POLLING
-}
-
-/// Polling idle, step 3: stop polling; afterwards the caller drains its
-/// call queue (a sender that skipped the IPI relies on that). Returns
-/// whether a sender woke this CPU.
-pub fn polling_exit(me: CpuId) -> bool {
-    // AcqRel: pairs with the senders' AcqRel compare-exchange in
-    // `set_nr_if_polling`, so their queue insertions are visible to the
-    // drain that follows.
-    poll_word(me).state.swap(0, Ordering::AcqRel) & WAKE != 0
+pub fn polling_exit(me: CpuId) {
+    // Relaxed: ordered by the fence.
+    poll_word(me).state.store(0, Ordering::Relaxed);
+    // SeqCst: pairs with the fence in `polls_after_queueing`, between this
+    // store and the drain's read of the queue that follows.
+    fence(Ordering::SeqCst);
 }

@@ -352,9 +352,11 @@ fn nothing(_: usize) {}
 
 /// Waits until at most `hold` executions (plus holds) remain, with
 /// interrupts enabled. Every few ms it makes a waiting no-op call to each
-/// CPU that still has to run the request: that call waits in the core's
-/// csd-lock wait, whose stall detector re-sends a lost IPI. False (and an
-/// error counted, with a diagnostic) after the deadline.
+/// other CPU that still has to run the request: that call waits in the
+/// core's csd-lock wait, whose stall detector re-sends a lost IPI. If this
+/// CPU itself still has to run it (its own IPI was lost), it flushes its
+/// queue from task context, as an idle loop would. False (and an error
+/// counted, with a diagnostic) after the deadline.
 fn wait_done(req: &Req, hold: u32) -> bool {
     // Acquire: pairs with the handlers' Release decrements.
     if req.remaining.load(Ordering::Acquire) <= hold {
@@ -373,8 +375,10 @@ fn wait_done(req: &Req, hold: u32) -> bool {
         // Relaxed: a hint of whom to nudge.
         let pending = req.expected.load(Ordering::Relaxed) & !req.ran.load(Ordering::Relaxed);
         for cpu in crate::smp::CpuMask(pending).and(SMP.online_mask()).iter() {
-            if cpu != percpu::this_cpu() {
-                count(c::NUDGES, 1);
+            count(c::NUDGES, 1);
+            if cpu == percpu::this_cpu() {
+                SMP.flush_smp_call_function_queue();
+            } else {
                 let _ = SMP.smp_call_function_single(cpu, nothing, 0, true);
             }
         }
