@@ -9,10 +9,9 @@
 //!    function may requeue its own csd), and the remote irq_work runs;
 //! 3. outside the IPI handler (a dying CPU, the task-context
 //!    `flush_smp_call_function_queue`), this CPU's own irq_work list runs
-//!    too, as in the seed. The IPI handler
-//!    leaves it to the irq_work vector, as modern Linux does: a work on
-//!    that list always has its self-interrupt pending, taken as soon as the
-//!    handler returns.
+//!    too, as in the seed. The IPI handler leaves it to the irq_work
+//!    vector, as modern Linux does: a work on that list always has its
+//!    self-interrupt pending, taken as soon as the handler returns.
 //!
 //! While a function runs, its address is in the CPU's running word
 //! ([`Arch::set_running`]), for the stall detector of CPUs that wait on
