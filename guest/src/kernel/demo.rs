@@ -131,7 +131,7 @@ pub fn run() -> GuestStatus {
         let a = percpu::area(cpu);
         // Relaxed: statistics, read after the calls completed.
         let sent = ipi::ipis_sent(cpu);
-        let received = a.ipi_received.load(Ordering::Relaxed);
+        let received = a.ipi_received();
         let run = SMP.stats(cpu).callbacks_run;
         kprintln!("  CPU {cpu}: {sent} / {received} / {run}");
     }

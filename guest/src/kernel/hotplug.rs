@@ -333,7 +333,7 @@ fn write_stats() {
         *s = CpuStatsWire {
             online: u64::from(SMP.cpu_online(cpu)),
             ipi_sent: crate::arch::x86_64::ipi::ipis_sent(cpu),
-            ipi_received: a.ipi_received.load(Ordering::Relaxed),
+            ipi_received: a.ipi_received(),
             callbacks_run: core.callbacks_run,
             calls_queued: core.calls_queued,
         };

@@ -166,7 +166,7 @@ impl<A: Arch> Smp<A> {
         let entry = unsafe { llist::reverse_order(entry) };
         // The seed tested the head it had just emptied, so its warning
         // could never fire; we test what we took.
-        if warn_cpu_offline && !self.self_online(pcpu) {
+        if warn_cpu_offline && !self.valid_cpu_online(this) {
             // SAFETY: we own the detached chain and have run nothing yet.
             unsafe { self.warn_ipi_on_offline(this, entry) };
         }

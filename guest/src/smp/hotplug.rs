@@ -45,14 +45,16 @@ impl<A: Arch> Smp<A> {
         self.online.load().bits() & (1 << (cpu.0 % 64)) != 0
     }
 
-    /// Whether this CPU (`pcpu` is its block) is online: its own bit of the
-    /// online mask, read from its block (the IPI handler's check).
+    /// Whether this CPU (`pcpu` is its block) is online, from the copy of
+    /// its online bit in its block: the IPI handler's short path takes it
+    /// only when this says online; otherwise the general path decides from
+    /// the mask.
     #[inline(always)]
     pub(super) fn self_online(&self, pcpu: &PerCpu) -> bool {
-        // Relaxed: the CPU's own state, written by `set_cpu_online` before
-        // the CPU runs a flush that depends on it (it writes it itself, or
-        // the writer then sends it an IPI, which orders the store); a
-        // diagnostic check.
+        // Relaxed: a short-cut; `set_cpu_online` sets the copy before the
+        // mask, so a call queued by a CPU that saw the mask say online
+        // finds it set (the queueing's Release and the flush's Acquire
+        // order it), and a stale `false` only sends the flush the long way.
         pcpu.online.load(Ordering::Relaxed)
     }
 
@@ -170,11 +172,19 @@ impl<A: Arch> Smp<A> {
     /// `nr_cpu_ids` (clearing one is a no-op).
     pub fn set_cpu_online(&self, cpu: CpuId, online: bool) -> Result<(), SmpError> {
         self.check_settable(cpu, online)?;
+        // The CPU's own copy is set before the mask and cleared after it,
+        // so that whoever sees the mask say online and queues a call finds
+        // the copy saying so too (the copy only short-cuts the IPI handler;
+        // its offline warning is decided from the mask).
+        let copy = (cpu.index() < MAX_CPUS).then(|| &self.pcpu(cpu).online);
+        if let (Some(c), true) = (copy, online) {
+            // SeqCst: before the mask update below.
+            c.store(true, Ordering::SeqCst);
+        }
         self.online.assign(cpu, online);
-        if cpu.index() < MAX_CPUS {
-            // SeqCst: ordered after the mask update, as the mask is; read
-            // only by `cpu` itself (`self_online`).
-            self.pcpu(cpu).online.store(online, Ordering::SeqCst);
+        if let (Some(c), false) = (copy, online) {
+            // SeqCst: after the mask update above.
+            c.store(false, Ordering::SeqCst);
         }
         Ok(())
     }

@@ -151,8 +151,8 @@ impl<A: Arch> Smp<A> {
     }
 
     /// irq_work_run - run this CPU's queued local irq_work, oldest first.
-    /// The arch's irq_work interrupt handler calls this; the call-function
-    /// IPI handler runs it too.
+    /// The arch's irq_work interrupt handler calls this; the dying CPU's
+    /// flush and the task-context flush run the same list.
     ///
     /// Context: interrupts disabled (else a counted and reported
     /// [`WarnKind::FlushWithIrqsEnabled`]).

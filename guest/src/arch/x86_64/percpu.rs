@@ -22,8 +22,9 @@ pub struct PerCpu {
     /// written through GS; read by the stall detector of other CPUs).
     running: AtomicUsize,
     /// Call-function IPIs taken by this CPU, and the polling-idle wake-ups
-    /// that replaced one (`idle=poll`): the kicks it took.
-    pub ipi_received: AtomicU64,
+    /// that replaced one (`idle=poll`): the kicks it took. Written only by
+    /// this CPU ([`count_ipi_received`]); read with [`PerCpu::ipi_received`].
+    ipi_received: AtomicU64,
     /// Interrupts from the VMM taken by this CPU.
     pub host_requests: AtomicU64,
     /// APIC errors seen.
@@ -48,6 +49,12 @@ impl PerCpu {
         // Relaxed: written once by the BSP before the CPU is started; the
         // start itself (INIT/SIPI after a fence) orders it.
         ApicId(self.apic_id.load(Ordering::Relaxed))
+    }
+
+    /// The kicks this area's CPU took ([`count_ipi_received`]).
+    pub fn ipi_received(&self) -> u64 {
+        // Relaxed: a statistic.
+        self.ipi_received.load(Ordering::Relaxed)
     }
 
     /// What this area's CPU recorded with [`set_running`].

@@ -5,7 +5,10 @@
 //! queue itself once its spin sees work. The flag stays set through that
 //! drain and the next spin (whatever is queued meanwhile, the next spin
 //! sees); the idle loop clears it only to leave polling, and then drains
-//! once more. Which CPUs poll is chosen in `ipi.rs`.
+//! once more. So the callbacks of that drain run with the flag set: calls
+//! queued to this CPU meanwhile skip their IPI and are found by the next
+//! spin once the callback returns (it must return, as every callback
+//! must, interrupts off). Which CPUs poll is chosen in `ipi.rs`.
 //!
 //! Lost wake-ups are excluded Dekker-style, with a SeqCst fence on each
 //! side: the sender queues, fences, reads the flag; the idle CPU clears the

@@ -116,9 +116,9 @@ pub fn ipi_coalescing() -> CaseResult {
     COALESCED.reset();
     let parked = park(t, Until::Released)?;
     let before = SMP.stats(me);
-    // Relaxed: a statistic of CPU t; it is bumped before t runs the park
-    // callback, which we saw running (SeqCst), so it is current here.
-    let received = percpu::area(t).ipi_received.load(Ordering::Relaxed);
+    // A statistic of CPU t, bumped before t runs the park callback, which
+    // we saw running (SeqCst), so it is current here.
+    let received = percpu::area(t).ipi_received();
     let queued = queue_batch(t, count);
     let after = SMP.stats(me);
     let released = parked.release();
@@ -132,8 +132,8 @@ pub fn ipi_coalescing() -> CaseResult {
     );
     let ipis = after.ipis_requested - before.ipis_requested;
     let calls = after.calls_queued - before.calls_queued;
-    // Relaxed: as above; bumped before the flush that ran the calls.
-    let got = percpu::area(t).ipi_received.load(Ordering::Relaxed) - received;
+    // As above: bumped before the flush that ran the calls.
+    let got = percpu::area(t).ipi_received() - received;
     ensure!(calls == N as u64, "{calls} calls queued, want {N}");
     ensure!(
         ipis == 1,

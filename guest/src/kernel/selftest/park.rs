@@ -55,13 +55,13 @@ static SYNC_SENDERS_RAN: AtomicBool = AtomicBool::new(false);
 static RESTORE_TIMEOUT_NS: AtomicU64 = AtomicU64::new(0);
 
 /// A local irq_work a parked CPU queues on itself, to learn when its next
-/// call-function flush is past the offline check. Its first run is at the
-/// end of the park's own flush (which runs the local irq_work list last);
-/// there it requeues itself once, so its second run is in the next flush of
-/// the local list: the pending call-function IPI's flush, which is taken
-/// before the irq_work self-IPI because its vector (0xFB) is higher than
-/// 0xF6. (Were it the other way round, the second run would come first
-/// and a late warning could be missed: a false pass, never a false fail.)
+/// call-function flush is past the offline check. It runs from the
+/// irq_work self-IPI (vector 0xF6) once the park ends and interrupts come
+/// back on, and requeues itself once, so its second run comes from a
+/// second self-IPI. A call-function IPI pending at the same time is taken
+/// first, because its vector (0xFB) is higher, so by the second run that
+/// flush is over. (Were it the other way round, a late warning could be
+/// missed: a false pass, never a false fail.)
 static MARKER: IrqWork = IrqWork::new(marker_fn);
 static MARKER_RUNS: AtomicU32 = AtomicU32::new(0);
 static MARKER_REQUEUE: AtomicBool = AtomicBool::new(false);
