@@ -144,9 +144,4 @@ mod tests {
         assert!(!sorted_and_disjoint(&[a, b]));
         assert!(sorted_and_disjoint(&[a, region(0x3000, 1)]));
     }
-
-    #[test]
-    fn sipi_vector_points_at_trampoline() {
-        assert_eq!(u64::from(SIPI_VECTOR) << 12, AP_TRAMPOLINE.start.0);
-    }
 }

@@ -13,6 +13,9 @@
 #[cfg(test)]
 extern crate std;
 
+#[macro_use]
+mod wire_enum;
+
 pub mod apic;
 pub mod bench;
 pub mod bootinfo;
@@ -33,3 +36,13 @@ pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Most CPUs the guest supports. CPU masks are one 64-bit word.
 pub const MAX_CPUS: usize = 64;
+
+/// One step of Marsaglia's xorshift64 (shifts 13, 7, 17): advances `state`
+/// and returns the new value. Cheap deterministic pseudo-random numbers for
+/// test sweeps; `state` must not be 0.
+pub const fn xorshift64(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}

@@ -11,30 +11,17 @@
 
 use crate::MAX_CPUS;
 
-/// What the host asks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u32)]
-pub enum Op {
-    /// Take `cpu` offline (finished by that CPU itself).
-    Offline = 1,
-    /// Bring `cpu` online.
-    Online = 2,
-    /// Fill in [`Mailbox::stats`].
-    Stats = 3,
-    /// End a scenario that waits for the host (`run=wait`).
-    Finish = 4,
-}
-
-impl TryFrom<u32> for Op {
-    type Error = u32;
-    fn try_from(v: u32) -> Result<Self, u32> {
-        match v {
-            1 => Ok(Op::Offline),
-            2 => Ok(Op::Online),
-            3 => Ok(Op::Stats),
-            4 => Ok(Op::Finish),
-            other => Err(other),
-        }
+wire_enum! {
+    /// What the host asks.
+    pub enum Op: u32 {
+        /// Take `cpu` offline (finished by that CPU itself).
+        Offline = 1,
+        /// Bring `cpu` online.
+        Online = 2,
+        /// Fill in [`Mailbox::stats`].
+        Stats = 3,
+        /// End a scenario that waits for the host (`run=wait`).
+        Finish = 4,
     }
 }
 

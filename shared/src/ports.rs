@@ -1,41 +1,26 @@
 //! I/O ports of the host/guest protocol. Every `out` the guest makes to one
 //! of these exits to the VMM, which treats the data as untrusted.
 
-/// A protocol port.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u16)]
-pub enum Port {
-    /// Console text: one 32-bit write of the guest-physical address of a
-    /// [`CONSOLE_HEADER`]-byte little-endian length followed by that many
-    /// bytes of text (at most [`CONSOLE_CHUNK_MAX`]).
-    Console = 0xE9,
-    /// The guest's exit status: one 32-bit write ([`crate::status::GuestStatus`]).
-    Exit = 0xF4,
-    /// Structured records ([`crate::record`]): one 32-bit write of the
-    /// guest-physical address of an encoded record (its header gives its
-    /// length).
-    Record = 0x510,
-    /// Benchmark marker ([`crate::bench::Marker`]): one 32-bit write of the
-    /// marker value; the VMM snapshots every vCPU's KVM statistics before
-    /// the writer runs on.
-    BenchMarker = 0x511,
-    /// Benchmark result: one 32-bit write of the guest-physical address of
-    /// an encoded [`crate::bench::ResultHeader`].
-    BenchResult = 0x512,
-}
-
-impl TryFrom<u16> for Port {
-    type Error = u16;
-
-    fn try_from(port: u16) -> Result<Self, u16> {
-        match port {
-            0xE9 => Ok(Port::Console),
-            0xF4 => Ok(Port::Exit),
-            0x510 => Ok(Port::Record),
-            0x511 => Ok(Port::BenchMarker),
-            0x512 => Ok(Port::BenchResult),
-            other => Err(other),
-        }
+wire_enum! {
+    /// A protocol port.
+    pub enum Port: u16 {
+        /// Console text: one 32-bit write of the guest-physical address of a
+        /// [`CONSOLE_HEADER`]-byte little-endian length followed by that many
+        /// bytes of text (at most [`CONSOLE_CHUNK_MAX`]).
+        Console = 0xE9,
+        /// The guest's exit status: one 32-bit write ([`crate::status::GuestStatus`]).
+        Exit = 0xF4,
+        /// Structured records ([`crate::record`]): one 32-bit write of the
+        /// guest-physical address of an encoded record (its header gives its
+        /// length).
+        Record = 0x510,
+        /// Benchmark marker ([`crate::bench::Marker`]): one 32-bit write of the
+        /// marker value; the VMM snapshots every vCPU's KVM statistics before
+        /// the writer runs on.
+        BenchMarker = 0x511,
+        /// Benchmark result: one 32-bit write of the guest-physical address of
+        /// an encoded [`crate::bench::ResultHeader`].
+        BenchResult = 0x512,
     }
 }
 

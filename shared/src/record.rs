@@ -15,54 +15,27 @@ pub const RECORD_MAX: usize = 512;
 pub const HEADER_LEN: usize = 8;
 const MAGIC: [u8; 2] = *b"SR";
 
-/// Kinds of warnings the smp core counts (the seed's WARN conditions).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum WarnKind {
-    /// A waiting cross-call was made with interrupts disabled.
-    WaitWithIrqsDisabled = 1,
-    /// A csd was unlocked that was not locked.
-    UnlockNotLocked = 2,
-    /// A call-function IPI arrived on an offline CPU with work queued.
-    IpiOnOfflineCpu = 3,
-    /// A callback was queued to an offline CPU (listed after the above).
-    CallbackOnOfflineCpu = 4,
-    /// The queue was flushed with interrupts enabled.
-    FlushWithIrqsEnabled = 5,
-    /// An irq_work was queued to an offline or invalid CPU (refused).
-    IrqWorkOnOfflineCpu = 6,
-    /// A CPU going offline waited too long for a sender to finish queueing
-    /// (detail: the sender's CPU number).
-    HotplugSenderTimeout = 7,
-}
-
-impl WarnKind {
-    /// Every kind, for tables.
-    pub const ALL: [WarnKind; 7] = [
-        WarnKind::WaitWithIrqsDisabled,
-        WarnKind::UnlockNotLocked,
-        WarnKind::IpiOnOfflineCpu,
-        WarnKind::CallbackOnOfflineCpu,
-        WarnKind::FlushWithIrqsEnabled,
-        WarnKind::IrqWorkOnOfflineCpu,
-        WarnKind::HotplugSenderTimeout,
-    ];
-
-    /// Short name used in reports.
-    pub const fn name(self) -> &'static str {
-        match self {
-            WarnKind::WaitWithIrqsDisabled => "wait-with-irqs-disabled",
-            WarnKind::UnlockNotLocked => "csd-unlock-not-locked",
-            WarnKind::IpiOnOfflineCpu => "ipi-on-offline-cpu",
-            WarnKind::CallbackOnOfflineCpu => "callback-on-offline-cpu",
-            WarnKind::FlushWithIrqsEnabled => "flush-with-irqs-enabled",
-            WarnKind::IrqWorkOnOfflineCpu => "irq-work-on-offline-cpu",
-            WarnKind::HotplugSenderTimeout => "hotplug-sender-timeout",
-        }
-    }
-
-    fn from_u8(v: u8) -> Option<Self> {
-        WarnKind::ALL.into_iter().find(|k| *k as u8 == v)
+wire_enum! {
+    /// Kinds of warnings the smp core counts (the seed's WARN conditions).
+    pub enum WarnKind: u8 {
+        /// A waiting cross-call was made with interrupts disabled.
+        WaitWithIrqsDisabled = 1 => "wait-with-irqs-disabled",
+        /// A csd was unlocked that was not locked.
+        UnlockNotLocked = 2 => "csd-unlock-not-locked",
+        /// A call-function IPI arrived on an offline CPU with work queued.
+        IpiOnOfflineCpu = 3 => "ipi-on-offline-cpu",
+        /// A callback was queued to an offline CPU (listed after the above).
+        CallbackOnOfflineCpu = 4 => "callback-on-offline-cpu",
+        /// The queue was flushed with interrupts enabled.
+        FlushWithIrqsEnabled = 5 => "flush-with-irqs-enabled",
+        /// An irq_work was queued to an offline or invalid CPU (refused).
+        IrqWorkOnOfflineCpu = 6 => "irq-work-on-offline-cpu",
+        /// A CPU going offline waited too long for a sender to finish queueing
+        /// (detail: the sender's CPU number).
+        HotplugSenderTimeout = 7 => "hotplug-sender-timeout",
+        /// `irq_work_sync` waited past the csd-lock timeout for a work to
+        /// finish (detail: the work's function); it goes on waiting.
+        IrqWorkSyncStall = 8 => "irq-work-sync-stall",
     }
 }
 
@@ -238,7 +211,12 @@ pub enum DecodeError {
     /// Fewer bytes than the header or the declared payload.
     Truncated,
     /// More bytes than the header declares, or than [`RECORD_MAX`].
-    TooLong,
+    TooLong {
+        /// The payload length the header declares (header bytes 6-7, read
+        /// even when the buffer is over [`RECORD_MAX`] before any other
+        /// check).
+        payload: u16,
+    },
     /// The header does not start with the magic.
     BadMagic,
     /// Unknown record kind.
@@ -253,7 +231,7 @@ impl core::fmt::Display for DecodeError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             DecodeError::Truncated => write!(f, "record truncated"),
-            DecodeError::TooLong => write!(f, "record longer than its header says"),
+            DecodeError::TooLong { .. } => write!(f, "record longer than its header says"),
             DecodeError::BadMagic => write!(f, "record without magic"),
             DecodeError::UnknownKind(k) => write!(f, "unknown record kind {k}"),
             DecodeError::BadField(n) => write!(f, "bad value in field {n}"),
@@ -324,6 +302,17 @@ impl<'b> Reader<'b> {
     fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.bytes(1)?[0])
     }
+    /// A 0/1 byte; anything else is a bad `field`.
+    fn bool(&mut self, field: &'static str) -> Result<bool, DecodeError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(DecodeError::BadField(field)),
+        }
+    }
+    fn u16(&mut self) -> Result<u16, DecodeError> {
+        Ok(u16::from_le_bytes([self.u8()?, self.u8()?]))
+    }
     fn u32(&mut self) -> Result<u32, DecodeError> {
         let mut a = [0; 4];
         a.copy_from_slice(self.bytes(4)?);
@@ -338,20 +327,48 @@ impl<'b> Reader<'b> {
         let n = usize::from(self.u8()?);
         core::str::from_utf8(self.bytes(n)?).map_err(|_| DecodeError::BadUtf8)
     }
+    /// The header's fields. Checks the magic and nothing else.
+    fn header(&mut self) -> Result<Header, DecodeError> {
+        if self.bytes(2)? != MAGIC {
+            return Err(DecodeError::BadMagic);
+        }
+        Ok(Header {
+            kind: self.u8()?,
+            reserved: self.u8()?,
+            cpu: self.u16()?,
+            payload: self.u16()?,
+        })
+    }
+}
+
+/// The fields of a record header.
+struct Header {
+    kind: u8,
+    reserved: u8,
+    cpu: u16,
+    payload: u16,
+}
+
+impl Header {
+    /// Total record length declared, header included.
+    fn len(&self) -> usize {
+        HEADER_LEN + usize::from(self.payload)
+    }
 }
 
 /// The total length a header declares (header included), or why the
 /// header is unusable. Lets the host read exactly one record from guest
 /// memory before decoding it.
 pub fn declared_len(header: &[u8; HEADER_LEN]) -> Result<usize, DecodeError> {
-    if header[..2] != MAGIC {
-        return Err(DecodeError::BadMagic);
+    let h = Reader {
+        buf: header,
+        pos: 0,
     }
-    let len = HEADER_LEN + usize::from(u16::from_le_bytes([header[6], header[7]]));
-    if len > RECORD_MAX {
-        return Err(DecodeError::TooLong);
+    .header()?;
+    if h.len() > RECORD_MAX {
+        return Err(DecodeError::TooLong { payload: h.payload });
     }
-    Ok(len)
+    Ok(h.len())
 }
 
 impl<'a> Record<'a> {
@@ -454,37 +471,28 @@ impl<'a> Record<'a> {
     /// Decodes exactly one record from `buf`. Never panics.
     pub fn decode(buf: &'a [u8]) -> Result<Record<'a>, DecodeError> {
         if buf.len() > RECORD_MAX {
-            return Err(DecodeError::TooLong);
+            // Only the length field is read: there is no point in checking more.
+            let payload = Reader { buf, pos: 6 }.u16()?;
+            return Err(DecodeError::TooLong { payload });
         }
         let mut r = Reader { buf, pos: 0 };
-        if r.bytes(2)? != MAGIC {
-            return Err(DecodeError::BadMagic);
-        }
-        let kind = r.u8()?;
-        if r.u8()? != 0 {
+        let h = r.header()?;
+        let too_long = DecodeError::TooLong { payload: h.payload };
+        if h.reserved != 0 {
             return Err(DecodeError::BadField("reserved"));
         }
-        let cpu = u16::from_le_bytes([r.u8()?, r.u8()?]);
-        let payload = usize::from(u16::from_le_bytes([r.u8()?, r.u8()?]));
-        match (HEADER_LEN + payload).cmp(&buf.len()) {
+        match h.len().cmp(&buf.len()) {
             core::cmp::Ordering::Greater => return Err(DecodeError::Truncated),
-            core::cmp::Ordering::Less => return Err(DecodeError::TooLong),
+            core::cmp::Ordering::Less => return Err(too_long),
             core::cmp::Ordering::Equal => {}
         }
-        let body = match kind {
+        let body = match h.kind {
             KIND_CPU_ONLINE => Body::CpuOnline { apic_id: r.u32()? },
-            KIND_TEST => {
-                let passed = match r.u8()? {
-                    0 => false,
-                    1 => true,
-                    _ => return Err(DecodeError::BadField("passed")),
-                };
-                Body::Test {
-                    passed,
-                    name: r.str()?,
-                    detail: r.str()?,
-                }
-            }
+            KIND_TEST => Body::Test {
+                passed: r.bool("passed")?,
+                name: r.str()?,
+                detail: r.str()?,
+            },
             KIND_EXCEPTION => Body::Exception {
                 vector: r.u8()?,
                 error_code: r.u64()?,
@@ -508,11 +516,7 @@ impl<'a> Record<'a> {
                 waited_ns: r.u64()?,
                 target_running: r.u64()?,
                 nth: r.u32()?,
-                resent_ipi: match r.u8()? {
-                    0 => false,
-                    1 => true,
-                    _ => return Err(DecodeError::BadField("resent_ipi")),
-                },
+                resent_ipi: r.bool("resent_ipi")?,
             },
             KIND_CSD_UNSTUCK => Body::CsdUnstuck {
                 id: r.u32()?,
@@ -524,9 +528,9 @@ impl<'a> Record<'a> {
             other => return Err(DecodeError::UnknownKind(other)),
         };
         if r.pos != buf.len() {
-            return Err(DecodeError::TooLong);
+            return Err(too_long);
         }
-        Ok(Record { cpu, body })
+        Ok(Record { cpu: h.cpu, body })
     }
 }
 

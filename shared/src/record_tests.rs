@@ -14,7 +14,12 @@ fn round_trip(rec: Record<'_>) {
         );
     }
     // Trailing garbage is rejected.
-    assert_eq!(Record::decode(&buf[..n + 1]), Err(DecodeError::TooLong));
+    assert_eq!(
+        Record::decode(&buf[..n + 1]),
+        Err(DecodeError::TooLong {
+            payload: (n - HEADER_LEN) as u16
+        })
+    );
 }
 
 #[test]
@@ -137,7 +142,7 @@ fn declared_length() {
     assert_eq!(declared_len(&header), Ok(n));
     assert_eq!(
         declared_len(b"SR\x01\0\0\0\xff\xff"),
-        Err(DecodeError::TooLong)
+        Err(DecodeError::TooLong { payload: 0xffff })
     );
     assert_eq!(
         declared_len(b"XR\x01\0\0\0\0\0"),
@@ -194,13 +199,16 @@ fn malformed_input_is_rejected() {
         Err(DecodeError::BadField("passed"))
     );
     let big = [0u8; RECORD_MAX + 1];
-    assert_eq!(Record::decode(&big), Err(DecodeError::TooLong));
+    assert_eq!(
+        Record::decode(&big),
+        Err(DecodeError::TooLong { payload: 0 })
+    );
 }
 
 #[test]
 fn deterministic_garbage_never_panics() {
     // A cheap xorshift sweep over random and mutated inputs.
-    let mut seed = 0x1234_5678_9abc_def0u64;
+    let mut rng = 0x1234_5678_9abc_def0u64;
     let mut good = [0u8; RECORD_MAX];
     let n = Record {
         cpu: 5,
@@ -213,9 +221,7 @@ fn deterministic_garbage_never_panics() {
     .encode(&mut good)
     .unwrap();
     for _ in 0..20_000 {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
+        let seed = crate::xorshift64(&mut rng);
         let mut b = good;
         b[(seed as usize) % n] = (seed >> 32) as u8;
         let len = (seed >> 40) as usize % (n + 2);

@@ -1,30 +1,16 @@
 //! Exit statuses: what the guest reports, and what the VMM process returns.
 
-/// Status the guest writes to [`crate::ports::Port::Exit`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u32)]
-pub enum GuestStatus {
-    /// The scenario ran and everything it checked passed.
-    Success = 0,
-    /// The scenario ran and something it checked failed.
-    Failure = 1,
-    /// The guest crashed: an exception or a panic (reported before exiting).
-    Crashed = 2,
-    /// The guest could not run the request (bad boot info, unknown scenario).
-    BadRequest = 3,
-}
-
-impl TryFrom<u32> for GuestStatus {
-    type Error = u32;
-
-    fn try_from(v: u32) -> Result<Self, u32> {
-        match v {
-            0 => Ok(GuestStatus::Success),
-            1 => Ok(GuestStatus::Failure),
-            2 => Ok(GuestStatus::Crashed),
-            3 => Ok(GuestStatus::BadRequest),
-            other => Err(other),
-        }
+wire_enum! {
+    /// Status the guest writes to [`crate::ports::Port::Exit`].
+    pub enum GuestStatus: u32 {
+        /// The scenario ran and everything it checked passed.
+        Success = 0,
+        /// The scenario ran and something it checked failed.
+        Failure = 1,
+        /// The guest crashed: an exception or a panic (reported before exiting).
+        Crashed = 2,
+        /// The guest could not run the request (bad boot info, unknown scenario).
+        BadRequest = 3,
     }
 }
 

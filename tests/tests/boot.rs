@@ -2,25 +2,16 @@
 //! and hangs are reported, bad input is refused.
 
 use shared::status::{ExitCode, GuestStatus};
-use smpcall_tests::{SHORT_TIMEOUT, config, explain, run};
+use smpcall_tests::{SHORT_TIMEOUT, assert_console, assert_success, config, explain, run};
 use vmm::{Ending, Error, Kernel, OwnedBody, VmConfig};
 
 fn boots(cpus: u32, stride: u32) {
     let mut c = config(cpus, "demo", "");
     c.apic_stride = stride;
     let o = run(&c);
-    assert_eq!(
-        o.ending,
-        Ending::GuestExit(GuestStatus::Success),
-        "{}",
-        explain(&o)
-    );
+    assert_success(&o);
     assert_eq!(o.exit_code(), ExitCode::Success);
-    assert!(
-        o.console.contains(&format!("Brought up {cpus} CPUs")),
-        "{}",
-        explain(&o)
-    );
+    assert_console(&o, &format!("Brought up {cpus} CPUs"));
     let mut online: Vec<(u16, u32)> = o
         .records
         .iter()
@@ -203,17 +194,8 @@ fn missing_kvm_device_is_named() {
 #[test]
 fn malformed_boot_parameters_warn_and_boot() {
     let o = run(&config(2, "demo", "maxcpus=abc nr_cpus=-1 maxcpus="));
-    assert_eq!(
-        o.ending,
-        Ending::GuestExit(GuestStatus::Success),
-        "{}",
-        explain(&o)
-    );
-    assert!(
-        o.console.contains("warning: maxcpus=abc"),
-        "{}",
-        explain(&o)
-    );
-    assert!(o.console.contains("warning: nr_cpus=-1"), "{}", explain(&o));
-    assert!(o.console.contains("Brought up 2 CPUs"), "{}", explain(&o));
+    assert_success(&o);
+    assert_console(&o, "warning: maxcpus=abc");
+    assert_console(&o, "warning: nr_cpus=-1");
+    assert_console(&o, "Brought up 2 CPUs");
 }

@@ -5,36 +5,11 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use shared::status::GuestStatus;
-use smpcall_tests::{config, explain, run};
+use smpcall_tests::{
+    HOTPLUG_CASES, assert_console, assert_success, config, explain, passed, run, sorted_online,
+};
+use vmm::Outcome;
 use vmm::hotplug::{Change, parse_schedule};
-use vmm::{Ending, Outcome};
-
-const HOTPLUG_CASES: [&str; 5] = [
-    "boot-params-applied",
-    "dying-flush-runs-queued-calls-once",
-    "offline-cpu-enxio-and-skipped",
-    "reonlined-cpu-takes-calls",
-    "down-up-cycles-with-calls-in-flight",
-];
-
-fn passed(o: &Outcome, names: &[&str]) {
-    assert_eq!(
-        o.ending,
-        Ending::GuestExit(GuestStatus::Success),
-        "{}",
-        explain(o)
-    );
-    let tests = o.tests();
-    for name in names {
-        match tests.iter().find(|t| t.name == *name) {
-            Some(t) => assert!(t.passed, "{name}: {}\n{}", t.detail, explain(o)),
-            None => panic!("case {name} missing\n{}", explain(o)),
-        }
-    }
-    assert_eq!(tests.len(), names.len(), "{}", explain(o));
-    assert!(o.protocol_errors.is_empty(), "{}", explain(o));
-}
 
 #[test]
 fn guest_driven_hotplug_at_2_cpus() {
@@ -61,11 +36,7 @@ fn boot_params(cmdline: &str, cpus: u32, brought_up: u32) -> Outcome {
         &HOTPLUG_CASES[..1]
     };
     passed(&o, names);
-    assert!(
-        o.console.contains(&format!("Brought up {brought_up} CPUs")),
-        "{}",
-        explain(&o)
-    );
+    assert_console(&o, &format!("Brought up {brought_up} CPUs"));
     o
 }
 
@@ -82,13 +53,13 @@ fn maxcpus_0_disables_smp() {
 #[test]
 fn nr_cpus_limits_possible_cpus() {
     let o = boot_params("nr_cpus=3", 8, 3);
-    assert!(o.console.contains("nr_cpu_ids 3"), "{}", explain(&o));
+    assert_console(&o, "nr_cpu_ids 3");
 }
 
 #[test]
 fn nr_cpus_larger_than_possible_is_ignored() {
     let o = boot_params("nr_cpus=99", 4, 4);
-    assert!(o.console.contains("nr_cpu_ids 4"), "{}", explain(&o));
+    assert_console(&o, "nr_cpu_ids 4");
 }
 
 #[test]
@@ -99,11 +70,7 @@ fn maxcpus_leaves_present_cpus_offline() {
 #[test]
 fn malformed_values_keep_defaults() {
     let o = boot_params("maxcpus=abc nr_cpus= maxcpus=-2", 3, 3);
-    assert!(
-        o.console.contains("warning: maxcpus=abc"),
-        "{}",
-        explain(&o)
-    );
+    assert_console(&o, "warning: maxcpus=abc");
 }
 
 fn schedule(cpus: u32, cmdline: &str, spec: &str) -> Outcome {
@@ -128,13 +95,8 @@ fn event_results(o: &Outcome) -> Vec<(Change, u32, i32)> {
 #[test]
 fn maxcpus_2_then_the_other_four_at_run_time() {
     let o = schedule(6, "maxcpus=2", "0:on 2; 0:on 3; 0:on 4; 0:on 5");
-    assert_eq!(
-        o.ending,
-        Ending::GuestExit(GuestStatus::Success),
-        "{}",
-        explain(&o)
-    );
-    assert!(o.console.contains("Brought up 2 CPUs"), "{}", explain(&o));
+    assert_success(&o);
+    assert_console(&o, "Brought up 2 CPUs");
     assert!(
         o.hotplug.iter().all(|e| e.ok()),
         "{:?}\n{}",
@@ -142,10 +104,8 @@ fn maxcpus_2_then_the_other_four_at_run_time() {
         explain(&o)
     );
     assert_eq!(o.hotplug.len(), 4);
-    assert!(o.console.contains("6 CPUs online: 0-5"), "{}", explain(&o));
-    let mut online = o.online_cpus();
-    online.sort();
-    assert_eq!(online, [0, 1, 2, 3, 4, 5], "{}", explain(&o));
+    assert_console(&o, "6 CPUs online: 0-5");
+    assert_eq!(sorted_online(&o), [0, 1, 2, 3, 4, 5], "{}", explain(&o));
 }
 
 #[test]
@@ -155,12 +115,7 @@ fn schedule_takes_cpus_down_and_up_and_refuses_bad_changes() {
         "",
         "10ms:off 3; 20ms:off 3; 30ms:on 3; 40ms:on 3; 50ms:off 0; 60ms:off 2; 70ms:off 1",
     );
-    assert_eq!(
-        o.ending,
-        Ending::GuestExit(GuestStatus::Success),
-        "{}",
-        explain(&o)
-    );
+    assert_success(&o);
     use Change::{Offline, Online};
     assert_eq!(
         event_results(&o),
@@ -176,7 +131,7 @@ fn schedule_takes_cpus_down_and_up_and_refuses_bad_changes() {
         "{}",
         explain(&o)
     );
-    assert!(o.console.contains("2 CPUs online: 0,3"), "{}", explain(&o));
+    assert_console(&o, "2 CPUs online: 0,3");
 }
 
 #[test]
@@ -188,6 +143,12 @@ fn nosmp_cpus_cannot_be_brought_up() {
         "{}",
         explain(&o)
     );
+    // The refusal leaves the guest healthy: the host's finish request ends
+    // the wait with only the boot CPU online.
+    assert_success(&o);
+    assert_console(&o, "Brought up 1 CPUs");
+    assert_console(&o, "1 CPUs online: 0\n");
+    assert_eq!(sorted_online(&o), [0], "{}", explain(&o));
 }
 
 #[test]
@@ -245,35 +206,21 @@ fn control_socket_answers_good_and_bad_requests() {
     assert!(ok(&ask(r#"{"cpu":3,"state":"online"}"#)));
     assert!(ok(&ask(r#"{"exit":true}"#)));
     let o = vm.join().unwrap();
-    assert_eq!(
-        o.ending,
-        Ending::GuestExit(GuestStatus::Success),
-        "{}",
-        explain(&o)
-    );
-    assert!(o.console.contains("4 CPUs online: 0-3"), "{}", explain(&o));
+    assert_success(&o);
+    assert_console(&o, "4 CPUs online: 0-3");
     assert!(!path.exists(), "the socket file is removed at exit");
 }
 
 #[test]
 fn failed_prepare_cancels_the_bring_up() {
     let o = run(&config(4, "demo", "fail_prepare=2"));
-    assert_eq!(
-        o.ending,
-        Ending::GuestExit(GuestStatus::Success),
-        "{}",
-        explain(&o)
+    assert_success(&o);
+    assert_console(
+        &o,
+        "CPU 2: preparing its call data failed; bring-up cancelled",
     );
-    assert!(
-        o.console
-            .contains("CPU 2: preparing its call data failed; bring-up cancelled"),
-        "{}",
-        explain(&o)
-    );
-    assert!(o.console.contains("Brought up 3 CPUs"), "{}", explain(&o));
-    let mut online = o.online_cpus();
-    online.sort();
-    assert_eq!(online, [0, 1, 3], "{}", explain(&o));
+    assert_console(&o, "Brought up 3 CPUs");
+    assert_eq!(sorted_online(&o), [0, 1, 3], "{}", explain(&o));
 }
 
 #[test]
@@ -285,19 +232,9 @@ fn an_ap_that_does_not_come_up_is_cancelled_and_can_be_retried() {
     let mut c = config(3, "wait", "stuck_ap=1 ap_timeout_ms=200");
     c.hotplug = parse_schedule("0:on 1; 0:off 2; 0:on 2", 3).unwrap();
     let o = run(&c);
-    assert_eq!(
-        o.ending,
-        Ending::GuestExit(GuestStatus::Success),
-        "{}",
-        explain(&o)
-    );
-    assert!(
-        o.console
-            .contains("CPU 1 (APIC id 0x1) did not come online within 200 ms"),
-        "{}",
-        explain(&o)
-    );
-    assert!(o.console.contains("Brought up 2 CPUs"), "{}", explain(&o));
+    assert_success(&o);
+    assert_console(&o, "CPU 1 (APIC id 0x1) did not come online within 200 ms");
+    assert_console(&o, "Brought up 2 CPUs");
     use Change::{Offline, Online};
     assert_eq!(
         event_results(&o),

@@ -81,10 +81,17 @@ fn every_kind_made(o: &Outcome) {
     );
 }
 
+/// Without fault injection no IPI is lost, so no waiter had to run a
+/// request from its own flush (each such repair is also a console line).
+fn no_self_flush(o: &Outcome) {
+    assert_eq!(counter(o, "scf.self_flushes"), 0, "{}", explain(o));
+}
+
 fn plain_torture(cpus: u32) {
     let o = run(&torture(cpus, ""));
     torture_passed(&o);
     every_kind_made(&o);
+    no_self_flush(&o);
 }
 
 #[test]
@@ -107,6 +114,7 @@ fn torture_with_churn(cpus: u32) {
     c.hotplug_churn = Some(Duration::from_millis(60));
     let o = run(&c);
     torture_passed(&o);
+    no_self_flush(&o);
     let done = o.hotplug.iter().filter(|e| e.ok()).count();
     assert!(done > 0, "no hotplug change was made\n{}", explain(&o));
     // A CPU brought back well before the end resumed its invoker.

@@ -6,19 +6,22 @@
 //! Answers: `{"ok":true,...}` or `{"ok":false,"error":"..."}`. Bad requests
 //! get an error answer and the VM keeps running.
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use shared::mailbox::{Op, result};
 
-use crate::hotplug::{Change, REQUEST_TIMEOUT};
+use crate::hotplug::{Change, REQUEST_TIMEOUT, errno_text};
 use crate::mailbox::Channel;
 
 /// Longest request line accepted.
 pub const LINE_MAX: usize = 64 * 1024;
+
+/// Longest time one answer may take to write.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Binds the socket, replacing a stale socket file (never another file).
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
@@ -36,20 +39,6 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     let l = UnixListener::bind(path)?;
     l.set_nonblocking(true)?;
     Ok(l)
-}
-
-fn errno_text(res: i32, cpu: u32, change: Change) -> String {
-    match res {
-        result::EALREADY => format!("CPU {cpu} is already {}", change.name()),
-        result::EBUSY => format!("CPU {cpu} is the last online CPU"),
-        result::EINVAL if cpu == 0 => "CPU 0 (the boot CPU) cannot go offline".into(),
-        result::EINVAL => format!(
-            "CPU {cpu} cannot be brought {} (not possible)",
-            change.name()
-        ),
-        result::EIO => format!("CPU {cpu} did not go {} in time", change.name()),
-        other => format!("the guest answered {other}"),
-    }
 }
 
 /// One request of the control socket.
@@ -165,11 +154,10 @@ fn read_line(
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(_) => return None,
         };
-        let (part, done) = match chunk.iter().position(|&b| b == b'\n') {
-            Some(i) => (&chunk[..i], i + 1),
-            None => (chunk, chunk.len()),
+        let (part, done, found_newline) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => (&chunk[..i], i + 1, true),
+            None => (chunk, chunk.len(), false),
         };
-        let found_newline = done <= chunk.len() && chunk.get(done - 1) == Some(&b'\n');
         if buf.len() + part.len() > LINE_MAX {
             too_long = true;
         } else {
@@ -186,35 +174,115 @@ fn read_line(
     }
 }
 
+/// Writes one answer line, giving up after [`WRITE_TIMEOUT`] in all (a
+/// client that does not read must not hold up the VMM).
+fn write_reply(w: &mut UnixStream, reply: &Value) -> std::io::Result<()> {
+    let text = format!("{reply}\n");
+    let deadline = Instant::now() + WRITE_TIMEOUT;
+    let mut rest = text.as_bytes();
+    while !rest.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ErrorKind::TimedOut.into());
+        }
+        w.set_write_timeout(Some(left))?;
+        match w.write(rest) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => rest = &rest[n..],
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Serves clients one at a time until `stopped()`.
 pub fn serve(listener: UnixListener, channel: &Channel, cpus: u32, stopped: &dyn Fn() -> bool) {
+    serve_with(listener, &|line| answer(line, channel, cpus), stopped);
+}
+
+/// [`serve`] with the answers of `answer`. A client whose answer cannot
+/// be written within [`WRITE_TIMEOUT`] is dropped.
+fn serve_with(listener: UnixListener, answer: &dyn Fn(&str) -> Value, stopped: &dyn Fn() -> bool) {
     while !stopped() {
         let stream = match listener.accept() {
             Ok((s, _)) => s,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+            // Nobody waiting (WouldBlock) or a persistent error such as
+            // EMFILE: either way, do not spin.
+            Err(_) => {
                 std::thread::sleep(Duration::from_millis(10));
                 continue;
             }
-            Err(_) => continue,
         };
-        let _ = stream.set_nonblocking(false);
-        let _ = stream.set_read_timeout(Some(Duration::from_millis(50)));
-        let Ok(mut writer) = stream.try_clone() else {
+        let set_up = stream
+            .set_nonblocking(false)
+            .and_then(|()| stream.set_read_timeout(Some(Duration::from_millis(50))));
+        let (Ok(()), Ok(mut writer)) = (set_up, stream.try_clone()) else {
             continue;
         };
         let mut reader = BufReader::new(stream);
         while let Some(line) = read_line(&mut reader, stopped) {
             let reply = match line {
                 Ok(l) if l.trim().is_empty() => continue,
-                Ok(l) => answer(&l, channel, cpus),
+                Ok(l) => answer(&l),
                 Err(()) => {
                     json!({"ok": false, "error": format!("request longer than {LINE_MAX} bytes")})
                 }
             };
-            if writeln!(writer, "{reply}").is_err() {
+            if write_reply(&mut writer, &reply).is_err() {
                 break;
             }
         }
-        let _ = reader.get_mut().read(&mut [0u8; 0]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[test]
+    fn a_client_that_never_reads_is_dropped() {
+        let path = std::env::temp_dir().join(format!("vmm-api-test-{}.sock", std::process::id()));
+        let listener = bind(&path).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let server = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                // An answer far larger than any socket buffer.
+                let big = "x".repeat(16 << 20);
+                serve_with(
+                    listener,
+                    &|line| {
+                        if line == "big" {
+                            json!({"ok": true, "pad": big})
+                        } else {
+                            json!({"ok": true})
+                        }
+                    },
+                    &|| stop.load(Ordering::Relaxed),
+                );
+            })
+        };
+        let started = Instant::now();
+        let mut hog = UnixStream::connect(&path).unwrap();
+        hog.write_all(b"big\n").unwrap();
+        // A second client is served once the first one is dropped.
+        let mut next = UnixStream::connect(&path).unwrap();
+        next.set_read_timeout(Some(WRITE_TIMEOUT * 5)).unwrap();
+        next.write_all(b"small\n").unwrap();
+        let mut answer = String::new();
+        BufReader::new(&next).read_line(&mut answer).unwrap();
+        assert_eq!(answer, "{\"ok\":true}\n");
+        assert!(
+            started.elapsed() < WRITE_TIMEOUT * 3,
+            "{:?}",
+            started.elapsed()
+        );
+        stop.store(true, Ordering::Relaxed);
+        server.join().unwrap();
+        drop(hog);
+        let _ = std::fs::remove_file(&path);
     }
 }

@@ -143,9 +143,7 @@ impl VmConfig {
             )));
         }
         if self.hotplug_churn.is_some_and(|p| p.is_zero()) {
-            return Err(Error::BadHotplug(
-                "--hotplug-churn must be at least 1 ms".into(),
-            ));
+            return Err(Error::ZeroChurn);
         }
         for f in &self.faults {
             if let crate::fault::Fault::Stall { cpu, .. } = f

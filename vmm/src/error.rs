@@ -56,6 +56,9 @@ pub enum Error {
     /// A bad hotplug schedule.
     #[error("--hotplug: {0}")]
     BadHotplug(String),
+    /// `--hotplug-churn 0`.
+    #[error("--hotplug-churn must be at least 1 ms")]
+    ZeroChurn,
     /// The control socket could not be created.
     #[error("--api-sock {path}: {source}")]
     ApiSocket {

@@ -38,6 +38,22 @@ impl Change {
     }
 }
 
+/// What the guest's refusal `res` (a negative errno from
+/// [`shared::mailbox::result`]) of `change` for `cpu` means.
+pub fn errno_text(res: i32, cpu: u32, change: Change) -> String {
+    match res {
+        result::EALREADY => format!("CPU {cpu} is already {}", change.name()),
+        result::EBUSY => format!("CPU {cpu} is the last online CPU"),
+        result::EINVAL if cpu == 0 => "CPU 0 (the boot CPU) cannot go offline".into(),
+        result::EINVAL => format!(
+            "CPU {cpu} cannot be brought {} (not possible)",
+            change.name()
+        ),
+        result::EIO => format!("CPU {cpu} did not go {} in time", change.name()),
+        other => format!("the guest answered {other}"),
+    }
+}
+
 /// One scheduled change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Step {

@@ -253,8 +253,7 @@ impl GuestIo {
         }
         let len = match record::declared_len(&header) {
             Ok(len) => len,
-            Err(record::DecodeError::TooLong) => {
-                let payload = u16::from_le_bytes([header[6], header[7]]);
+            Err(record::DecodeError::TooLong { payload }) => {
                 return self.protocol_error(format!(
                     "vCPU {cpu}: record at {addr:#x} declares a {payload}-byte payload; a record is at most {RECORD_MAX} bytes"
                 ));

@@ -13,10 +13,13 @@
 //! `halt_wakeup`, `io_exits`, `irq_exits`, ... (see [`WANTED`]).
 
 use std::fs::File;
+use std::mem::{offset_of, size_of};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::FileExt;
 
-use kvm_bindings::{KVM_STATS_TYPE_CUMULATIVE, KVM_STATS_TYPE_MASK};
+use kvm_bindings::{
+    KVM_STATS_TYPE_CUMULATIVE, KVM_STATS_TYPE_MASK, kvm_stats_desc, kvm_stats_header,
+};
 use vmm_sys_util::ioctl::ioctl;
 
 mod nr {
@@ -48,9 +51,9 @@ pub const WANTED: &[&str] = &[
 ];
 
 /// Header size (`struct kvm_stats_header`).
-const HEADER_LEN: usize = 24;
+const HEADER_LEN: usize = size_of::<kvm_stats_header>();
 /// Fixed part of a descriptor (`struct kvm_stats_desc` without its name).
-const DESC_FIXED_LEN: usize = 16;
+const DESC_FIXED_LEN: usize = offset_of!(kvm_stats_desc, name);
 /// Largest descriptor block accepted (the kernel's is a few KiB).
 const MAX_LAYOUT: usize = 1 << 20;
 
@@ -109,11 +112,11 @@ impl Layout {
     /// Parses the beginning of a stats fd (header, id, descriptors):
     /// `buf` must hold at least everything before the data block.
     pub fn parse(buf: &[u8]) -> Result<Layout, StatsError> {
-        let name_size = u32_at(buf, 4)? as usize;
-        let num_desc = u32_at(buf, 8)? as usize;
-        let id_offset = u32_at(buf, 12)? as usize;
-        let desc_offset = u32_at(buf, 16)? as usize;
-        let data_offset = u32_at(buf, 20)?;
+        let name_size = u32_at(buf, offset_of!(kvm_stats_header, name_size))? as usize;
+        let num_desc = u32_at(buf, offset_of!(kvm_stats_header, num_desc))? as usize;
+        let id_offset = u32_at(buf, offset_of!(kvm_stats_header, id_offset))? as usize;
+        let desc_offset = u32_at(buf, offset_of!(kvm_stats_header, desc_offset))? as usize;
+        let data_offset = u32_at(buf, offset_of!(kvm_stats_header, data_offset))?;
         if name_size == 0 || name_size > 4096 || num_desc > 65_536 {
             return Err(StatsError::Layout("implausible name size or count"));
         }
@@ -129,9 +132,10 @@ impl Layout {
             let d = buf
                 .get(at..at + desc_len)
                 .ok_or(StatsError::Layout("descriptor outside the header block"))?;
-            let flags = u32_at(d, 0)?;
-            let size = usize::from(u16::from_le_bytes([d[6], d[7]]));
-            let offset = u32_at(d, 8)? as usize;
+            let flags = u32_at(d, offset_of!(kvm_stats_desc, flags))?;
+            let at_size = offset_of!(kvm_stats_desc, size);
+            let size = usize::from(u16::from_le_bytes([d[at_size], d[at_size + 1]]));
+            let offset = u32_at(d, offset_of!(kvm_stats_desc, offset))? as usize;
             let end = offset
                 .checked_add(size * 8)
                 .ok_or(StatsError::Layout("descriptor overflows"))?;
@@ -185,7 +189,7 @@ impl VcpuStats {
         let mut header = [0u8; HEADER_LEN];
         file.read_exact_at(&mut header, 0)
             .map_err(StatsError::Read)?;
-        let data_offset = u32_at(&header, 20)? as usize;
+        let data_offset = u32_at(&header, offset_of!(kvm_stats_header, data_offset))? as usize;
         if !(HEADER_LEN..=MAX_LAYOUT).contains(&data_offset) {
             return Err(StatsError::Layout("data block offset"));
         }
@@ -217,14 +221,6 @@ fn value_at(data: &[u8], o: usize) -> u64 {
     data.get(o..o + 8)
         .and_then(|s| s.try_into().ok())
         .map_or(0, u64::from_le_bytes)
-}
-
-/// The [`WANTED`] counters present in `layout`, with their offsets.
-pub fn select(layout: &Layout) -> (Vec<&'static str>, Vec<usize>) {
-    WANTED
-        .iter()
-        .filter_map(|&n| layout.counter(n).map(|o| (n, o)))
-        .unzip()
 }
 
 #[cfg(test)]
@@ -291,7 +287,11 @@ mod tests {
         assert_eq!(exits, 256);
         assert_eq!(value_at(&data, exits), 100);
         assert_eq!(value_at(&data, l.counter("insn_emulation").unwrap()), 300);
-        let (names, offsets) = select(&l);
+        // The WANTED counters this layout has, as the collector picks them.
+        let (names, offsets): (Vec<_>, Vec<_>) = WANTED
+            .iter()
+            .filter_map(|&n| l.counter(n).map(|o| (n, o)))
+            .unzip();
         assert_eq!(names, ["exits", "insn_emulation"]);
         assert_eq!(offsets, [256, 272]);
         assert_eq!(value_at(&data, 10_000), 0);

@@ -63,6 +63,26 @@ fn field(offset: usize) -> GuestAddress {
     GuestAddress(HOST_MAILBOX.start.0 + offset as u64)
 }
 
+fn read_u32(mem: &GuestMemoryMmap, offset: usize) -> Result<u32, RequestError> {
+    mem.read_obj(field(offset))
+        .map_err(|e| RequestError::Memory(e.to_string()))
+}
+
+/// Whether the guest takes requests (its `ready` word is [`READY`]).
+pub fn guest_ready(mem: &GuestMemoryMmap) -> Result<bool, RequestError> {
+    read_u32(mem, offset_of!(Mailbox, ready)).map(|v| v == READY)
+}
+
+/// The MSI that delivers `data` to APIC `apic`.
+pub fn msi(apic: ApicId, data: u32) -> kvm_msi {
+    kvm_msi {
+        address_lo: (MSI_ADDRESS_BASE as u32) | ((apic.0 & 0xff) << 12),
+        address_hi: apic.0 & 0xffff_ff00,
+        data,
+        ..Default::default()
+    }
+}
+
 impl Channel {
     /// A channel whose requests interrupt the CPU with APIC id `handler`;
     /// `stopped` tells when to give up waiting.
@@ -87,25 +107,12 @@ impl Channel {
             .map_err(|e| RequestError::Memory(e.to_string()))
     }
 
-    fn read_u32(&self, offset: usize) -> Result<u32, RequestError> {
-        self.mem
-            .read_obj(field(offset))
-            .map_err(|e| RequestError::Memory(e.to_string()))
-    }
-
     fn inject(&self) -> Result<(), RequestError> {
-        let id = self.handler.0;
-        let msi = kvm_msi {
-            address_lo: (MSI_ADDRESS_BASE as u32) | ((id & 0xff) << 12),
-            address_hi: id & 0xffff_ff00,
-            data: u32::from(HOST_REQUEST.0),
-            ..Default::default()
-        };
         self.vm
-            .signal_msi(msi)
+            .signal_msi(msi(self.handler, u32::from(HOST_REQUEST.0)))
             .map(|_| ())
             .map_err(|e| RequestError::Inject {
-                apic: id,
+                apic: self.handler.0,
                 error: e.to_string(),
             })
     }
@@ -114,7 +121,7 @@ impl Channel {
     pub fn request(&self, op: Op, cpu: u32, timeout: Duration) -> Result<Reply, RequestError> {
         let mut seq = self.seq.lock().unwrap_or_else(|p| p.into_inner());
         let deadline = Instant::now() + timeout;
-        while self.read_u32(offset_of!(Mailbox, ready))? != READY {
+        while !guest_ready(&self.mem)? {
             if (self.stopped)() {
                 return Err(RequestError::Stopped);
             }
@@ -134,7 +141,7 @@ impl Channel {
         self.inject()?;
         let mut reinjected = false;
         loop {
-            if self.read_u32(offset_of!(Mailbox, ack))? == *seq {
+            if read_u32(&self.mem, offset_of!(Mailbox, ack))? == *seq {
                 break;
             }
             if (self.stopped)() {
@@ -161,14 +168,10 @@ impl Channel {
 /// Reads the guest's answer to `op` from the mailbox page. Everything in it
 /// is untrusted: the stats count is capped at [`shared::MAX_CPUS`].
 pub fn read_reply(mem: &GuestMemoryMmap, op: Op) -> Result<Reply, RequestError> {
-    let read_u32 = |offset: usize| -> Result<u32, RequestError> {
-        mem.read_obj(field(offset))
-            .map_err(|e| RequestError::Memory(e.to_string()))
-    };
-    let result = read_u32(offset_of!(Mailbox, result))? as i32;
+    let result = read_u32(mem, offset_of!(Mailbox, result))? as i32;
     let mut stats = Vec::new();
     if op == Op::Stats {
-        let n = (read_u32(offset_of!(Mailbox, nr_stats))? as usize).min(shared::MAX_CPUS);
+        let n = (read_u32(mem, offset_of!(Mailbox, nr_stats))? as usize).min(shared::MAX_CPUS);
         for i in 0..n {
             let off = offset_of!(Mailbox, stats) + i * std::mem::size_of::<CpuStatsWire>();
             let s: Plain<CpuStatsWire> = mem
@@ -178,4 +181,28 @@ pub fn read_reply(mem: &GuestMemoryMmap, op: Op) -> Result<Reply, RequestError> 
         }
     }
     Ok(Reply { result, stats })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn msi_addresses_the_apic() {
+        let m = msi(ApicId(0x1_0203), 0xfc);
+        assert_eq!(m.address_lo, 0xfee0_3000);
+        assert_eq!(m.address_hi, 0x1_0200);
+        assert_eq!(m.data, 0xfc);
+    }
+
+    #[test]
+    fn ready_is_read_from_the_mailbox() {
+        let mem = crate::memory::create(HOST_MAILBOX.start.0 + (1 << 20)).unwrap();
+        assert!(!guest_ready(&mem).unwrap());
+        mem.write_obj(READY, field(offset_of!(Mailbox, ready)))
+            .unwrap();
+        assert!(guest_ready(&mem).unwrap());
+        let small = crate::memory::create(4096).unwrap();
+        assert!(guest_ready(&small).is_err());
+    }
 }

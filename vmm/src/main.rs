@@ -102,34 +102,29 @@ struct Cli {
     verbose: u8,
 }
 
-fn config(cli: &Cli) -> Result<VmConfig, String> {
-    if !cli.timeout.is_finite() || cli.timeout <= 0.0 || cli.timeout > 86_400.0 {
-        return Err(format!(
-            "--timeout {}: must be more than 0 and at most 86400 seconds",
-            cli.timeout
-        ));
+/// A `--timeout` / `--duration` value: more than 0, at most a day.
+fn seconds(flag: &str, secs: f64) -> Result<Duration, String> {
+    if secs.is_finite() && secs > 0.0 && secs <= 86_400.0 {
+        Ok(Duration::from_secs_f64(secs))
+    } else {
+        Err(format!(
+            "{flag} {secs}: must be more than 0 and at most 86400 seconds"
+        ))
     }
+}
+
+fn config(cli: &Cli) -> Result<VmConfig, String> {
+    let timeout = seconds("--timeout", cli.timeout)?;
     let hotplug = match &cli.hotplug {
         Some(spec) => {
             vmm::hotplug::parse_schedule(spec, cli.cpus).map_err(|e| format!("--hotplug: {e}"))?
         }
         None => Vec::new(),
     };
-    if cli.hotplug_churn == Some(0) {
-        return Err("--hotplug-churn must be at least 1 ms".into());
-    }
     if (cli.json.is_some() || cli.plot.is_some()) && cli.run != "bench" {
         return Err("--json and --plot need --run bench".into());
     }
-    let duration = match cli.duration {
-        None => None,
-        Some(d) if d.is_finite() && d > 0.0 && d <= 86_400.0 => Some(Duration::from_secs_f64(d)),
-        Some(d) => {
-            return Err(format!(
-                "--duration {d}: must be more than 0 and at most 86400 seconds"
-            ));
-        }
-    };
+    let duration = cli.duration.map(|d| seconds("--duration", d)).transpose()?;
     let faults = cli
         .fault
         .iter()
@@ -145,7 +140,7 @@ fn config(cli: &Cli) -> Result<VmConfig, String> {
         cmdline: cli.cmdline.clone(),
         scenario: cli.run.clone(),
         kernel: cli.kernel.clone().map_or(Kernel::Embedded, Kernel::Path),
-        timeout: Duration::from_secs_f64(cli.timeout),
+        timeout,
         numa,
         echo_console: !cli.quiet,
         apic_stride: cli.apic_stride,
@@ -200,7 +195,10 @@ fn main() -> ProcessExit {
             for e in &outcome.hotplug {
                 let what = match &e.result {
                     Ok(0) => "done".to_string(),
-                    Ok(errno) => format!("refused ({errno})"),
+                    Ok(errno) => format!(
+                        "refused ({})",
+                        vmm::hotplug::errno_text(*errno, e.cpu, e.change)
+                    ),
                     Err(err) => err.to_string(),
                 };
                 println!(
@@ -210,11 +208,15 @@ fn main() -> ProcessExit {
                     e.cpu
                 );
             }
+            // A failed --json / --plot write exits 2, unless the guest
+            // failed: then its code (1, 3, 4) wins, with its diagnosis.
             if cli.run == "bench"
                 && let Err(msg) = bench_report(&cli, &config, &outcome)
             {
                 eprintln!("vmm: {msg}");
-                return ProcessExit::from(ExitCode::Usage as u8);
+                if outcome.exit_code() == ExitCode::Success {
+                    return ProcessExit::from(ExitCode::Usage as u8);
+                }
             }
             let stalls = outcome.csd_stalls();
             if !stalls.is_empty() {

@@ -2,9 +2,11 @@
 //! page tables, the BSP's boot GDT, the boot information block and the
 //! command line. Every address comes from `shared::layout`.
 
+use kvm_bindings::kvm_userspace_memory_region;
+use kvm_ioctls::VmFd;
 use shared::bootinfo::BootInfo;
 use shared::layout::{self, GuestPhysAddr};
-use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 use crate::error::{Error, Result};
 
@@ -20,30 +22,52 @@ const PTE_WRITABLE: u64 = 1 << 1;
 const PTE_HUGE: u64 = 1 << 7;
 const HUGE_PAGE: u64 = 2 << 20;
 
-/// `BootInfo` as plain bytes for vm-memory.
-#[derive(Clone, Copy, Default)]
-#[repr(transparent)]
-pub struct BootInfoBytes(pub BootInfo);
-
-// SAFETY: BootInfo is repr(C), made only of integers and integer arrays, and
-// has no padding (shared asserts its size equals the sum of its fields), so
-// every byte pattern is a valid value.
-unsafe impl ByteValued for BootInfoBytes {}
-
 /// A `shared` wire struct as plain bytes for vm-memory.
 #[derive(Clone, Copy, Default)]
 #[repr(transparent)]
 pub struct Plain<T>(pub T);
 
-// SAFETY: only instantiated for CpuStatsWire, a repr(C) struct of five u64
-// with no padding, for which every byte pattern is a valid value.
+// SAFETY: CpuStatsWire is a repr(C) struct of five u64 with no padding, for
+// which every byte pattern is a valid value.
 unsafe impl ByteValued for Plain<shared::mailbox::CpuStatsWire> {}
+
+// SAFETY: BootInfo is repr(C), made only of integers and integer arrays, and
+// has no padding (shared asserts its size equals the sum of its fields), so
+// every byte pattern is a valid value.
+unsafe impl ByteValued for Plain<BootInfo> {}
 
 /// Creates `size` bytes of guest RAM at guest-physical 0.
 pub fn create(size: u64) -> Result<GuestMemoryMmap> {
     let len = usize::try_from(size).map_err(|_| Error::Memory(format!("{size} bytes")))?;
     GuestMemoryMmap::from_ranges(&[(GuestAddress(0), len)])
         .map_err(|e| Error::Memory(format!("cannot map {} MiB: {e}", size >> 20)))
+}
+
+/// Makes `mem` (one region at guest-physical 0, as [`create`] makes it)
+/// memory slot 0 of `vm`.
+///
+/// # Safety
+///
+/// `mem` must stay mapped as long as `vm` or any of its vCPUs may run, and
+/// `vm` must have no other slot overlapping it.
+pub unsafe fn register(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<()> {
+    let host = mem
+        .get_host_address(GuestAddress(0))
+        .map_err(|e| Error::Memory(e.to_string()))?;
+    let region = kvm_userspace_memory_region {
+        slot: 0,
+        flags: 0,
+        guest_phys_addr: 0,
+        memory_size: mem.last_addr().0 + 1,
+        userspace_addr: host as u64,
+    };
+    // SAFETY: `region` is the mapping of `mem`, which the caller keeps
+    // alive while `vm` may use it and which overlaps no other slot (this
+    // function's contract).
+    unsafe { vm.set_user_memory_region(region) }.map_err(|source| Error::Kvm {
+        op: "KVM_SET_USER_MEMORY_REGION",
+        source,
+    })
 }
 
 fn write<T: ByteValued>(mem: &GuestMemoryMmap, at: GuestPhysAddr, what: &str, v: T) -> Result<()> {
@@ -80,12 +104,7 @@ pub fn write_boot_gdt(mem: &GuestMemoryMmap) -> Result<()> {
 
 /// Writes the boot information block and the command line.
 pub fn write_boot_info(mem: &GuestMemoryMmap, info: &BootInfo, cmdline: &str) -> Result<()> {
-    write(
-        mem,
-        layout::BOOT_INFO.start,
-        "boot info",
-        BootInfoBytes(*info),
-    )?;
+    write(mem, layout::BOOT_INFO.start, "boot info", Plain(*info))?;
     mem.write_slice(cmdline.as_bytes(), GuestAddress(layout::CMDLINE.start.0))
         .map_err(|e| Error::Memory(format!("writing the command line: {e}")))
 }
@@ -113,7 +132,7 @@ mod tests {
             ))
             .unwrap();
         assert_eq!(code, BOOT_GDT_ENTRIES[1]);
-        let back: BootInfoBytes = mem
+        let back: Plain<BootInfo> = mem
             .read_obj(GuestAddress(layout::BOOT_INFO.start.0))
             .unwrap();
         assert_eq!(back.0, info);

@@ -4,6 +4,10 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use kvm_bindings::{
+    KVM_MP_STATE_HALTED, KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_RUNNABLE,
+    KVM_MP_STATE_SIPI_RECEIVED, KVM_MP_STATE_UNINITIALIZED,
+};
 use shared::record::{Body, Record, WarnKind};
 use shared::status::{ExitCode, GuestStatus};
 use shared::vectors::exception_name;
@@ -55,8 +59,7 @@ pub enum Ending {
 pub struct VcpuDump {
     /// The vCPU (= CPU number).
     pub cpu: u32,
-    /// KVM's MP state (0 runnable, 1 uninitialized/wait-for-INIT, 2 INIT
-    /// received, 3 halted, 4 SIPI received).
+    /// KVM's MP state (`KVM_MP_STATE_*`).
     pub mp_state: u32,
     /// Instruction pointer.
     pub rip: u64,
@@ -75,11 +78,11 @@ pub struct VcpuDump {
 impl VcpuDump {
     fn mp_state_name(&self) -> &'static str {
         match self.mp_state {
-            0 => "running",
-            1 => "waiting for INIT/SIPI",
-            2 => "INIT received",
-            3 => "halted",
-            4 => "SIPI received",
+            KVM_MP_STATE_RUNNABLE => "running",
+            KVM_MP_STATE_UNINITIALIZED => "waiting for INIT/SIPI",
+            KVM_MP_STATE_INIT_RECEIVED => "INIT received",
+            KVM_MP_STATE_HALTED => "halted",
+            KVM_MP_STATE_SIPI_RECEIVED => "SIPI received",
             _ => "unknown",
         }
     }

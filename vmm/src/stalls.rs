@@ -1,6 +1,7 @@
 //! The csd-lock stalls a guest reported (its `CsdStall` and `CsdUnstuck`
 //! records), one summary per stall, for the outcome and the CLI.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::outcome::{OwnedBody, OwnedRecord};
@@ -35,64 +36,51 @@ pub struct CsdStall {
 /// report. Records are untrusted: a stall with odd values is still shown.
 pub fn collect(records: &[OwnedRecord]) -> Vec<CsdStall> {
     let mut out: Vec<CsdStall> = Vec::new();
+    // (waiter, stall id) -> index in `out`: a hostile guest sends many.
+    let mut index: HashMap<(u32, u32), usize> = HashMap::new();
     for r in records {
-        match r.body {
+        let (id, target, func, info, target_running) = match r.body {
             OwnedBody::CsdStall {
                 id,
                 target,
                 func,
                 info,
-                waited_ns,
                 target_running,
+                ..
+            } => (id, target, func, info, target_running),
+            OwnedBody::CsdUnstuck {
+                id, target, func, ..
+            } => (id, target, func, 0, 0),
+            _ => continue,
+        };
+        let i = *index.entry((r.vcpu, id)).or_insert_with(|| {
+            out.push(CsdStall {
+                id,
+                waiter: r.vcpu,
+                target,
+                func,
+                info,
+                target_running,
+                reports: 0,
+                resends: 0,
+                waited: Duration::ZERO,
+                unstuck_after: None,
+            });
+            out.len() - 1
+        });
+        let s = &mut out[i];
+        match r.body {
+            OwnedBody::CsdStall {
+                waited_ns,
                 resent_ipi,
                 ..
             } => {
-                let i = match out.iter().position(|s| s.id == id && s.waiter == r.vcpu) {
-                    Some(i) => i,
-                    None => {
-                        out.push(CsdStall {
-                            id,
-                            waiter: r.vcpu,
-                            target,
-                            func,
-                            info,
-                            target_running,
-                            reports: 0,
-                            resends: 0,
-                            waited: Duration::ZERO,
-                            unstuck_after: None,
-                        });
-                        out.len() - 1
-                    }
-                };
-                let s = &mut out[i];
                 s.reports = s.reports.saturating_add(1);
                 s.resends = s.resends.saturating_add(u32::from(resent_ipi));
                 s.waited = s.waited.max(Duration::from_nanos(waited_ns));
             }
-            OwnedBody::CsdUnstuck {
-                id,
-                target,
-                func,
-                waited_ns,
-                ..
-            } => {
-                let done = Some(Duration::from_nanos(waited_ns));
-                match out.iter_mut().find(|s| s.id == id && s.waiter == r.vcpu) {
-                    Some(s) => s.unstuck_after = done,
-                    None => out.push(CsdStall {
-                        id,
-                        waiter: r.vcpu,
-                        target,
-                        func,
-                        info: 0,
-                        target_running: 0,
-                        reports: 0,
-                        resends: 0,
-                        waited: Duration::ZERO,
-                        unstuck_after: done,
-                    }),
-                }
+            OwnedBody::CsdUnstuck { waited_ns, .. } => {
+                s.unstuck_after = Some(Duration::from_nanos(waited_ns));
             }
             _ => {}
         }
@@ -183,5 +171,34 @@ mod tests {
         let line = s[0].to_string();
         assert!(line.contains("CPU 0 waited for CPU 1") && line.contains("unstuck after 450.0 ms"));
         assert!(s[1].to_string().contains("NOT unstuck"));
+    }
+
+    #[test]
+    fn many_stalls_are_grouped_without_rescanning() {
+        // As many as a hostile guest may send; a quadratic search would
+        // not finish.
+        let n = 200_000u32;
+        let records: Vec<_> = (0..n)
+            .map(|i| rec(i % 4, stall(i, 1, false, 1)))
+            .chain((0..n).map(|i| {
+                rec(
+                    i % 4,
+                    OwnedBody::CsdUnstuck {
+                        id: i,
+                        target: 1,
+                        func: 0x1000,
+                        waited_ns: 2_000_000,
+                        reports: 1,
+                    },
+                )
+            }))
+            .collect();
+        let s = collect(&records);
+        assert_eq!(s.len(), n as usize);
+        assert!(
+            s.iter()
+                .all(|s| s.reports == 1 && s.unstuck_after.is_some())
+        );
+        assert_eq!((s[5].id, s[5].waiter), (5, 1));
     }
 }

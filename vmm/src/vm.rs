@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kvm_bindings::{
-    KVM_CAP_X2APIC_API, KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK, KVM_X2APIC_API_USE_32BIT_IDS,
-    kvm_enable_cap, kvm_userspace_memory_region,
+    KVM_API_VERSION, KVM_CAP_X2APIC_API, KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK,
+    KVM_X2APIC_API_USE_32BIT_IDS, kvm_enable_cap,
 };
 use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
 use linux_loader::loader::KernelLoader;
@@ -16,7 +16,7 @@ use linux_loader::loader::elf::Elf;
 use shared::ApicId;
 use shared::bootinfo::{BootInfo, FEATURE_PV_SEND_IPI};
 use shared::layout;
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::signal::Killable;
 
 use crate::config::{Kernel, VmConfig};
@@ -51,9 +51,6 @@ pub fn open_error(path: &std::path::Path, errno: i32) -> Error {
     }
 }
 
-/// KVM's stable API version.
-const KVM_API_VERSION: i32 = 12;
-
 /// Opens KVM, naming the problem when it cannot.
 pub fn open_kvm(path: &std::path::Path) -> Result<Kvm> {
     use std::os::unix::ffi::OsStrExt;
@@ -63,7 +60,7 @@ pub fn open_kvm(path: &std::path::Path) -> Result<Kvm> {
             source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
         })?;
     let kvm = Kvm::new_with_path(c_path).map_err(|e| open_error(path, e.errno()))?;
-    if kvm.get_api_version() != KVM_API_VERSION {
+    if kvm.get_api_version() != KVM_API_VERSION as i32 {
         return Err(Error::NotKvm {
             path: path.to_path_buf(),
         });
@@ -120,20 +117,10 @@ fn setup_vm(kvm: &Kvm, mem: &GuestMemoryMmap) -> Result<VmFd> {
     vm.enable_cap(&cap)
         .map_err(kvm_err("KVM_ENABLE_CAP(X2APIC_API)"))?;
 
-    let host = mem
-        .get_host_address(GuestAddress(0))
-        .map_err(|e| Error::Memory(e.to_string()))?;
-    let region = kvm_userspace_memory_region {
-        slot: 0,
-        flags: 0,
-        guest_phys_addr: 0,
-        memory_size: mem.last_addr().0 + 1,
-        userspace_addr: host as u64,
-    };
-    // SAFETY: the region is the single mapping of `mem`, which the caller
-    // keeps alive until every vCPU thread has been joined and the VM fd is
-    // dropped; it does not overlap any other slot.
-    unsafe { vm.set_user_memory_region(region) }.map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
+    // SAFETY: the caller keeps `mem` alive until every vCPU thread has
+    // been joined and the VM fd is dropped (or leaks both together); slot 0
+    // is the VM's only slot.
+    unsafe { memory::register(&vm, mem) }?;
     Ok(vm)
 }
 
@@ -168,12 +155,12 @@ pub fn run_with_device(config: &VmConfig, kvm_path: &std::path::Path) -> Result<
             why: "this host's KVM_CAP_MAX_VCPUS",
         });
     }
-    let ids = apic_ids(config.cpus, config.apic_stride.max(1));
+    let ids = apic_ids(config.cpus, config.apic_stride);
     let max_id = kvm.get_max_vcpu_id() as u32;
     if ids.last().is_some_and(|id| id.0 >= max_id) {
         return Err(Error::TooManyCpus {
             requested: config.cpus,
-            limit: max_id / config.apic_stride.max(1),
+            limit: max_id / config.apic_stride,
             why: "this host's KVM_CAP_MAX_VCPU_ID with this APIC id stride",
         });
     }
@@ -319,7 +306,8 @@ pub fn run_with_device(config: &VmConfig, kvm_path: &std::path::Path) -> Result<
             Box::new(move || ctl.stopped())
         },
     );
-    let channel = Arc::new(mailbox::Channel::new(mem.clone(), vm.clone(), ids[0], {
+    let handler = ids[shared::mailbox::HANDLER_CPU as usize];
+    let channel = Arc::new(mailbox::Channel::new(mem.clone(), vm.clone(), handler, {
         let ctl = ctl.clone();
         Box::new(move || ctl.stopped())
     }));
@@ -359,9 +347,8 @@ pub fn run_with_device(config: &VmConfig, kvm_path: &std::path::Path) -> Result<
         let _ = t.join();
     }
     let stuck = stop_threads(threads);
-    for h in helpers {
-        let _ = h.join();
-    }
+    // They see `stopped()` within a request or an answer's write timeout.
+    let stuck_helpers = join_by(helpers, Instant::now() + JOIN_GRACE, false);
     if let Some(path) = &config.api_sock {
         let _ = std::fs::remove_file(path);
     }
@@ -369,6 +356,11 @@ pub fn run_with_device(config: &VmConfig, kvm_path: &std::path::Path) -> Result<
     let (console, records, mut protocol_errors) = io.take();
     if stuck > 0 {
         protocol_errors.push(format!("{stuck} vCPU threads did not stop"));
+    }
+    if stuck_helpers > 0 {
+        protocol_errors.push(format!(
+            "{stuck_helpers} helper threads (hotplug, control socket) did not stop"
+        ));
     }
     let outcome = Outcome {
         ending,
@@ -393,11 +385,19 @@ pub fn run_with_device(config: &VmConfig, kvm_path: &std::path::Path) -> Result<
 /// Kicks every vCPU thread until it leaves `KVM_RUN` and joins it; returns
 /// how many did not stop within the grace period (those are left running
 /// detached, and the process is expected to exit).
-fn stop_threads(mut threads: Vec<std::thread::JoinHandle<()>>) -> usize {
-    let deadline = Instant::now() + JOIN_GRACE;
+fn stop_threads(threads: Vec<std::thread::JoinHandle<()>>) -> usize {
+    join_by(threads, Instant::now() + JOIN_GRACE, true)
+}
+
+/// Joins `threads` as they finish until `deadline`, kicking them out of
+/// `KVM_RUN` first if `kick`; returns how many are still running (left
+/// detached).
+fn join_by(mut threads: Vec<std::thread::JoinHandle<()>>, deadline: Instant, kick: bool) -> usize {
     while !threads.is_empty() && Instant::now() < deadline {
-        for t in &threads {
-            let _ = t.kill(kick::kick_signal());
+        if kick {
+            for t in &threads {
+                let _ = t.kill(kick::kick_signal());
+            }
         }
         std::thread::sleep(Duration::from_millis(2));
         let (done, live): (Vec<_>, Vec<_>) = threads.into_iter().partition(|t| t.is_finished());

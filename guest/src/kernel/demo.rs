@@ -70,6 +70,9 @@ fn irq_work_say(_: &IrqWork) {
     say(8);
 }
 
+/// How long an asynchronous call (or irq_work) may take to run.
+const SETTLE_MS: u64 = 1_000;
+
 static ASYNC_CSD: Csd = Csd::new(say, 1);
 static WORK: IrqWork = IrqWork::new(irq_work_say);
 
@@ -88,7 +91,12 @@ pub fn run() -> GuestStatus {
     kprintln!("demo: smp_call_function_single_async(CPU {last}):");
     ok &= SMP.smp_call_function_single_async(last, &ASYNC_CSD).is_ok();
     // Wait for it (with a deadline) so its line comes before the next.
-    crate::time::spin_until(1_000, || !ASYNC_CSD.is_locked());
+    if !crate::time::spin_until(SETTLE_MS, || !ASYNC_CSD.is_locked()) {
+        kprintln!(
+            "demo: smp_call_function_single_async(CPU {last}) did not run within {SETTLE_MS} ms (IPI lost?)"
+        );
+        ok = false;
+    }
 
     let mut upper = CpuMask::EMPTY;
     for c in online.iter().filter(|c| c.0 >= online.weight() / 2) {
@@ -121,7 +129,13 @@ pub fn run() -> GuestStatus {
 
     kprintln!("demo: irq_work_queue_on(CPU {last}):");
     ok &= SMP.irq_work_queue_on(&WORK, last);
-    SMP.irq_work_sync(&WORK);
+    // `irq_work_sync` with a deadline: a lost IPI must not hang the demo.
+    if !crate::time::spin_until(SETTLE_MS, || !WORK.is_busy()) {
+        kprintln!(
+            "demo: irq_work_queue_on(CPU {last}) did not run within {SETTLE_MS} ms (IPI lost?)"
+        );
+        ok = false;
+    }
 
     kprintln!(
         "demo: {} callbacks ran; per CPU (IPIs sent / IPIs received / callbacks run):",

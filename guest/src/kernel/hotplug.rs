@@ -61,7 +61,8 @@ fn hp(cpu: CpuId) -> &'static HpCpu {
     &HP[cpu.index() % MAX_CPUS]
 }
 
-fn wake(cpu: CpuId) {
+/// Sends `cpu` the WAKE IPI (out of a halt, to a poll point).
+pub(crate) fn wake(cpu: CpuId) {
     let apic = percpu::area(cpu).apic_id();
     x2apic::send(Icr::fixed(vectors::WAKE, Destination::Physical(apic)));
 }
@@ -269,14 +270,23 @@ pub fn cpu_up(cpu: CpuId) -> Result<(), UpError> {
     smpboot::cpu_up(cpu)
 }
 
+/// How long a CPU gets to reach its `hold`.
+const HOLD_REACH_MS: u64 = 1_000;
+
 /// Test hook: makes idle `cpu` sit with interrupts off until [`release`].
-/// Returns false if it did not get there in time.
+/// Returns false (with a diagnostic, and the hold taken back so that the
+/// CPU does not sit there later) if it did not get there in time.
 pub fn hold(cpu: CpuId) -> bool {
     // Release: pairs with the Acquire load in `poll`.
     hp(cpu).hold.store(true, Ordering::Release);
     wake(cpu);
     // Acquire: pairs with the Release store of `held` in `poll`.
-    time::spin_until(1_000, || hp(cpu).held.load(Ordering::Acquire))
+    if time::spin_until(HOLD_REACH_MS, || hp(cpu).held.load(Ordering::Acquire)) {
+        return true;
+    }
+    kprintln!("hold: CPU {cpu} did not reach its hold within {HOLD_REACH_MS} ms (wake IPI lost?)");
+    release(cpu);
+    false
 }
 
 /// Ends a [`hold`].

@@ -137,7 +137,6 @@ pub fn smp_init() {
         }
     }
     smp_announce();
-    let _ = cpu::rflags();
 }
 
 /// The seed's announcement.

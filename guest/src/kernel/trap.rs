@@ -10,7 +10,6 @@ use shared::vectors::exception_name;
 
 use crate::arch::x86_64::cpu;
 use crate::arch::x86_64::interrupts::TrapFrame;
-use crate::arch::x86_64::percpu;
 use crate::kprintln;
 use crate::report;
 
@@ -73,6 +72,5 @@ pub fn exception(frame: &mut TrapFrame) {
         frame.rsp,
         cr2
     );
-    let _ = percpu::this_cpu();
     report::exit(GuestStatus::Crashed)
 }

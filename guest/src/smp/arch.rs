@@ -36,8 +36,10 @@ pub trait Arch: Sync {
     /// Sends the CALL_FUNCTION_SINGLE IPI to `cpu` (never this CPU).
     ///
     /// Every store this CPU made before the call (the queue insertion) must
-    /// be visible to `cpu` before the interrupt is: on x86 with x2APIC that
-    /// is `mfence; lfence` before the ICR `wrmsr`, which is not serializing.
+    /// be visible to `cpu` before the interrupt is. The core calls it only
+    /// after a locked queue insertion (`llist` add) that published the call,
+    /// which on x86 is a full barrier already: with x2APIC the ICR `wrmsr`,
+    /// which is not serializing, then needs only an `lfence` before it.
     fn send_call_function_single_ipi(&self, cpu: CpuId);
 
     /// Sends the CALL_FUNCTION IPI to every CPU of `mask`, which never

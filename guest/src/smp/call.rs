@@ -60,7 +60,7 @@ impl<A: Arch> Smp<A> {
             // Checks the interrupt flag itself, after its IPI is out.
             return self.single_wait(this, cpu, func, info);
         }
-        self.check_irqs_enabled(this, cpu);
+        self.check_irqs_enabled(this, u64::from(cpu.0));
         if cpu == this {
             self.run_local(func, info);
             return Ok(());
@@ -68,12 +68,13 @@ impl<A: Arch> Smp<A> {
         self.single_async_percpu(this, cpu, func, info)
     }
 
-    /// Counts and reports [`WarnKind::WaitWithIrqsDisabled`] if this CPU
-    /// makes a call to `cpu` with interrupts disabled.
+    /// Counts and reports [`WarnKind::WaitWithIrqsDisabled`] (with
+    /// `detail`: the target CPU or mask) if this CPU makes a call with
+    /// interrupts disabled.
     #[inline(always)]
-    fn check_irqs_enabled(&self, this: CpuId, cpu: CpuId) {
+    fn check_irqs_enabled(&self, this: CpuId, detail: u64) {
         if self.arch.irqs_disabled() {
-            self.warn_wait_irqs_disabled(this, u64::from(cpu.0));
+            self.warn_wait_irqs_disabled(this, detail);
         }
     }
 
@@ -131,7 +132,7 @@ impl<A: Arch> Smp<A> {
             // invariant).
             if !self.cpu_online_in_window(cpu) {
                 self.send_exit(this, window);
-                self.check_irqs_enabled(this, cpu);
+                self.check_irqs_enabled(this, u64::from(cpu.0));
                 return Err(SmpError::Nxio);
             }
             // SAFETY: `csd` lives on this stack frame until it is unlocked:
@@ -145,7 +146,7 @@ impl<A: Arch> Smp<A> {
                 self.send_single_ipi(this, cpu);
             }
             self.send_exit(this, window);
-            self.check_irqs_enabled(this, cpu);
+            self.check_irqs_enabled(this, u64::from(cpu.0));
             self.count_queued(this);
             self.csd_lock_wait_stack(&csd, this, cpu);
             core::mem::forget(guard);
@@ -283,9 +284,7 @@ impl<A: Arch> Smp<A> {
     ) {
         let this = self.arch.this_cpu();
         let wait = flags.contains(ScfFlags::WAIT);
-        if self.arch.irqs_disabled() && self.valid_cpu_online(this) {
-            self.warn(this, WarnKind::WaitWithIrqsDisabled, mask.bits());
-        }
+        self.check_irqs_enabled(this, mask.bits());
         let pcpu = self.pcpu(this);
         // The send window spans the online test and the queueing (see
         // `Smp::synchronize_senders`); an outgoing CPU serves its queue
@@ -312,14 +311,14 @@ impl<A: Arch> Smp<A> {
                 if unsafe { self.queue_add(cpu, csd.node()) } {
                     ipi.set(cpu);
                 }
-                self.count_queued(this);
             }
             self.send_exit(this, window);
-            // Relaxed: a record for diagnostics, read by nobody else.
-            pcpu.cfd_cpumask.store(queued.bits(), Ordering::Relaxed);
-            pcpu.cfd_cpumask_ipi.store(ipi.bits(), Ordering::Relaxed);
-            if ipi.is_single() {
-                self.send_single_ipi(this, CpuId(ipi.bits().trailing_zeros()));
+            // Relaxed: a statistic of this CPU.
+            pcpu.counters
+                .calls_queued
+                .fetch_add(u64::from(queued.weight()), Ordering::Relaxed);
+            if let (true, Some(cpu)) = (ipi.is_single(), ipi.first()) {
+                self.send_single_ipi(this, cpu);
             } else if !ipi.is_empty() {
                 pcpu.counters
                     .ipis_requested

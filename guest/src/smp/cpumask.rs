@@ -45,7 +45,8 @@ impl CpuMask {
     /// Whether `cpu` is in the mask.
     #[inline]
     pub const fn test(self, cpu: CpuId) -> bool {
-        self.0 & bit(cpu) != 0
+        // Range check, then one bit test (no select for the shift overflow).
+        cpu.0 < 64 && self.0 >> (cpu.0 % 64) & 1 != 0
     }
 
     /// Adds `cpu` (no-op if out of range).

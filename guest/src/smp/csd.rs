@@ -8,7 +8,9 @@
 //!
 //! The lock protocol:
 //! - *lock*: wait until `LOCK` is clear (`Acquire`, pairing with the
-//!   `Release` unlock), then set it, then a full fence (the seed's `smp_mb`);
+//!   `Release` unlock), then set it (no fence: nobody else reads an
+//!   unqueued owner-only csd, and the enqueue publishes it; modern Linux
+//!   has only `smp_wmb` here);
 //!   csds that several CPUs may lock (the user's async csds) take it with a
 //!   `SeqCst` compare-exchange instead, which is `-EBUSY` when it fails;
 //! - *enqueue*: `llist` add (`Release`);
@@ -23,7 +25,7 @@
 use core::ptr::NonNull;
 
 use super::llist::LlistNode;
-use super::sync::{AtomicU32, Ordering, UnsafeCell, fence};
+use super::sync::{AtomicU32, Ordering, UnsafeCell};
 use super::{SmpCallFunc, SmpError};
 
 /// The csd is locked: queued or being run.
@@ -185,13 +187,12 @@ impl Csd {
     #[inline]
     pub(crate) fn lock_owned(&self, csd_type: u32) {
         // Relaxed: nobody else writes the flags of an unlocked owner-only
-        // csd; the value reaches the flusher through the Release llist add.
+        // csd, nor reads them before it is queued; the value (and the
+        // func/info written next) reach the flusher through the llist add,
+        // a release.
         self.node
             .flags
             .store(CSD_FLAG_LOCK | csd_type, Ordering::Relaxed);
-        // The seed's smp_mb(): keep the LOCK store ordered before the
-        // writes to func/info that follow.
-        fence(Ordering::SeqCst);
     }
 
     /// Releases the lock; returns whether it was held (the seed's WARN

@@ -81,12 +81,18 @@ impl<A: Arch> Smp<A> {
     /// Context: any; it disables interrupts around the flush itself.
     pub fn flush_smp_call_function_queue(&self) {
         let this = self.arch.this_cpu();
-        if self.queue(this).is_empty() && self.pcpu(this).irq_work.is_empty() {
+        if !self.has_pending(this) {
             return;
         }
         let flags = self.arch.irq_save();
-        self.flush_queue(true);
+        self.flush_all(this, true);
         self.arch.irq_restore(flags);
+    }
+
+    /// Whether calls or irq_work are queued to this CPU (a hint).
+    #[inline]
+    pub(crate) fn has_pending(&self, this: CpuId) -> bool {
+        !self.queue(this).is_empty() || !self.pcpu(this).irq_work.is_empty()
     }
 
     /// Flushes this CPU's call queue, then its irq_work list (the seed's
@@ -96,6 +102,11 @@ impl<A: Arch> Smp<A> {
         if !self.arch.irqs_disabled() {
             self.warn(this, WarnKind::FlushWithIrqsEnabled, 0);
         }
+        self.flush_all(this, warn_cpu_offline);
+    }
+
+    /// [`Self::flush_queue`] after its check of the interrupt flag.
+    fn flush_all(&self, this: CpuId, warn_cpu_offline: bool) {
         self.flush_calls(this, warn_cpu_offline);
         self.irq_work_run_local(self.pcpu(this));
     }
@@ -107,7 +118,7 @@ impl<A: Arch> Smp<A> {
         let entry = self.queue(this).del_all();
         if let Some(node) = NonNull::new(entry) {
             // SAFETY: `del_all` detached the chain; this CPU owns it.
-            if !unsafe { self.run_lone_sync(pcpu, node) } {
+            if !unsafe { self.run_lone_sync(this, pcpu, node) } {
                 // SAFETY: as above, and nothing of it has run.
                 unsafe { self.flush_chain(pcpu, entry, warn_cpu_offline) };
             }
@@ -125,7 +136,7 @@ impl<A: Arch> Smp<A> {
     ///
     /// `node` starts a chain this CPU took off its own call queue.
     #[inline(always)]
-    unsafe fn run_lone_sync(&self, pcpu: &PerCpu, node: NonNull<LlistNode>) -> bool {
+    unsafe fn run_lone_sync(&self, this: CpuId, pcpu: &PerCpu, node: NonNull<LlistNode>) -> bool {
         // SAFETY: `node` is on our detached chain.
         let lone = unsafe { node.as_ref() }.next().is_null();
         // SAFETY: every node on a call queue is the first field of a
@@ -134,7 +145,7 @@ impl<A: Arch> Smp<A> {
         // Relaxed: as in `CallSingleNode::csd_type`. A queued SYNC csd's
         // flags are exactly LOCK | SYNC.
         let sync = csn.flags.load(Ordering::Relaxed) == CSD_FLAG_LOCK | CSD_TYPE_SYNC;
-        if !lone || !sync || !self.self_online(pcpu) {
+        if !lone || !sync || !self.valid_cpu_online(this) {
             return false;
         }
         // SAFETY: a SYNC node is a csd; we release it last.

@@ -23,7 +23,7 @@
 use shared::{CpuId, MAX_CPUS};
 
 use super::sync::Ordering;
-use super::{Arch, CpuMask, PerCpu, Smp, SmpError, WarnKind};
+use super::{Arch, CpuMask, Smp, SmpError, WarnKind};
 
 /// How long the outgoing CPU waits for senders before it warns and goes on.
 const SENDER_WAIT_NS: u64 = 2_000_000_000;
@@ -34,28 +34,14 @@ impl<A: Arch> Smp<A> {
     /// Context: any.
     #[inline]
     pub fn cpu_online(&self, cpu: CpuId) -> bool {
-        // Range check, then a single bit test (no shift-overflow select).
-        cpu.index() < MAX_CPUS && self.online.load().bits() & (1 << (cpu.0 % 64)) != 0
+        self.online.load().test(cpu)
     }
 
     /// [`Self::cpu_online`] for a CPU number known to be valid (from
     /// [`Arch::this_cpu`]): no range check.
     #[inline]
     pub(crate) fn valid_cpu_online(&self, cpu: CpuId) -> bool {
-        self.online.load().bits() & (1 << (cpu.0 % 64)) != 0
-    }
-
-    /// Whether this CPU (`pcpu` is its block) is online, from the copy of
-    /// its online bit in its block: the IPI handler's short path takes it
-    /// only when this says online; otherwise the general path decides from
-    /// the mask.
-    #[inline(always)]
-    pub(super) fn self_online(&self, pcpu: &PerCpu) -> bool {
-        // Relaxed: a short-cut; `set_cpu_online` sets the copy before the
-        // mask, so a call queued by a CPU that saw the mask say online
-        // finds it set (the queueing's Release and the flush's Acquire
-        // order it), and a stale `false` only sends the flush the long way.
-        pcpu.online.load(Ordering::Relaxed)
+        self.online.load().bits() >> (cpu.0 % 64) & 1 != 0
     }
 
     /// Opens this CPU's send window: from here until [`Self::send_exit`]
@@ -84,7 +70,7 @@ impl<A: Arch> Smp<A> {
     /// plain `mov` on x86; see [`Self::send_enter`]).
     #[inline(always)]
     pub(crate) fn cpu_online_in_window(&self, cpu: CpuId) -> bool {
-        cpu.index() < MAX_CPUS && self.online.load_sc().bits() & (1 << (cpu.0 % 64)) != 0
+        self.online.load_sc().test(cpu)
     }
 
     /// The online mask, for use inside a send window.
@@ -112,7 +98,9 @@ impl<A: Arch> Smp<A> {
             let mut spins = 0u32;
             // SeqCst: see `send_enter`.
             while self.pcpu(cpu).sending.load(Ordering::SeqCst) != 0 {
-                self.flush_queue(false);
+                if self.has_pending(this) {
+                    self.flush_queue(false);
+                }
                 self.arch.cpu_relax();
                 spins = spins.wrapping_add(1);
                 if spins.is_multiple_of(64)
@@ -172,20 +160,7 @@ impl<A: Arch> Smp<A> {
     /// `nr_cpu_ids` (clearing one is a no-op).
     pub fn set_cpu_online(&self, cpu: CpuId, online: bool) -> Result<(), SmpError> {
         self.check_settable(cpu, online)?;
-        // The CPU's own copy is set before the mask and cleared after it,
-        // so that whoever sees the mask say online and queues a call finds
-        // the copy saying so too (the copy only short-cuts the IPI handler;
-        // its offline warning is decided from the mask).
-        let copy = (cpu.index() < MAX_CPUS).then(|| &self.pcpu(cpu).online);
-        if let (Some(c), true) = (copy, online) {
-            // SeqCst: before the mask update below.
-            c.store(true, Ordering::SeqCst);
-        }
         self.online.assign(cpu, online);
-        if let (Some(c), false) = (copy, online) {
-            // SeqCst: after the mask update above.
-            c.store(false, Ordering::SeqCst);
-        }
         Ok(())
     }
 
@@ -233,10 +208,6 @@ impl<A: Arch> Smp<A> {
         self.possible.retain(keep);
         self.present.retain(keep);
         self.online.retain(keep);
-        for cpu in n..MAX_CPUS as u32 {
-            // SeqCst: as in `set_cpu_online`.
-            self.pcpu(CpuId(cpu)).online.store(false, Ordering::SeqCst);
-        }
     }
 
     /// setup_nr_cpu_ids - `nr_cpu_ids` = highest possible CPU + 1 (1 if none
@@ -319,8 +290,6 @@ impl<A: Arch> Smp<A> {
         if p.cfd_alloc_fail.load(Ordering::Relaxed) {
             return Err(SmpError::NoMem);
         }
-        p.cfd_cpumask.store(0, Ordering::Relaxed);
-        p.cfd_cpumask_ipi.store(0, Ordering::Relaxed);
         p.cfd_prepared.store(true, Ordering::Relaxed);
         Ok(())
     }
@@ -347,8 +316,8 @@ impl<A: Arch> Smp<A> {
     /// Context: the outgoing CPU, interrupts disabled, no other CPU about
     /// to queue to it (see the module docs).
     pub fn smpcfd_dying_cpu(&self) {
+        // The seed's flush: the calls, then this CPU's irq_work.
         self.flush_queue(false);
-        self.irq_work_run_local(self.pcpu(self.arch.this_cpu()));
     }
 
     /// Whether `cpu`'s call data is prepared.

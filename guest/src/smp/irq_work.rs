@@ -167,10 +167,30 @@ impl<A: Arch> Smp<A> {
     /// irq_work_sync - wait until `work` is neither queued nor running.
     ///
     /// Context: interrupts enabled, and not on the CPU that will run `work`
-    /// while that CPU's interrupts are off (it would spin forever).
+    /// while that CPU's interrupts are off (it would wait forever).
+    ///
+    /// A wait past the csd-lock timeout is counted and reported once as
+    /// [`WarnKind::IrqWorkSyncStall`] naming the work's function; the wait
+    /// goes on (a work that is queued will run; giving up would let the
+    /// caller free what it still uses), as Linux's does.
     pub fn irq_work_sync(&self, work: &IrqWork) {
+        let mut spins = 0u32;
+        let mut start = None;
+        let mut reported = false;
         while work.is_busy() {
             self.arch.cpu_relax();
+            spins = spins.wrapping_add(1);
+            if reported || !spins.is_multiple_of(super::stall::CHECK_EVERY) {
+                continue;
+            }
+            let timeout = self.csd_lock_timeout_ns();
+            let now = self.arch.now_ns();
+            let since = *start.get_or_insert(now);
+            if timeout != 0 && now.saturating_sub(since) > timeout {
+                let this = self.arch.this_cpu();
+                self.warn(this, WarnKind::IrqWorkSyncStall, work.func_addr() as u64);
+                reported = true;
+            }
         }
     }
 

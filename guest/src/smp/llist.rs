@@ -85,11 +85,14 @@ impl LlistHead {
             // Release on success: pairs with the Acquire swap in `del_all`
             // on the consumer CPU, publishing `n.next` and everything the
             // producer wrote to the containing object before this call.
-            // Relaxed on failure: nothing was published; we retry.
+            // SeqCst rather than Release (the same locked instruction on
+            // x86): a polling consumer's wake-up protocol orders a SeqCst
+            // load after it (arch `poll_idle`). Relaxed on failure: nothing
+            // was published; we retry.
             match self.first.compare_exchange_weak(
                 first,
                 node.as_ptr(),
-                Ordering::Release,
+                Ordering::SeqCst,
                 Ordering::Relaxed,
             ) {
                 Ok(_) => return first.is_null(),
@@ -102,8 +105,10 @@ impl LlistHead {
     #[inline]
     pub(crate) fn del_all(&self) -> *mut LlistNode {
         // Acquire: pairs with the Release CAS in `add` of every node on the
-        // chain (they form one release sequence on `first`).
-        self.first.swap(ptr::null_mut(), Ordering::Acquire)
+        // chain (they form one release sequence on `first`). SeqCst rather
+        // than Acquire (the same `xchg` on x86): a polling consumer orders
+        // it after its SeqCst store that ends polling (arch `poll_idle`).
+        self.first.swap(ptr::null_mut(), Ordering::SeqCst)
     }
 
     /// Whether the list is empty right now (a hint: it can change at once).

@@ -175,20 +175,12 @@ struct PerCpu {
     /// Non-zero while this CPU is between testing a target online and
     /// queueing to it (see `hotplug.rs`, `synchronize_senders`).
     sending: AtomicU32,
-    /// This CPU's bit of the online mask, mirrored here so that the IPI
-    /// handler tests it from the block it already holds.
-    online: AtomicBool,
     /// NUMA node.
     node: AtomicU32,
     /// Whether `smpcfd_prepare_cpu` has set up this CPU's cfd.
     cfd_prepared: AtomicBool,
     /// Fault injection: make `smpcfd_prepare_cpu` fail.
     cfd_alloc_fail: AtomicBool,
-    /// Targets this CPU's last multi-CPU call was queued to (`cfd->cpumask`).
-    cfd_cpumask: AtomicU64,
-    /// Those of them whose queue was empty, so that got an IPI
-    /// (`cfd->cpumask_ipi`).
-    cfd_cpumask_ipi: AtomicU64,
     counters: Counters,
     /// The call queue: written by every other CPU, alone on its line.
     queue: CacheLine<LlistHead>,
@@ -201,12 +193,9 @@ impl PerCpu {
             csd_data: CacheLine(Csd::idle()),
             irq_work: LlistHead::new(),
             sending: AtomicU32::new(0),
-            online: AtomicBool::new(false),
             node: AtomicU32::new(0),
             cfd_prepared: AtomicBool::new(false),
             cfd_alloc_fail: AtomicBool::new(false),
-            cfd_cpumask: AtomicU64::new(0),
-            cfd_cpumask_ipi: AtomicU64::new(0),
             counters: Counters::new(),
             queue: CacheLine(LlistHead::new()),
         }

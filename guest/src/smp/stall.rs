@@ -16,7 +16,6 @@ use shared::CpuId;
 
 use super::csd::{CSD_TYPE_ASYNC, Csd};
 use super::event::Event;
-use super::stats::bump;
 use super::sync::Ordering;
 use super::{Arch, Smp, WarnKind};
 
@@ -176,8 +175,7 @@ impl<A: Arch> Smp<A> {
             resent_ipi: resend,
         });
         if resend {
-            bump(&self.pcpu(this).counters.ipis_requested);
-            self.arch.send_call_function_single_ipi(target);
+            self.send_single_ipi(this, target);
         }
         watch.last = now;
     }

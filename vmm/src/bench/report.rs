@@ -163,11 +163,11 @@ impl Report {
     /// Builds the report of a run.
     pub fn new(info: RunInfo, run: &BenchRun) -> Report {
         let find = |c: Case| run.cases.iter().find(|d| d.header.case == c);
-        let harness_per_op = find(Case::Calibrate)
-            .and_then(|d| {
-                let sender = d.round.as_ref()?.get(usize::from(d.header.sender))?;
-                Some(per_op(sender, d.header.iterations))
-            })
+        // The calibration round's sender, and its counters.
+        let calibrate = find(Case::Calibrate)
+            .and_then(|d| Some((d, d.round.as_ref()?.get(usize::from(d.header.sender))?)));
+        let harness_per_op = calibrate
+            .map(|(d, sender)| per_op(sender, d.header.iterations))
             .unwrap_or_else(|| vec![0.0; run.counters.len()]);
         let probe_overhead = find(Case::ProbeCalibrate)
             .and_then(|d| d.probe.as_ref())
@@ -180,8 +180,7 @@ impl Report {
             .find(|&k| k != 0)
             .unwrap_or(0);
         let exits = run.counters.iter().position(|n| *n == "exits");
-        let background_exits_per_s = find(Case::Calibrate).and_then(|d| {
-            let sender = d.round.as_ref()?.get(usize::from(d.header.sender))?;
+        let background_exits_per_s = calibrate.and_then(|(d, sender)| {
             let n = *sender.get(exits?)?;
             let (cycles, khz) = (d.header.total_cycles, d.header.tsc_khz);
             (cycles > 0 && khz > 0).then(|| n as f64 * khz as f64 * 1e3 / cycles as f64)

@@ -5,13 +5,12 @@
 
 use kvm_bindings::{
     KVM_CAP_X86_USER_SPACE_MSR, KVM_MAX_CPUID_ENTRIES, KVM_MSR_EXIT_REASON_FILTER, kvm_enable_cap,
-    kvm_userspace_memory_region,
 };
 use kvm_ioctls::{
     Kvm, MsrFilterDefaultAction, MsrFilterRange, MsrFilterRangeFlags, VcpuExit, VmFd,
 };
 use shared::apic::X2APIC_ICR_MSR;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::Fault;
 
@@ -81,19 +80,9 @@ pub fn probe_icr_trap(kvm: &Kvm) -> Result<(), String> {
     vm.create_irq_chip()
         .map_err(|e| format!("probe irqchip: {e}"))?;
     trap_icr(&vm)?;
-    let host = mem
-        .get_host_address(GuestAddress(0))
-        .map_err(|e| format!("probe memory: {e}"))?;
-    let region = kvm_userspace_memory_region {
-        slot: 0,
-        flags: 0,
-        guest_phys_addr: 0,
-        memory_size: PROBE_MEM as u64,
-        userspace_addr: host as u64,
-    };
-    // SAFETY: `mem` is the only mapping in this slot and outlives `vm`
-    // (declared before it, so dropped after it).
-    unsafe { vm.set_user_memory_region(region) }.map_err(|e| format!("probe memory slot: {e}"))?;
+    // SAFETY: `mem` outlives `vm` (declared before it, so dropped after
+    // it), and slot 0 is the probe VM's only slot.
+    unsafe { crate::memory::register(&vm, &mem) }.map_err(|e| format!("probe memory slot: {e}"))?;
     let mut vcpu = vm.create_vcpu(0).map_err(|e| format!("probe vCPU: {e}"))?;
     let cpuid = kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)

@@ -21,14 +21,13 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use kvm_bindings::kvm_msi;
 use kvm_ioctls::VmFd;
 use shared::ApicId;
 use shared::apic::{DELIVERY_FIXED, Icr, X2APIC_ICR_MSR};
-use shared::layout::{HOST_MAILBOX, MSI_ADDRESS_BASE};
-use shared::mailbox::READY;
 use shared::vectors::{CALL_FUNCTION, CALL_FUNCTION_SINGLE};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::GuestMemoryMmap;
+
+use crate::mailbox::{guest_ready, msi};
 
 /// Longest stall.
 pub const STALL_MAX: Duration = Duration::from_secs(60);
@@ -146,14 +145,6 @@ pub struct FaultReport {
 }
 
 impl FaultReport {
-    /// Whether nothing was asked for.
-    pub fn is_empty(&self) -> bool {
-        self.stalls.is_empty()
-            && self.spurious_ipis.iter().all(|n| *n == 0)
-            && self.icr_writes == 0
-            && self.skipped.is_empty()
-    }
-
     /// One line per thing done or skipped, for the CLI.
     pub fn lines(&self) -> Vec<String> {
         let mut out: Vec<String> = self
@@ -183,16 +174,6 @@ impl FaultReport {
         }
         out.extend(self.skipped.iter().cloned());
         out
-    }
-}
-
-/// The MSI that delivers `data` to APIC `apic`.
-pub fn msi(apic: ApicId, data: u32) -> kvm_msi {
-    kvm_msi {
-        address_lo: (MSI_ADDRESS_BASE as u32) | ((apic.0 & 0xff) << 12),
-        address_hi: apic.0 & 0xffff_ff00,
-        data,
-        ..Default::default()
     }
 }
 
@@ -341,11 +322,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod icr;
 pub use icr::{probe_icr_trap, setup_vm};
 
-fn guest_ready(mem: &GuestMemoryMmap) -> bool {
-    mem.read_obj::<u32>(GuestAddress(HOST_MAILBOX.start.0))
-        .is_ok_and(|v| v == READY)
-}
-
 /// What the fault thread needs.
 pub struct Plan {
     /// The faults.
@@ -378,7 +354,7 @@ pub fn spawn(
 }
 
 fn fault_thread(plan: &Plan, inj: &Injector, mem: &GuestMemoryMmap, stopped: &dyn Fn() -> bool) {
-    while !guest_ready(mem) {
+    while !guest_ready(mem).unwrap_or(false) {
         if stopped() {
             return;
         }
@@ -489,13 +465,5 @@ mod tests {
         ] {
             assert!(Fault::parse(bad).is_err(), "{bad:?} accepted");
         }
-    }
-
-    #[test]
-    fn msi_addresses_the_apic() {
-        let m = msi(ApicId(0x1_0203), 0xfc);
-        assert_eq!(m.address_lo, 0xfee0_3000);
-        assert_eq!(m.address_hi, 0x1_0200);
-        assert_eq!(m.data, 0xfc);
     }
 }

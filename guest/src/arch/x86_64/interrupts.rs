@@ -60,21 +60,18 @@ pub struct Handlers {
     pub apic_error: extern "C" fn(),
 }
 
-static HANDLERS: Once<Handlers> = Once::new();
-
-fn handlers() -> &'static Handlers {
-    // The IDT is only loaded after `init` stored the handlers, so this
-    // never waits.
-    HANDLERS.wait()
-}
+/// The exception handler (the interrupt handlers are in the slots below).
+static EXCEPTION: Once<fn(&mut TrapFrame)> = Once::new();
 
 extern "C" fn exception_entry(frame: &mut TrapFrame) {
-    (handlers().exception)(frame)
+    // The IDT is only loaded after `init` stored the handler, so this
+    // never waits.
+    (EXCEPTION.wait())(frame)
 }
 
 /// The handler an interrupt stub calls, read by the stub itself with one
 /// `call [rip + slot]` (the IPI path is counted in guest instructions, so
-/// no lookup through [`HANDLERS`]). Holds an `extern "C" fn()` address.
+/// no lookup through a `Once`). Holds an `extern "C" fn()` address.
 #[repr(transparent)]
 struct Slot(AtomicUsize);
 
@@ -238,14 +235,14 @@ fn build() -> Idt {
 /// then, which is why the IDT is loaded only after) and loads the IDT on
 /// this CPU. Every CPU calls it before enabling interrupts.
 pub fn init(h: Handlers) {
-    HANDLERS.call_once(|| {
+    EXCEPTION.call_once(|| {
         CALL_FUNCTION_SLOT.set(h.call_function);
         IRQ_WORK_SLOT.set(h.irq_work);
         HOST_REQUEST_SLOT.set(h.host_request);
         BENCH_PING_SLOT.set(h.bench_ping);
         WAKE_SLOT.set(h.wake);
         APIC_ERROR_SLOT.set(h.apic_error);
-        h
+        h.exception
     });
     let idt = IDT.call_once(build);
     let ptr = DescriptorTablePointer {

@@ -10,17 +10,20 @@
 //! spin once the callback returns (it must return, as every callback
 //! must, interrupts off). Which CPUs poll is chosen in `ipi.rs`.
 //!
-//! Lost wake-ups are excluded Dekker-style, with a SeqCst fence on each
-//! side: the sender queues, fences, reads the flag; the idle CPU clears the
-//! flag, fences, then drains its queue a last time. Whichever fence comes
-//! second sees the other side's write: either the sender sees the flag
-//! clear and sends the IPI, or the drain finds the call. Linux sets
+//! Lost wake-ups are excluded Dekker-style, with SeqCst on both sides: the
+//! sender queues (the call queue's add is a SeqCst read-modify-write), then
+//! reads the flag (SeqCst); the idle CPU clears the flag (SeqCst), then
+//! drains its queue a last time (the take is a SeqCst exchange). In the
+//! single order of SeqCst operations, whichever side comes second sees the
+//! other's write: either the sender sees the flag clear and sends the IPI,
+//! or the drain finds the call. On x86 none of it costs an instruction
+//! beyond the locked add, the load, the exchange and the take. Linux sets
 //! `TIF_NEED_RESCHED` with a compare-exchange of the idle task's flags
 //! instead (`set_nr_if_polling`), because those flags carry other bits;
 //! polling the queue itself needs neither that read-modify-write on the
 //! sender nor a second flag for the idle CPU to test.
 
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use shared::{CpuId, MAX_CPUS};
 
@@ -56,11 +59,9 @@ fn poll_word(cpu: CpuId) -> &'static PollWord {
 /// it needs no IPI. Call only after the queueing.
 #[inline(always)]
 pub(super) fn polls_after_queueing(cpu: CpuId) -> bool {
-    // SeqCst: pairs with the fence in `polling_exit`, between the queue
-    // insertion before it and the load after it (see the module docs).
-    fence(Ordering::SeqCst);
-    // Relaxed: ordered by the fence.
-    poll_word(cpu).state.load(Ordering::Relaxed) & POLLING != 0
+    // SeqCst: after this CPU's SeqCst queue insertion, against the idle
+    // CPU's SeqCst clear in `polling_exit` (see the module docs).
+    poll_word(cpu).state.load(Ordering::SeqCst) & POLLING != 0
 }
 
 /// IPIs `cpu` skipped so far because their target was polling.
@@ -131,11 +132,15 @@ impl PollWindow {
         cpu::sti();
         let mut woken = false;
         for _ in 0..POLL_SPINS {
+            // First, in the one-instruction shadow of `sti`: an interrupt
+            // already pending (an IPI sent before this CPU polled) is taken
+            // before the queue is looked at, so its flush runs what it was
+            // sent for and no wake-up is counted for that work as well.
+            cpu::pause();
             if work_pending() {
                 woken = true;
                 break;
             }
-            cpu::pause();
         }
         cpu::cli();
         if woken {
@@ -195,9 +200,7 @@ pub fn is_polling(cpu: CpuId) -> bool {
 /// relies on that.
 #[inline(always)]
 pub fn polling_exit(me: CpuId) {
-    // Relaxed: ordered by the fence.
-    poll_word(me).state.store(0, Ordering::Relaxed);
-    // SeqCst: pairs with the fence in `polls_after_queueing`, between this
-    // store and the drain's read of the queue that follows.
-    fence(Ordering::SeqCst);
+    // SeqCst: before the drain's SeqCst take of the queue, against the
+    // sender's SeqCst insertion and load in `polls_after_queueing`.
+    poll_word(me).state.store(0, Ordering::SeqCst);
 }

@@ -1,5 +1,5 @@
-//! The smp core's architecture interface on x86_64/KVM: x2APIC IPIs with
-//! the `mfence; lfence` the ordering needs (delivery modes in `ipi.rs`),
+//! The smp core's architecture interface on x86_64/KVM: x2APIC IPIs behind
+//! the locked queue insertion and an `lfence` (delivery modes in `ipi.rs`),
 //! `pushfq`/`cli` for interrupt state, `pause`, and the TSC.
 
 use shared::CpuId;

@@ -15,8 +15,6 @@ use super::msr::{self, APIC_BASE_EN, APIC_BASE_EXTD};
 pub enum DeliveryMode {
     /// Deliver the vector.
     Fixed = 0b000 << 8,
-    /// Non-maskable interrupt.
-    Nmi = 0b100 << 8,
     /// INIT: reset the target into wait-for-SIPI.
     Init = 0b101 << 8,
     /// Start-up IPI: start the target in real mode at vector * 4 KiB.
@@ -32,18 +30,12 @@ pub enum Destination {
     /// A cluster and a 16-bit set of CPUs in it (logical mode): the
     /// logical id is `cluster << 16 | bitmap`.
     Logical(u32),
-    /// This CPU only.
-    SelfOnly,
-    /// Every CPU including this one.
-    All,
     /// Every CPU except this one.
     AllButSelf,
 }
 
 const DEST_LOGICAL: u64 = 1 << 11;
 const LEVEL_ASSERT: u64 = 1 << 14;
-const SHORTHAND_SELF: u64 = 0b01 << 18;
-const SHORTHAND_ALL: u64 = 0b10 << 18;
 const SHORTHAND_ALL_BUT_SELF: u64 = 0b11 << 18;
 
 /// An interrupt command: what to deliver and to whom.
@@ -74,8 +66,6 @@ impl Icr {
         match self.dest {
             Destination::Physical(id) => low | ((id.0 as u64) << 32),
             Destination::Logical(ldr) => low | DEST_LOGICAL | ((ldr as u64) << 32),
-            Destination::SelfOnly => low | SHORTHAND_SELF,
-            Destination::All => low | SHORTHAND_ALL,
             Destination::AllButSelf => low | SHORTHAND_ALL_BUT_SELF,
         }
     }

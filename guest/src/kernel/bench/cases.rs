@@ -11,7 +11,7 @@ use super::super::SMP;
 use super::harness::{Fail, marker, wait_until};
 use crate::arch::x86_64::x2apic::{self, Destination, Icr};
 use crate::arch::x86_64::{ipi, percpu};
-use crate::smp::{CpuMask, Csd, IrqWork, SmpError};
+use crate::smp::{Csd, IrqWork, SmpError};
 
 /// The function every call runs: nothing, so that what is measured is the
 /// cross-call machinery itself.
@@ -141,9 +141,4 @@ pub fn probe_pairs(case: Case, target: Option<CpuId>, pairs: u32) -> Result<(), 
         }
     }
     Ok(())
-}
-
-/// The other online CPUs.
-pub fn others() -> CpuMask {
-    SMP.online_mask().without(percpu::this_cpu())
 }

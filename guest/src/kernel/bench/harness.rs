@@ -81,8 +81,9 @@ fn ipi_counts() -> (u64, u64) {
     (sent, skipped)
 }
 
-/// A finished measurement.
-#[derive(Clone, Copy, Debug)]
+/// A finished measurement (all zero by default: a failed or probe-only
+/// case's).
+#[derive(Clone, Copy, Debug, Default)]
 pub struct Measured {
     /// Operations in the final round.
     pub iterations: u64,
@@ -166,13 +167,7 @@ fn idle_mode_of(targets: CpuMask) -> IdleMode {
 
 /// Sends a case's result (and its samples, if `m` has any) to the VMM.
 pub fn send_result(case: Case, status: Status, targets: CpuMask, m: Option<&Measured>) {
-    let z = Measured {
-        iterations: 0,
-        cycles: 0,
-        samples: 0,
-        ipis_sent: 0,
-        ipis_skipped: 0,
-    };
+    let z = Measured::default();
     let m = m.unwrap_or(&z);
     let h = ResultHeader {
         case,

@@ -19,11 +19,11 @@ use core::cell::Cell;
 use shared::CpuId;
 use shared::bench::{Case, IdleMode, IpiMode, Status};
 use shared::status::GuestStatus;
-use shared::vectors;
 
 use harness::{Fail, Measured, Rounds, measure, send_result};
 
-use crate::arch::x86_64::x2apic::{self, Destination, Icr};
+use super::hotplug;
+use super::selftest::others;
 use crate::arch::x86_64::{ipi, percpu};
 use crate::kprintln;
 use crate::params::BootParams;
@@ -87,19 +87,22 @@ fn with_mode<R>(mode: IpiMode, f: impl FnOnce() -> R) -> R {
 /// Makes exactly the CPUs of `mask` poll when idle: a halted CPU that
 /// should poll is woken and waited for until it started polling, and a
 /// polling CPU that should halt until it left its spin (it does within
-/// one batch of spins); returns the previous set.
+/// one batch of spins); returns the previous set. On timeout the CPU is
+/// named on the console before the error returns.
 fn switch_poll_cpus(mask: CpuMask) -> Result<CpuMask, Fail> {
     let prev = ipi::set_poll_cpus(mask);
-    for cpu in cases::others() {
+    let named = |cpu: CpuId| move |why: &Fail| kprintln!("bench: CPU {cpu}: {why}");
+    for cpu in others() {
         if mask.test(cpu) && !prev.test(cpu) {
             let before = ipi::polls(cpu);
-            let apic = percpu::area(cpu).apic_id();
-            x2apic::send(Icr::fixed(vectors::WAKE, Destination::Physical(apic)));
+            hotplug::wake(cpu);
             harness::wait_until("an idle CPU did not start polling", || {
                 ipi::polls(cpu) != before
-            })?;
+            })
+            .inspect_err(named(cpu))?;
         } else if !mask.test(cpu) {
-            harness::wait_until("an idle CPU did not stop polling", || !ipi::is_polling(cpu))?;
+            harness::wait_until("an idle CPU did not stop polling", || !ipi::is_polling(cpu))
+                .inspect_err(named(cpu))?;
         }
     }
     Ok(prev)
@@ -111,7 +114,16 @@ fn with_poll_cpus(case: Case, targets: CpuMask, mask: CpuMask, f: impl FnOnce() 
     match switch_poll_cpus(mask) {
         Ok(prev) => {
             let ok = f();
-            switch_poll_cpus(prev).is_ok() && ok
+            match switch_poll_cpus(prev) {
+                Ok(_) => ok,
+                Err(why) => {
+                    kprintln!(
+                        "bench: {}: restoring the idle-poll CPUs failed",
+                        case.name()
+                    );
+                    fail(case, targets, why)
+                }
+            }
         }
         Err(why) => fail(case, targets, why),
     }
@@ -137,7 +149,7 @@ fn mode_unavailable(mode: IpiMode) -> Option<&'static str> {
 pub fn run(params: &BootParams<'_>) -> GuestStatus {
     let me = percpu::this_cpu();
     let goal = params.bench_ms.saturating_mul(time::khz());
-    let others = cases::others();
+    let others = others();
     let target = others.first();
     kprintln!(
         "bench: {} CPUs online, goal {} ms per case, ipi={} idle={}",
@@ -160,10 +172,7 @@ pub fn run(params: &BootParams<'_>) -> GuestStatus {
         Ok(()) => {
             let m = Measured {
                 iterations: u64::from(PROBE_PAIRS),
-                cycles: 0,
-                samples: 0,
-                ipis_sent: 0,
-                ipis_skipped: 0,
+                ..Measured::default()
             };
             send_result(Case::ProbeCalibrate, Status::Ok, none, Some(&m));
             true
@@ -327,10 +336,7 @@ fn probe_case(t: CpuId) -> bool {
         Ok(()) => {
             let m = Measured {
                 iterations: u64::from(PROBE_PAIRS),
-                cycles: 0,
-                samples: 0,
-                ipis_sent: 0,
-                ipis_skipped: 0,
+                ..Measured::default()
             };
             send_result(Case::SendPath, Status::Ok, tm, Some(&m));
             true

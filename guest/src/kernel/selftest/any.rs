@@ -5,24 +5,21 @@ use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 
 use shared::CpuId;
 
-use super::harness::{self, CpuList, PerCpuCount, as_task, irqs_disabled, this_cpu, wait_for};
+use super::harness::{self, CpuList, PerCpuCount, RunCounts, as_task, this_cpu, wait_for};
 use super::{CaseResult, others};
 use crate::kernel::SMP;
 use crate::smp::{CpuMask, SmpError};
 
-static RUNS: PerCpuCount = PerCpuCount::new();
-static IRQS_OFF: PerCpuCount = PerCpuCount::new();
+static CALLS: RunCounts = RunCounts::new();
+static RUNS: &PerCpuCount = &CALLS.runs;
+static IRQS_OFF: &PerCpuCount = &CALLS.irqs_off;
 
 fn record(_: usize) {
-    RUNS.inc_here();
-    if irqs_disabled() {
-        IRQS_OFF.inc_here();
-    }
+    CALLS.record();
 }
 
 fn reset() {
-    RUNS.reset();
-    IRQS_OFF.reset();
+    CALLS.reset();
 }
 
 /// Where the single run of `record` happened, if exactly one did.

@@ -121,6 +121,77 @@ impl Default for PerCpuCount {
     }
 }
 
+/// A test callback's runs per CPU, split by the interrupt state they ran
+/// in: what most cases' callbacks record.
+pub struct RunCounts {
+    /// Runs.
+    pub runs: PerCpuCount,
+    /// Runs with interrupts disabled.
+    pub irqs_off: PerCpuCount,
+    /// Runs with interrupts enabled.
+    pub irqs_on: PerCpuCount,
+}
+
+impl RunCounts {
+    /// All zero.
+    pub const fn new() -> Self {
+        RunCounts {
+            runs: PerCpuCount::new(),
+            irqs_off: PerCpuCount::new(),
+            irqs_on: PerCpuCount::new(),
+        }
+    }
+
+    /// Counts one run on this CPU (call from the callback).
+    pub fn record(&self) {
+        self.runs.inc_here();
+        if irqs_disabled() {
+            self.irqs_off.inc_here();
+        } else {
+            self.irqs_on.inc_here();
+        }
+    }
+
+    /// Sets every counter to 0.
+    pub fn reset(&self) {
+        self.runs.reset();
+        self.irqs_off.reset();
+        self.irqs_on.reset();
+    }
+}
+
+impl Default for RunCounts {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The csd-lock stall timeout a case lowers to provoke a stall report.
+pub const SHORT_CSD_TIMEOUT_NS: u64 = 20_000_000;
+
+/// Lowers the csd-lock stall timeout to [`SHORT_CSD_TIMEOUT_NS`] for a
+/// case that provokes a stall report on purpose (announced on the
+/// console first); dropping it puts the previous timeout back.
+pub struct ShortCsdTimeout {
+    prev: u64,
+}
+
+impl ShortCsdTimeout {
+    /// Announces the report for case `case` and lowers the timeout.
+    pub fn new(case: &str) -> Self {
+        crate::kprintln!("selftest: {case}: a csd-lock stall report follows on purpose");
+        let prev = SMP.csd_lock_timeout_ns();
+        SMP.set_csd_lock_timeout_ns(SHORT_CSD_TIMEOUT_NS);
+        ShortCsdTimeout { prev }
+    }
+}
+
+impl Drop for ShortCsdTimeout {
+    fn drop(&mut self) {
+        SMP.set_csd_lock_timeout_ns(self.prev);
+    }
+}
+
 /// This CPU's number.
 pub fn this_cpu() -> CpuId {
     percpu::this_cpu()

@@ -1,24 +1,21 @@
 //! irq_work: local (self-interrupt) and remote (call queue) work items,
 //! each queued at most once at a time and run exactly once per queueing.
 
-use super::harness::{self, PerCpuCount, Until, irqs_disabled, irqs_off, irqs_on, park, this_cpu};
+use super::harness::{self, PerCpuCount, RunCounts, Until, irqs_off, irqs_on, park, this_cpu};
 use super::{CaseResult, others};
 use crate::kernel::SMP;
 use crate::smp::IrqWork;
 
-static RUNS: PerCpuCount = PerCpuCount::new();
-static IRQS_ON: PerCpuCount = PerCpuCount::new();
+static CALLS: RunCounts = RunCounts::new();
+static RUNS: &PerCpuCount = &CALLS.runs;
+static IRQS_ON: &PerCpuCount = &CALLS.irqs_on;
 
 fn work_fn(_: &IrqWork) {
-    RUNS.inc_here();
-    if !irqs_disabled() {
-        IRQS_ON.inc_here();
-    }
+    CALLS.record();
 }
 
 fn reset() {
-    RUNS.reset();
-    IRQS_ON.reset();
+    CALLS.reset();
 }
 
 /// Waits until `work` ran `n` times in all, all of them on `cpu`, irqs off.

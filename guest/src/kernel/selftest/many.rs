@@ -6,26 +6,23 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use shared::{CpuId, MAX_CPUS};
 
 use super::harness::{
-    self, CpuList, END_SIGNAL, END_STUCK, Offline, PerCpuCount, Until, irqs_disabled, park,
-    this_cpu, wait_for,
+    self, CpuList, END_SIGNAL, END_STUCK, Offline, PerCpuCount, RunCounts, ShortCsdTimeout, Until,
+    irqs_disabled, park, this_cpu, wait_for,
 };
 use super::{CaseResult, others};
 use crate::kernel::SMP;
 use crate::smp::{CpuMask, Csd};
 
-static RUNS: PerCpuCount = PerCpuCount::new();
-static IRQS_ON: PerCpuCount = PerCpuCount::new();
+static CALLS: RunCounts = RunCounts::new();
+static RUNS: &PerCpuCount = &CALLS.runs;
+static IRQS_ON: &PerCpuCount = &CALLS.irqs_on;
 
 fn count(_: usize) {
-    RUNS.inc_here();
-    if !irqs_disabled() {
-        IRQS_ON.inc_here();
-    }
+    CALLS.record();
 }
 
 fn reset() {
-    RUNS.reset();
-    IRQS_ON.reset();
+    CALLS.reset();
 }
 
 /// Checks that exactly the CPUs of `want` ran `count` once, none other.
@@ -172,13 +169,11 @@ pub fn wait_iff_enqueued() -> CaseResult {
     let me = this_cpu();
     let t = others().last().ok_or_else(|| text!("no other CPU"))?;
     CALLER.store(me.0, Ordering::SeqCst);
-    let timeout = SMP.csd_lock_timeout_ns();
-    SMP.set_csd_lock_timeout_ns(20_000_000);
-    crate::kprintln!("selftest: wait-iff-enqueued: a csd-lock stall report follows on purpose");
+    let short = ShortCsdTimeout::new("wait-iff-enqueued");
     let r1 = wait_iff_enqueued_round(t, Until::CallerStuck, "many({t}, wait)", || {
         SMP.smp_call_function_many(CpuMask::of(t), waited_for, 0, true)
     });
-    SMP.set_csd_lock_timeout_ns(timeout);
+    drop(short);
     r1?;
     let mask = CpuMask::of(me).with(t);
     wait_iff_enqueued_round(t, Until::Signal, "on_each_cpu_mask({me},{t}, wait)", || {
@@ -320,12 +315,10 @@ pub fn kick_all_cpus_sync() -> CaseResult {
             "no other CPU online: returned at once, no IPI, no callback"
         ));
     };
-    crate::kprintln!("selftest: kick-all-cpus-sync: a csd-lock stall report follows on purpose");
     let parked = park(x, Until::CallerStuck)?;
-    let timeout = SMP.csd_lock_timeout_ns();
-    SMP.set_csd_lock_timeout_ns(20_000_000);
+    let short = ShortCsdTimeout::new("kick-all-cpus-sync");
     let round = kick_round();
-    SMP.set_csd_lock_timeout_ns(timeout);
+    drop(short);
     let end = parked.wait_end();
     round?;
     ensure!(

@@ -353,7 +353,7 @@ pub fn run() -> GuestStatus {
     }
 }
 
-/// The online CPUs other than this one.
-pub fn others() -> CpuMask {
+/// The online CPUs other than this one (also the bench's targets).
+pub(crate) fn others() -> CpuMask {
     SMP.online_mask().without(harness::this_cpu())
 }

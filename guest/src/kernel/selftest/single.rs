@@ -5,26 +5,23 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering
 
 use shared::{CpuId, MAX_CPUS};
 
-use super::harness::{self, PerCpuCount, irqs_disabled, this_cpu, wait_for};
+use super::harness::{self, PerCpuCount, RunCounts, irqs_disabled, this_cpu, wait_for};
 use super::{CaseResult, others};
 use crate::kernel::SMP;
 use crate::smp::{CpuMask, Csd, SmpError};
 
-static RUNS: PerCpuCount = PerCpuCount::new();
-static IRQS_OFF: PerCpuCount = PerCpuCount::new();
+static CALLS: RunCounts = RunCounts::new();
+static RUNS: &PerCpuCount = &CALLS.runs;
+static IRQS_OFF: &PerCpuCount = &CALLS.irqs_off;
 static INFO: AtomicUsize = AtomicUsize::new(0);
 
 fn record(info: usize) {
-    RUNS.inc_here();
-    if irqs_disabled() {
-        IRQS_OFF.inc_here();
-    }
+    CALLS.record();
     INFO.store(info, Ordering::SeqCst);
 }
 
 fn reset() {
-    RUNS.reset();
-    IRQS_OFF.reset();
+    CALLS.reset();
     INFO.store(0, Ordering::SeqCst);
 }
 

@@ -14,7 +14,9 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use shared::CpuId;
 use shared::record::WarnKind;
 
-use super::harness::{self, PerCpuCount, Until, irqs_off, irqs_on, park, this_cpu, wait_for};
+use super::harness::{
+    self, PerCpuCount, ShortCsdTimeout, Until, irqs_off, irqs_on, park, this_cpu, wait_for,
+};
 use super::{CaseResult, others};
 use crate::kernel::SMP;
 use crate::smp::{CpuMask, Csd, IrqWork};
@@ -282,12 +284,6 @@ pub fn dying_cpu_flush() -> CaseResult {
     ))
 }
 
-static SLOW_RUNS: PerCpuCount = PerCpuCount::new();
-
-fn slow_target(_: usize) {
-    SLOW_RUNS.inc_here();
-}
-
 /// An outgoing CPU whose `synchronize_senders` finds a sender stuck in its
 /// send window for over 2 s warns (hotplug-sender-timeout) and goes on.
 ///
@@ -305,25 +301,21 @@ pub fn hotplug_sender_timeout() -> CaseResult {
         return Err(text!("needs two other CPUs"));
     };
     ensure!(x != y, "needs two other CPUs");
-    SLOW_RUNS.reset();
+    RUNS.reset();
     let px = park(x, Until::Signal)?;
     let mut py = park(y, Until::Released)?;
     py.set_offline();
     let w0 = SMP.warn_count(y, WarnKind::HotplugSenderTimeout);
-    SMP.smp_call_function_many(CpuMask::of(x), slow_target, 0, false);
-    let timeout = SMP.csd_lock_timeout_ns();
-    let posted = py.post_synchronize_senders(timeout);
-    crate::kprintln!(
-        "selftest: hotplug-sender-timeout: a csd-lock stall report follows on purpose"
-    );
-    SMP.set_csd_lock_timeout_ns(20_000_000);
+    SMP.smp_call_function_many(CpuMask::of(x), count, 0, false);
+    let posted = py.post_synchronize_senders(SMP.csd_lock_timeout_ns());
+    let short = ShortCsdTimeout::new("hotplug-sender-timeout");
     // Blocks until `y` has given up on us and signalled `x`.
-    SMP.smp_call_function_many(CpuMask::of(x), slow_target, 0, false);
-    SMP.set_csd_lock_timeout_ns(timeout);
+    SMP.smp_call_function_many(CpuMask::of(x), count, 0, false);
+    drop(short);
     let synced = py.wait_synchronize_senders(posted);
     let warned = SMP.warn_count(y, WarnKind::HotplugSenderTimeout) - w0;
     let x_end = px.wait_end();
-    let ran = wait_for(|| SLOW_RUNS.get(x) == 2);
+    let ran = wait_for(|| RUNS.get(x) == 2);
     drop(py);
     ensure!(
         synced?,
@@ -338,9 +330,9 @@ pub fn hotplug_sender_timeout() -> CaseResult {
         "parked CPU {x} ended its park with code {x_end}"
     );
     ensure!(
-        ran && SLOW_RUNS.total() == 2,
+        ran && RUNS.total() == 2,
         "the 2 calls ran {} times on CPU {x}",
-        SLOW_RUNS.total()
+        RUNS.total()
     );
     Ok(text!(
         "offline CPU {y}: synchronize_senders warned once after CPU {me} sat in its send window for 2 s; CPU {x} then ran both calls"

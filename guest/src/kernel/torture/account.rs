@@ -57,8 +57,12 @@ pub mod c {
     pub const STARTS: usize = 17;
     /// Call-function IPIs that found nothing to run (see `spurious`).
     pub const EMPTY_IPIS: usize = 18;
+    /// Waits on this CPU whose own flush ran the request it waited for:
+    /// this CPU's IPI for it was lost (or never sent) and the wait
+    /// repaired it (each one also printed, naming the CPU and request).
+    pub const SELF_FLUSHES: usize = 19;
     /// Number of counters.
-    pub const N: usize = 19;
+    pub const N: usize = 20;
 }
 
 /// Error counters (index into [`ERRORS`]); any non-zero one is a FAILURE.
@@ -355,8 +359,9 @@ fn nothing(_: usize) {}
 /// other CPU that still has to run the request: that call waits in the
 /// core's csd-lock wait, whose stall detector re-sends a lost IPI. If this
 /// CPU itself still has to run it (its own IPI was lost), it flushes its
-/// queue from task context, as an idle loop would. False (and an error
-/// counted, with a diagnostic) after the deadline.
+/// queue from task context, as an idle loop would (counted and reported
+/// by [`self_flush`]). False (and an error counted, with a diagnostic)
+/// after the deadline.
 fn wait_done(req: &Req, hold: u32) -> bool {
     // Acquire: pairs with the handlers' Release decrements.
     if req.remaining.load(Ordering::Acquire) <= hold {
@@ -377,7 +382,7 @@ fn wait_done(req: &Req, hold: u32) -> bool {
         for cpu in crate::smp::CpuMask(pending).and(SMP.online_mask()).iter() {
             count(c::NUDGES, 1);
             if cpu == percpu::this_cpu() {
-                SMP.flush_smp_call_function_queue();
+                self_flush(req, cpu);
             } else {
                 let _ = SMP.smp_call_function_single(cpu, nothing, 0, true);
             }
@@ -393,6 +398,37 @@ fn wait_done(req: &Req, hold: u32) -> bool {
             error(e::TIMEOUT, 1);
             return false;
         }
+    }
+}
+
+/// Flushes this CPU's (`me`) call queue from task context for `req`,
+/// which `me` still has to run although it waited a nudge period with
+/// interrupts enabled: its IPI got lost. If the flush did run `req` here,
+/// that is counted ([`c::SELF_FLUSHES`]) and reported, so that a lost
+/// self IPI is never repaired silently.
+fn self_flush(req: &Req, me: CpuId) {
+    let irqs = cpu::irqs_enabled();
+    // Interrupts off from the look before to the look after: a late IPI
+    // arriving in between must not be mistaken for the flush's work.
+    cpu::cli();
+    // Relaxed: our own CPU's bit, set (or not) by handlers on this CPU.
+    let id = req.id.load(Ordering::Relaxed);
+    let before = req.ran.load(Ordering::Relaxed) & bit(me);
+    SMP.flush_smp_call_function_queue();
+    // Relaxed: as above; `id` guards against a reused slot.
+    let ran_now = before == 0
+        && req.ran.load(Ordering::Relaxed) & bit(me) != 0
+        && req.id.load(Ordering::Relaxed) == id;
+    if irqs {
+        cpu::sti();
+    }
+    if ran_now {
+        count(c::SELF_FLUSHES, 1);
+        crate::kprintln!(
+            "scftorture: CPU {} ran request {:#x} only from its own flush in a wait: its call-function IPI was lost",
+            me.0,
+            id
+        );
     }
 }
 

@@ -136,9 +136,10 @@ fn print_stats(done: bool) {
         er(e::TIMEOUT)
     );
     kprintln!(
-        "scftorture: delays {} nudges {} invoker-starts {} empty-ipis {} ipis-dropped {} online {}",
+        "scftorture: delays {} nudges {} self-flushes {} invoker-starts {} empty-ipis {} ipis-dropped {} online {}",
         t(c::DELAYS),
         t(c::NUDGES),
+        t(c::SELF_FLUSHES),
         t(c::STARTS),
         t(c::EMPTY_IPIS),
         ipi_fault::dropped(),
@@ -186,7 +187,7 @@ fn failure() -> Option<&'static str> {
 }
 
 fn send_records(verdict: Option<&str>) {
-    const COUNTERS: [(&str, usize); 18] = [
+    const COUNTERS: [(&str, usize); 19] = [
         ("scf.invoked", c::EXEC),
         ("scf.single", c::SINGLE),
         ("scf.single_wait", c::SINGLE + 1),
@@ -205,6 +206,7 @@ fn send_records(verdict: Option<&str>) {
         ("scf.delays", c::DELAYS),
         ("scf.invoker_starts", c::STARTS),
         ("scf.empty_ipis", c::EMPTY_IPIS),
+        ("scf.self_flushes", c::SELF_FLUSHES),
     ];
     for (name, i) in COUNTERS {
         report::send(Body::Counter {

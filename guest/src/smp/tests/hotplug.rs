@@ -139,12 +139,6 @@ fn masks_and_nr_cpu_ids() {
         smp.set_cpu_online(CpuId(cpu), true).unwrap();
     }
     assert_eq!(smp.online_mask(), CpuMask(0b10101));
-    // The IPI handler's copy of each CPU's own online bit follows the mask.
-    let mirrored = |smp: &Smp<HostArch>| {
-        (0..MAX_CPUS as u32)
-            .all(|c| smp.self_online(smp.pcpu(CpuId(c))) == smp.cpu_online(CpuId(c)))
-    };
-    assert!(mirrored(&smp));
     assert_eq!(
         (
             smp.num_online_cpus(),
@@ -158,7 +152,6 @@ fn masks_and_nr_cpu_ids() {
     assert!(smp.cpu_possible(CpuId(5)) && !smp.cpu_possible(CpuId(6)));
     smp.set_cpu_online(CpuId(2), false).unwrap();
     assert_eq!(smp.online_mask(), CpuMask(0b10001));
-    assert!(mirrored(&smp));
 
     // nr_cpus=: only lowers, and trims every mask.
     smp.apply_nr_cpus_param(0);
@@ -167,7 +160,6 @@ fn masks_and_nr_cpu_ids() {
     smp.apply_nr_cpus_param(4);
     assert_eq!(smp.nr_cpu_ids(), 4);
     assert_eq!(smp.online_mask(), CpuMask(0b1));
-    assert!(mirrored(&smp), "CPU 4 dropped by nr_cpus");
     assert_eq!(smp.present_mask(), CpuMask(0b111));
     assert_eq!(smp.possible_mask(), CpuMask(0b1111));
     smp.set_nr_cpu_ids(0);

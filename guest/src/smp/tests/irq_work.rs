@@ -153,6 +153,26 @@ fn irq_work_sync_waits_until_it_ran() {
 }
 
 #[test]
+fn irq_work_sync_reports_a_long_wait_once_and_goes_on() {
+    fn work(_: &IrqWork) {}
+    static W: IrqWork = IrqWork::new(work);
+    let m = Machine::new(3);
+    m.smp.set_csd_lock_timeout_ns(10_000_000);
+    let hold = m.hold_irqs_off(2);
+    assert!(m.run_on(0, || smp().irq_work_queue_on(&W, CpuId(2))));
+    let mut syncer = m.spawn_on(1, || smp().irq_work_sync(&W));
+    let stalled = [(1, WarnKind::IrqWorkSyncStall, W.func_addr() as u64)];
+    assert!(wait_until(|| m.warns() == stalled), "{:?}", m.warns());
+    // Reported, still waiting (a work that is queued will run).
+    assert!(!syncer.finished_within(Duration::from_millis(30)));
+    hold.release();
+    syncer.wait();
+    assert!(!W.is_busy());
+    assert_eq!(m.warns(), stalled, "reported once");
+    assert_eq!(m.smp.warn_count(CpuId(1), WarnKind::IrqWorkSyncStall), 1);
+}
+
+#[test]
 fn irq_work_to_offline_or_invalid_cpu_is_refused_and_warned() {
     static RAN: AtomicU32 = AtomicU32::new(0);
     fn work(_: &IrqWork) {
