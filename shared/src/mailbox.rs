@@ -52,7 +52,8 @@ pub struct CpuStatsWire {
     pub online: u64,
     /// IPIs sent (call-function IPIs and irq_work self-IPIs).
     pub ipi_sent: u64,
-    /// Call-function IPIs taken.
+    /// Kicks taken that found calls queued: call-function IPIs and polling
+    /// wake-ups (an IPI whose calls had already run counts nothing).
     pub ipi_received: u64,
     /// Callbacks run from its call queue and irq_work list (counted as each
     /// starts).

@@ -142,10 +142,9 @@ pub fn run() -> GuestStatus {
         RAN.load(Ordering::Relaxed)
     );
     for cpu in online.iter() {
-        let a = percpu::area(cpu);
         // Relaxed: statistics, read after the calls completed.
         let sent = ipi::ipis_sent(cpu);
-        let received = a.ipi_received();
+        let received = SMP.stats(cpu).kicks_taken;
         let run = SMP.stats(cpu).callbacks_run;
         kprintln!("  CPU {cpu}: {sent} / {received} / {run}");
     }

@@ -337,13 +337,12 @@ fn write_stats() {
     let n = (SMP.nr_cpu_ids() as usize).min(MAX_CPUS);
     for (i, s) in stats.iter_mut().take(n).enumerate() {
         let cpu = CpuId(i as u32);
-        let a = percpu::area(cpu);
         let core = SMP.stats(cpu);
         // Relaxed: statistics snapshots.
         *s = CpuStatsWire {
             online: u64::from(SMP.cpu_online(cpu)),
             ipi_sent: crate::arch::x86_64::ipi::ipis_sent(cpu),
-            ipi_received: a.ipi_received(),
+            ipi_received: core.kicks_taken,
             callbacks_run: core.callbacks_run,
             calls_queued: core.calls_queued,
         };

@@ -48,15 +48,12 @@ pub fn handlers() -> Handlers {
 /// hook costs nothing here.
 pub(crate) extern "C" fn call_function() {
     x2apic::eoi();
-    // Counted before the flush, so that a callback sees its own IPI counted.
-    percpu::count_ipi_received();
     SMP.flush_smp_call_function_queue_irqs_off();
 }
 
 /// [`call_function`] that also counts IPIs that find nothing to run.
 pub(crate) extern "C" fn call_function_counting() {
     x2apic::eoi();
-    percpu::count_ipi_received();
     let before = torture::spurious::begin();
     SMP.flush_smp_call_function_queue_irqs_off();
     torture::spurious::end(before);

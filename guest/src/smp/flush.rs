@@ -117,6 +117,7 @@ impl<A: Arch> Smp<A> {
         let pcpu = self.pcpu(this);
         let entry = self.queue(this).del_all();
         if let Some(node) = NonNull::new(entry) {
+            bump(&pcpu.counters.kicks_taken);
             // SAFETY: `del_all` detached the chain; this CPU owns it.
             if !unsafe { self.run_lone_sync(this, pcpu, node) } {
                 // SAFETY: as above, and nothing of it has run.

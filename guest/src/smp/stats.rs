@@ -27,6 +27,10 @@ pub(crate) struct Counters {
     /// IPIs this CPU asked the arch to send: one per target CPU of a
     /// call-function IPI, plus irq_work self-IPIs and stall re-sends.
     pub(crate) ipis_requested: AtomicU64,
+    /// Flushes of this CPU's call queue that found calls: the kicks it took
+    /// (call-function IPIs, polling wake-ups, task-context flushes). An IPI
+    /// that finds its calls already run counts nothing.
+    pub(crate) kicks_taken: AtomicU64,
     /// WARNs that fired on this CPU, by `WarnKind as usize - 1`.
     warns: [AtomicU32; WARN_KINDS],
 }
@@ -37,6 +41,7 @@ impl Counters {
             calls_queued: AtomicU64::new(0),
             callbacks_run: AtomicU64::new(0),
             ipis_requested: AtomicU64::new(0),
+            kicks_taken: AtomicU64::new(0),
             warns: [const { AtomicU32::new(0) }; WARN_KINDS],
         }
     }
@@ -60,6 +65,9 @@ pub struct CpuStats {
     /// IPIs this CPU asked for: one per target CPU of a call-function IPI,
     /// plus irq_work self-IPIs and stall re-sends.
     pub ipis_requested: u64,
+    /// Flushes of its call queue that found calls (IPIs taken, polling
+    /// wake-ups): the kicks it took.
+    pub kicks_taken: u64,
     /// WARNs that fired on this CPU, indexed like [`WarnKind::ALL`].
     pub warns: [u32; WARN_KINDS],
 }
@@ -92,6 +100,7 @@ impl<A: Arch> Smp<A> {
             calls_queued: c.calls_queued.load(Ordering::Relaxed),
             callbacks_run: c.callbacks_run.load(Ordering::Relaxed),
             ipis_requested: c.ipis_requested.load(Ordering::Relaxed),
+            kicks_taken: c.kicks_taken.load(Ordering::Relaxed),
             warns: core::array::from_fn(|i| c.warns[i].load(Ordering::Relaxed)),
         }
     }

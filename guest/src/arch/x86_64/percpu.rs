@@ -7,9 +7,9 @@ use shared::{ApicId, CpuId, MAX_CPUS};
 
 use super::msr;
 
-/// One CPU's private area. GS points at it; `cpu`, `this`, `running` and
-/// `ipi_received` are at fixed offsets so that [`this_cpu`], [`this`],
-/// [`set_running`] and [`count_ipi_received`] are one instruction each.
+/// One CPU's private area. GS points at it; `cpu`, `this` and `running`
+/// are at fixed offsets so that [`this_cpu`], [`this`] and [`set_running`]
+/// are one instruction each.
 #[repr(C, align(64))]
 pub struct PerCpu {
     /// CPU number (offset 0, read through GS).
@@ -21,10 +21,6 @@ pub struct PerCpu {
     /// Address of the smp callback this CPU runs now, or 0 (offset 16,
     /// written through GS; read by the stall detector of other CPUs).
     running: AtomicUsize,
-    /// Call-function IPIs taken by this CPU, and the polling-idle wake-ups
-    /// that replaced one (`idle=poll`): the kicks it took. Written only by
-    /// this CPU ([`count_ipi_received`]); read with [`PerCpu::ipi_received`].
-    ipi_received: AtomicU64,
     /// Interrupts from the VMM taken by this CPU.
     pub host_requests: AtomicU64,
     /// APIC errors seen.
@@ -38,7 +34,6 @@ impl PerCpu {
             apic_id: AtomicU32::new(0),
             this: AtomicU64::new(0),
             running: AtomicUsize::new(0),
-            ipi_received: AtomicU64::new(0),
             host_requests: AtomicU64::new(0),
             apic_errors: AtomicU64::new(0),
         }
@@ -49,12 +44,6 @@ impl PerCpu {
         // Relaxed: written once by the BSP before the CPU is started; the
         // start itself (INIT/SIPI after a fence) orders it.
         ApicId(self.apic_id.load(Ordering::Relaxed))
-    }
-
-    /// The kicks this area's CPU took ([`count_ipi_received`]).
-    pub fn ipi_received(&self) -> u64 {
-        // Relaxed: a statistic.
-        self.ipi_received.load(Ordering::Relaxed)
     }
 
     /// What this area's CPU recorded with [`set_running`].
@@ -86,8 +75,6 @@ const _: () = assert!(core::mem::offset_of!(PerCpu, cpu) == 0);
 const _: () = assert!(core::mem::offset_of!(PerCpu, this) == 8);
 const RUNNING: usize = 16;
 const _: () = assert!(core::mem::offset_of!(PerCpu, running) == RUNNING);
-const IPI_RECEIVED: usize = 24;
-const _: () = assert!(core::mem::offset_of!(PerCpu, ipi_received) == IPI_RECEIVED);
 
 /// Points this CPU's GS at the area of `cpu`. Call once per CPU, first
 /// thing after entry.
@@ -149,22 +136,6 @@ pub fn clear_running() {
             "mov qword ptr gs:[{off}], 0",
             off = const RUNNING,
             options(nostack, preserves_flags)
-        )
-    };
-}
-
-/// Counts a call-function kick taken by this CPU (one GS-relative `inc`:
-/// only this CPU writes the count, others read it with atomic loads).
-#[inline(always)]
-pub fn count_ipi_received() {
-    // SAFETY: GS points at this CPU's `PerCpu`, whose `ipi_received` (an
-    // aligned AtomicU64 written only by this CPU) is at offset IPI_RECEIVED;
-    // interrupts cannot split the single `inc` on this CPU.
-    unsafe {
-        core::arch::asm!(
-            "inc qword ptr gs:[{off}]",
-            off = const IPI_RECEIVED,
-            options(nostack)
         )
     };
 }

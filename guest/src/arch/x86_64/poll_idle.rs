@@ -143,11 +143,6 @@ impl PollWindow {
             }
         }
         cpu::cli();
-        if woken {
-            // The kick that replaced an IPI, counted as one taken (before
-            // the drain, as the IPI handler counts).
-            percpu::count_ipi_received();
-        }
         woken
     }
 
