@@ -20,4 +20,6 @@ pub mod kernel;
 #[cfg(target_os = "none")]
 pub mod report;
 #[cfg(target_os = "none")]
+pub mod scenarios;
+#[cfg(target_os = "none")]
 pub mod time;

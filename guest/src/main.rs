@@ -26,7 +26,9 @@ mod entry {
     }
 
     extern "C" fn rust_start() -> ! {
-        guest::kernel::kmain()
+        let boot = guest::kernel::boot();
+        let status = guest::scenarios::run(&boot);
+        guest::report::exit(status)
     }
 
     #[panic_handler]

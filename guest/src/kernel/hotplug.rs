@@ -363,7 +363,7 @@ pub fn wait_for_host(ms: u64) -> shared::status::GuestStatus {
     kprintln!(
         "{} CPUs online: {}",
         SMP.num_online_cpus(),
-        super::demo::CpuList(SMP.online_mask())
+        crate::scenarios::demo::CpuList(SMP.online_mask())
     );
     if FINISH.load(Ordering::Relaxed) {
         shared::status::GuestStatus::Success

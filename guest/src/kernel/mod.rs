@@ -1,16 +1,10 @@
-//! The kernel proper: boot flow, CPU bring-up, interrupt handlers,
-//! scenarios.
+//! The kernel proper: boot flow, CPU bring-up, hotplug, the host mailbox,
+//! interrupt handlers. The scenarios run on top of it (`crate::scenarios`).
 
-pub mod bench;
-pub mod demo;
-pub mod hostile;
 pub mod hotplug;
-pub mod hotplug_test;
 pub mod ipi_modes;
 pub mod mailbox;
-pub mod selftest;
 pub mod smpboot;
-pub mod torture;
 pub mod trap;
 
 use shared::bootinfo::BootInfo;
@@ -54,9 +48,9 @@ pub(crate) extern "C" fn call_function() {
 /// [`call_function`] that also counts IPIs that find nothing to run.
 pub(crate) extern "C" fn call_function_counting() {
     x2apic::eoi();
-    let before = torture::spurious::begin();
+    let before = crate::scenarios::torture::spurious::begin();
     SMP.flush_smp_call_function_queue_irqs_off();
-    torture::spurious::end(before);
+    crate::scenarios::torture::spurious::end(before);
 }
 
 extern "C" fn host_request() {
@@ -64,7 +58,7 @@ extern "C" fn host_request() {
 }
 
 extern "C" fn bench_ping() {
-    bench::raw_ping_handler();
+    crate::scenarios::bench::raw_ping_handler();
 }
 
 extern "C" fn irq_work() {
@@ -129,8 +123,27 @@ fn crash(kind: Crash) -> ! {
     report::exit(GuestStatus::Crashed)
 }
 
-/// The boot CPU's Rust entry.
-pub fn kmain() -> ! {
+/// What boot found, for the scenario that runs next.
+pub struct Boot {
+    /// The boot information the VMM wrote.
+    pub info: &'static BootInfo,
+    /// The parsed command line.
+    pub params: BootParams<'static>,
+    /// The present CPUs.
+    pub present: u32,
+}
+
+impl Boot {
+    /// The raw command line.
+    pub fn cmdline(&self) -> &'static str {
+        cmdline(self.info)
+    }
+}
+
+/// The boot CPU's Rust entry: sets up the machine, brings up the CPUs and
+/// returns what the scenario needs (with interrupts enabled and the host
+/// mailbox ready).
+pub fn boot() -> Boot {
     let info = boot_info();
     let cpu0 = CpuId(0);
     percpu::init_area(cpu0, ApicId(info.apic_ids[0]));
@@ -213,20 +226,9 @@ pub fn kmain() -> ! {
             cpu::pause();
         }
     }
-    let status = match params.scenario {
-        "demo" => demo::run(),
-        "selftest" => selftest::run(),
-        "wait" => hotplug::wait_for_host(params.wait_ms),
-        "hotplug" => hotplug_test::run(&params, present),
-        "bench" => bench::run(&params),
-        "torture" => torture::run(cmdline(info)),
-        "hostile" => hostile::run(info),
-        other => {
-            kprintln!(
-                "unknown scenario {other:?}; known: demo, selftest, hotplug, wait, torture, hostile, bench"
-            );
-            GuestStatus::BadRequest
-        }
-    };
-    report::exit(status)
+    Boot {
+        info,
+        params,
+        present,
+    }
 }

@@ -6,8 +6,8 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use shared::CpuId;
 use shared::status::GuestStatus;
 
-use super::SMP;
 use crate::arch::x86_64::{ipi, percpu};
+use crate::kernel::SMP;
 use crate::kprintln;
 use crate::smp::{CpuMask, Csd, IrqWork};
 

@@ -15,9 +15,9 @@ use shared::record::{Body, WarnKind};
 use shared::status::GuestStatus;
 use shared::{CpuId, MAX_CPUS};
 
-use super::{SMP, hotplug};
 use crate::arch::x86_64::percpu;
 use crate::console::Line;
+use crate::kernel::{SMP, hotplug};
 use crate::params::BootParams;
 use crate::smp::{Csd, SmpError};
 use crate::{kprintln, report, time};

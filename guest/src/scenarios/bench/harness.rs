@@ -11,8 +11,8 @@ use shared::CpuId;
 use shared::bench::{Case, IdleMode, MAX_SAMPLES, Marker, Phase, ResultHeader, Status};
 use shared::ports::Port;
 
-use super::super::SMP;
 use crate::arch::x86_64::{cpu, ipi, percpu};
+use crate::kernel::SMP;
 use crate::smp::CpuMask;
 use crate::time;
 

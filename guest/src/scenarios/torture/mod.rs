@@ -18,8 +18,8 @@ mod invoker;
 
 use core::sync::atomic::Ordering;
 
-use super::{SMP, hotplug};
 use crate::arch::x86_64::{cpu, ipi_fault, percpu};
+use crate::kernel::{SMP, hotplug};
 use crate::{kprintln, report, time};
 use account::{c, e};
 use config::Config;

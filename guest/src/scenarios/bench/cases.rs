@@ -7,10 +7,10 @@ use shared::CpuId;
 use shared::bench::{Case, Phase};
 use shared::vectors;
 
-use super::super::SMP;
 use super::harness::{Fail, marker, wait_until};
 use crate::arch::x86_64::x2apic::{self, Destination, Icr};
 use crate::arch::x86_64::{ipi, percpu};
+use crate::kernel::SMP;
 use crate::smp::{Csd, IrqWork, SmpError};
 
 /// The function every call runs: nothing, so that what is measured is the

@@ -9,11 +9,11 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use shared::{CpuId, MAX_CPUS};
 
-use super::super::{SMP, hotplug};
 use super::account::{self, Issue, c, e};
 use super::config::{Config, Op};
 use super::rand;
 use crate::arch::x86_64::{cpu, percpu};
+use crate::kernel::{SMP, hotplug};
 use crate::smp::{CpuMask, ScfFlags, SmpError};
 use crate::time;
 

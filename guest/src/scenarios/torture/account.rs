@@ -18,8 +18,8 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use shared::{CpuId, MAX_CPUS};
 
-use super::super::SMP;
 use crate::arch::x86_64::{cpu, percpu};
+use crate::kernel::SMP;
 use crate::time;
 
 /// Request slots per invoker CPU (a ring).

@@ -22,9 +22,9 @@ use shared::status::GuestStatus;
 
 use harness::{Fail, Measured, Rounds, measure, send_result};
 
-use super::hotplug;
 use super::selftest::others;
 use crate::arch::x86_64::{ipi, percpu};
+use crate::kernel::hotplug;
 use crate::kprintln;
 use crate::params::BootParams;
 use crate::smp::CpuMask;
@@ -132,8 +132,8 @@ fn with_poll_cpus(case: Case, targets: CpuMask, mask: CpuMask, f: impl FnOnce() 
 /// Why a mask mode cannot be measured here, if it cannot.
 fn mode_unavailable(mode: IpiMode) -> Option<&'static str> {
     match mode {
-        IpiMode::Pv if super::ipi_modes::probe_pv() != ipi::PvStatus::Usable => {
-            Some(super::ipi_modes::pv_problem(ipi::pv_status()))
+        IpiMode::Pv if crate::kernel::ipi_modes::probe_pv() != ipi::PvStatus::Usable => {
+            Some(crate::kernel::ipi_modes::pv_problem(ipi::pv_status()))
         }
         IpiMode::Shorthand if !ipi::shorthand_ready() => {
             Some("not every CPU has booted, so the shorthand stays off")

@@ -21,7 +21,7 @@
 #[doc(hidden)]
 macro_rules! text {
     ($($arg:tt)*) => {{
-        let mut t = $crate::kernel::selftest::harness::Text::new();
+        let mut t = $crate::scenarios::selftest::harness::Text::new();
         let _ = core::fmt::Write::write_fmt(&mut t, format_args!($($arg)*));
         t
     }};

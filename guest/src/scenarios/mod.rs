@@ -1,0 +1,35 @@
+//! What the guest runs once the kernel booted: each scenario uses the smp
+//! core and the kernel below it, and returns the status the guest exits
+//! with.
+
+pub mod bench;
+pub mod demo;
+pub mod hostile;
+pub mod hotplug;
+pub mod selftest;
+pub mod torture;
+
+use shared::status::GuestStatus;
+
+use crate::kernel::{Boot, hotplug as kernel_hotplug};
+use crate::kprintln;
+
+/// Runs the scenario the command line names.
+pub fn run(boot: &Boot) -> GuestStatus {
+    let params = &boot.params;
+    match params.scenario {
+        "demo" => demo::run(),
+        "selftest" => selftest::run(),
+        "wait" => kernel_hotplug::wait_for_host(params.wait_ms),
+        "hotplug" => hotplug::run(params, boot.present),
+        "bench" => bench::run(params),
+        "torture" => torture::run(boot.cmdline()),
+        "hostile" => hostile::run(boot.info),
+        other => {
+            kprintln!(
+                "unknown scenario {other:?}; known: demo, selftest, hotplug, wait, torture, hostile, bench"
+            );
+            GuestStatus::BadRequest
+        }
+    }
+}
