@@ -5,6 +5,10 @@
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Vector(pub u8);
 
+/// Invalid opcode (#UD): a probed instruction the host does not support.
+pub const INVALID_OPCODE: Vector = Vector(6);
+/// Page fault (#PF): CR2 holds the faulting address.
+pub const PAGE_FAULT: Vector = Vector(14);
 /// First vector that is not a CPU exception.
 pub const FIRST_EXTERNAL: Vector = Vector(32);
 /// A request from the VMM is waiting in the host mailbox (injected by the

@@ -1,26 +1,22 @@
 //! Boot-time choice of the IPI delivery and idle modes (`ipi=`, `idle=`):
-//! sets up `arch::x86_64::ipi`, probes KVM's PV send-IPI hypercall (under
-//! the #UD fixup and the probe timer, see `arch::x86_64::hypercall`) when
+//! sets up the arch's IPI delivery, probes KVM's PV send-IPI hypercall
+//! (under the #UD fixup and the probe timer, see `arch::x86_64::hypercall`) when
 //! it is asked for, and says on the console what it chose when that
 //! differs from what was asked.
 
 use shared::bench::{IdleMode, IpiMode};
 
-use super::trap;
-use crate::arch::x86_64::ipi::{self, Fixup, PvStatus};
+use super::machine::ipi;
+use crate::arch::x86_64::ipi::PvStatus;
 use crate::kprintln;
 use crate::params::BootParams;
-
-fn fixup() -> Fixup {
-    (trap::set_ud_fixup, trap::take_fixup_hit)
-}
 
 /// Sets the modes up; boot CPU, before any AP starts. `apic_ids` are the
 /// APIC ids of the present CPUs.
 pub fn setup(params: &BootParams<'_>, apic_ids: &[u32]) {
-    let mode = ipi::init(params.ipi, params.idle, apic_ids, fixup());
+    let mode = ipi().init(params.ipi, params.idle, apic_ids);
     if params.ipi == IpiMode::Pv && mode != IpiMode::Pv {
-        kprintln!("ipi=pv: {}; using ipi=phys", pv_problem(ipi::pv_status()));
+        kprintln!("ipi=pv: {}; using ipi=phys", pv_problem(ipi().pv_status()));
     }
     if mode != IpiMode::Phys || params.idle != IdleMode::Halt {
         kprintln!("ipi={} idle={}", mode.name(), params.idle.name());
@@ -29,7 +25,7 @@ pub fn setup(params: &BootParams<'_>, apic_ids: &[u32]) {
 
 /// Probes the PV send-IPI hypercall if nobody has yet (boot CPU).
 pub fn probe_pv() -> PvStatus {
-    ipi::probe_pv(fixup())
+    ipi().probe_pv()
 }
 
 /// Why the PV send-IPI hypercall is not used, in words.

@@ -1,11 +1,22 @@
-//! The kernel proper: boot flow, CPU bring-up, hotplug, the host mailbox,
-//! interrupt handlers. The scenarios run on top of it (`crate::scenarios`).
+//! The kernel proper: boot flow ([`boot`]), the machine's smp state
+//! (`machine`), CPU bring-up (`smpboot`), taking CPUs down (`cpu_down`),
+//! the idle loop, the host mailbox and its requests, the IPI delivery-mode
+//! set-up, statistics, interrupt and exception handlers. The scenarios run
+//! on top of it (`crate::scenarios`); nothing here knows them.
 
-pub mod hotplug;
+pub mod cpu_down;
+pub mod host_requests;
+pub mod idle;
 pub mod ipi_modes;
+pub mod irq;
+pub mod machine;
 pub mod mailbox;
 pub mod smpboot;
+pub mod stats;
 pub mod trap;
+
+pub use idle::idle;
+pub use machine::{SMP, ipi};
 
 use shared::bootinfo::BootInfo;
 use shared::layout;
@@ -14,76 +25,9 @@ use shared::record::Body;
 use shared::status::GuestStatus;
 use shared::{ApicId, CpuId, MAX_CPUS};
 
-use crate::arch::x86_64::interrupts::Handlers;
-use crate::arch::x86_64::smp_arch::X86;
-use crate::arch::x86_64::{cpu, percpu, x2apic};
+use crate::arch::x86_64::{cpu, interrupts, percpu, x2apic};
 use crate::params::{BootParams, Crash};
-use crate::smp::Smp;
 use crate::{kprintln, report, time};
-
-/// The machine's smp call state.
-pub static SMP: Smp<X86> = Smp::new(X86::new());
-
-/// The interrupt handlers every CPU installs.
-pub fn handlers() -> Handlers {
-    Handlers {
-        exception: trap::exception,
-        call_function,
-        irq_work,
-        host_request,
-        bench_ping,
-        wake: eoi_only,
-        apic_error,
-    }
-}
-
-/// CALL_FUNCTION and CALL_FUNCTION_SINGLE: both drain the same queue.
-/// The torture swaps in [`call_function_counting`] while it runs, so the
-/// hook costs nothing here.
-pub(crate) extern "C" fn call_function() {
-    x2apic::eoi();
-    SMP.flush_smp_call_function_queue_irqs_off();
-}
-
-/// [`call_function`] that also counts IPIs that find nothing to run.
-pub(crate) extern "C" fn call_function_counting() {
-    x2apic::eoi();
-    let before = crate::scenarios::torture::spurious::begin();
-    SMP.flush_smp_call_function_queue_irqs_off();
-    crate::scenarios::torture::spurious::end(before);
-}
-
-extern "C" fn host_request() {
-    hotplug::host_request();
-}
-
-extern "C" fn bench_ping() {
-    crate::scenarios::bench::raw_ping_handler();
-}
-
-extern "C" fn irq_work() {
-    x2apic::eoi();
-    SMP.irq_work_run();
-}
-
-extern "C" fn eoi_only() {
-    x2apic::eoi();
-}
-
-extern "C" fn apic_error() {
-    let esr = x2apic::read_error();
-    // Relaxed: a statistic.
-    percpu::this()
-        .apic_errors
-        .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
-    x2apic::eoi();
-    kprintln!("APIC error {esr:#x}");
-}
-
-/// What an idle CPU does: wait for interrupts and hotplug requests.
-pub fn idle() -> ! {
-    hotplug::idle()
-}
 
 fn boot_info() -> &'static BootInfo {
     // SAFETY: the VMM wrote a BootInfo at this identity-mapped address
@@ -147,6 +91,7 @@ pub fn boot() -> Boot {
     let info = boot_info();
     let cpu0 = CpuId(0);
     percpu::init_area(cpu0, ApicId(info.apic_ids[0]));
+    interrupts::install(irq::handlers());
     smpboot::cpu_init(cpu0);
     // Mask the legacy PICs: nothing arrives through ExtINT.
     cpu::outb(PIC1_DATA, 0xff);
@@ -195,7 +140,7 @@ pub fn boot() -> Boot {
         kprintln!(
             "fault injection: dropping {permille} per mille of call-function IPIs (ipi_drop=)"
         );
-        crate::arch::x86_64::ipi_fault::set_permille(permille);
+        ipi().set_drop_permille(permille);
     }
     kprintln!(
         "smpcall guest: {} present CPUs, nr_cpu_ids {}, TSC {} kHz, command line \"{}\"",

@@ -9,7 +9,8 @@ use shared::record::Body;
 use shared::vectors::Vector;
 use shared::{ApicId, CpuId};
 
-use super::SMP;
+use super::machine::SMP;
+use super::{cpu_down, idle};
 use crate::arch::x86_64::x2apic::{DeliveryMode, Destination, Icr};
 use crate::arch::x86_64::{ap_boot, cpu, gdt, interrupts, percpu, x2apic};
 use crate::kprintln;
@@ -30,11 +31,12 @@ pub fn configure(timeout_ms: u64, stuck_ap: Option<u32>) {
     STUCK_AP.store(stuck_ap.unwrap_or(0), Ordering::Relaxed);
 }
 
-/// Set-up every CPU does for itself: per-CPU area, GDT/TSS, IDT, x2APIC.
+/// Set-up every CPU does for itself: per-CPU area, GDT/TSS, IDT (the
+/// handlers are installed once, at boot), x2APIC.
 pub fn cpu_init(cpu: CpuId) {
     percpu::install(cpu);
     gdt::init(cpu);
-    interrupts::init(super::handlers());
+    interrupts::load();
     x2apic::enable();
 }
 
@@ -57,7 +59,7 @@ extern "C" fn ap_entry(cpu: u64) -> ! {
             percpu::area(cpu).apic_id()
         );
     }
-    super::hotplug::starting(cpu);
+    cpu_down::starting(cpu);
     // Calls queued to this CPU while it was offline (a sender that raced
     // with its going down) run now; the flush reports them as sent to an
     // offline CPU, with their callbacks.
@@ -68,7 +70,7 @@ extern "C" fn ap_entry(cpu: u64) -> ! {
     // Interrupts are still off: nothing runs here before the CPU is
     // online, and the flag is published with release semantics.
     let _ = SMP.set_cpu_online(cpu, true);
-    super::idle()
+    idle::idle()
 }
 
 /// Why a CPU did not come up.

@@ -6,39 +6,10 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use shared::CpuId;
 use shared::status::GuestStatus;
 
-use crate::arch::x86_64::{ipi, percpu};
-use crate::kernel::SMP;
+use crate::arch::x86_64::percpu;
+use crate::kernel::{SMP, stats};
 use crate::kprintln;
-use crate::smp::{CpuMask, Csd, IrqWork};
-
-/// A mask shown as a CPU list: `0-3,6`.
-pub struct CpuList(pub CpuMask);
-
-impl core::fmt::Display for CpuList {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        let mut first = true;
-        let mut iter = self.0.iter().peekable();
-        while let Some(start) = iter.next() {
-            let mut end = start;
-            while iter.peek().is_some_and(|n| n.0 == end.0 + 1) {
-                end = iter.next().unwrap_or(end);
-            }
-            if !first {
-                f.write_str(",")?;
-            }
-            first = false;
-            if start == end {
-                write!(f, "{start}")?;
-            } else {
-                write!(f, "{start}-{end}")?;
-            }
-        }
-        if first {
-            f.write_str("none")?;
-        }
-        Ok(())
-    }
-}
+use crate::smp::{CpuList, CpuMask, Csd, IrqWork};
 
 /// Callbacks run by this demo, on all CPUs.
 static RAN: AtomicU32 = AtomicU32::new(0);
@@ -143,7 +114,7 @@ pub fn run() -> GuestStatus {
     );
     for cpu in online.iter() {
         // Relaxed: statistics, read after the calls completed.
-        let sent = ipi::ipis_sent(cpu);
+        let sent = stats::ipis_sent(cpu);
         let received = SMP.stats(cpu).kicks_taken;
         let run = SMP.stats(cpu).callbacks_run;
         kprintln!("  CPU {cpu}: {sent} / {received} / {run}");

@@ -17,7 +17,9 @@ use shared::{CpuId, MAX_CPUS};
 
 use crate::arch::x86_64::percpu;
 use crate::console::Line;
-use crate::kernel::{SMP, hotplug};
+use crate::kernel::SMP;
+use crate::kernel::cpu_down::{cpu_down, hold, release};
+use crate::kernel::smpboot::cpu_up;
 use crate::params::BootParams;
 use crate::smp::{Csd, SmpError};
 use crate::{kprintln, report, time};
@@ -129,24 +131,24 @@ fn queue_all(cpu: CpuId) -> Result<(), Line> {
 fn dying_flush(target: CpuId) -> Result<Line, Line> {
     reset();
     let warns_before = SMP.warn_count(target, WarnKind::IpiOnOfflineCpu);
-    if !hotplug::hold(target) {
+    if !hold(target) {
         return Err(line!("CPU {target} did not reach the hold point"));
     }
     let ipis_before = SMP.stats(percpu::this_cpu()).ipis_requested;
     let queued = queue_all(target);
     let ipis = SMP.stats(percpu::this_cpu()).ipis_requested - ipis_before;
     if let Err(e) = queued {
-        hotplug::release(target);
+        release(target);
         return Err(e);
     }
     // Relaxed: this CPU's own view of the counts it just reset.
     if RUNS.iter().any(|r| r.load(Ordering::Relaxed) != 0) {
-        hotplug::release(target);
+        release(target);
         return Err(line!("a call ran while CPU {target} had irqs off"));
     }
-    if let Err(e) = hotplug::cpu_down(target) {
+    if let Err(e) = cpu_down(target) {
         // Or the CPU sits out the rest of its hold with irqs off.
-        hotplug::release(target);
+        release(target);
         return Err(line!("cpu_down({target}): {e:?}"));
     }
     check_runs(target, true)?;
@@ -183,7 +185,7 @@ fn offline_behaviour(target: CpuId) -> Result<Line, Line> {
 }
 
 fn reonline(target: CpuId) -> Result<Line, Line> {
-    hotplug::cpu_up(target).map_err(|e| line!("cpu_up({target}): {e:?}"))?;
+    cpu_up(target).map_err(|e| line!("cpu_up({target}): {e:?}"))?;
     reset();
     SMP.smp_call_function_single(target, count, 0, true)
         .map_err(|e| line!("single(wait) after re-online: {}", e.errno()))?;
@@ -211,7 +213,7 @@ fn cycles(cycles: u32) -> Result<Line, Line> {
         for cpu in SMP.online_mask().iter().filter(|c| c.0 != 0) {
             reset();
             queue_all(cpu)?;
-            hotplug::cpu_down(cpu).map_err(|e| line!("cpu_down({cpu}): {e:?}"))?;
+            cpu_down(cpu).map_err(|e| line!("cpu_down({cpu}): {e:?}"))?;
             // Each call ran once: before the CPU went down (online) or in
             // its dying flush (offline) — either is correct.
             for (i, r) in RUNS.iter().enumerate() {
@@ -221,7 +223,7 @@ fn cycles(cycles: u32) -> Result<Line, Line> {
                     return Err(line!("CPU {cpu}: call {i} ran {runs} times"));
                 }
             }
-            hotplug::cpu_up(cpu).map_err(|e| line!("cpu_up({cpu}): {e:?}"))?;
+            cpu_up(cpu).map_err(|e| line!("cpu_up({cpu}): {e:?}"))?;
             done += 1;
         }
     }

@@ -8,10 +8,11 @@ pub mod hostile;
 pub mod hotplug;
 pub mod selftest;
 pub mod torture;
+pub mod wait;
 
 use shared::status::GuestStatus;
 
-use crate::kernel::{Boot, hotplug as kernel_hotplug};
+use crate::kernel::Boot;
 use crate::kprintln;
 
 /// Runs the scenario the command line names.
@@ -20,7 +21,7 @@ pub fn run(boot: &Boot) -> GuestStatus {
     match params.scenario {
         "demo" => demo::run(),
         "selftest" => selftest::run(),
-        "wait" => kernel_hotplug::wait_for_host(params.wait_ms),
+        "wait" => wait::run(params.wait_ms),
         "hotplug" => hotplug::run(params, boot.present),
         "bench" => bench::run(params),
         "torture" => torture::run(boot.cmdline()),

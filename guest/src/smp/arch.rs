@@ -5,7 +5,7 @@
 
 use shared::CpuId;
 
-use super::CpuMask;
+use super::cpumask::CpuMask;
 use super::event::Event;
 
 /// Interrupt state saved by [`Arch::irq_save`].
@@ -43,8 +43,10 @@ pub trait Arch: Sync {
     fn send_call_function_single_ipi(&self, cpu: CpuId);
 
     /// Sends the CALL_FUNCTION IPI to every CPU of `mask`, which never
-    /// contains this CPU. Same ordering rule as the single IPI.
-    fn send_call_function_ipi_mask(&self, mask: CpuMask);
+    /// contains this CPU. Same ordering rule as the single IPI. `online` is
+    /// the online mask as the caller read it just now (an arch may send one
+    /// all-but-self shorthand when `mask` is every other online CPU).
+    fn send_call_function_ipi_mask(&self, mask: CpuMask, online: CpuMask);
 
     /// Raises the irq_work interrupt on this CPU (for `irq_work_queue`).
     fn send_irq_work_self_ipi(&self);

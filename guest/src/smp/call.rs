@@ -323,7 +323,8 @@ impl<A: Arch> Smp<A> {
                 pcpu.counters
                     .ipis_requested
                     .fetch_add(u64::from(ipi.weight()), Ordering::Relaxed);
-                self.arch.send_call_function_ipi_mask(ipi);
+                self.arch
+                    .send_call_function_ipi_mask(ipi, self.online_mask());
             }
         } else {
             self.send_exit(this, window);

@@ -256,9 +256,49 @@ impl AtomicCpuMask {
     }
 }
 
+/// A mask shown as a CPU list: `0-3,6` (Linux's `%*pbl`), `none` when
+/// empty.
+pub struct CpuList(pub CpuMask);
+
+impl core::fmt::Display for CpuList {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let mut first = true;
+        let mut iter = self.0.iter().peekable();
+        while let Some(start) = iter.next() {
+            let mut end = start;
+            while iter.peek().is_some_and(|n| n.0 == end.0 + 1) {
+                end = iter.next().unwrap_or(end);
+            }
+            if !first {
+                f.write_str(",")?;
+            }
+            first = false;
+            if start == end {
+                write!(f, "{start}")?;
+            } else {
+                write!(f, "{start}-{end}")?;
+            }
+        }
+        if first {
+            f.write_str("none")?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_list_shows_ranges() {
+        let list = |bits| std::format!("{}", CpuList(CpuMask(bits)));
+        assert_eq!(list(0), "none");
+        assert_eq!(list(0b1), "0");
+        assert_eq!(list(0b0100_1111), "0-3,6");
+        assert_eq!(list(0b1010), "1,3");
+        assert_eq!(list(u64::MAX), "0-63");
+    }
 
     fn m(cpus: &[u32]) -> CpuMask {
         cpus.iter().map(|&c| CpuId(c)).collect()

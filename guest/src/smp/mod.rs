@@ -62,7 +62,7 @@ mod tests;
 #[cfg(not(loom))]
 pub use arch::{Arch, IrqFlags};
 #[cfg(not(loom))]
-pub use cpumask::{CpuMask, CpuMaskIter};
+pub use cpumask::{CpuList, CpuMask, CpuMaskIter};
 pub use csd::Csd;
 #[cfg(not(loom))]
 pub use event::Event;

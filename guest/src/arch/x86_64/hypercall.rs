@@ -11,7 +11,7 @@ use core::arch::{asm, naked_asm};
 
 use shared::vectors;
 
-use super::{cpu, x2apic};
+use super::{cpu, fixup, x2apic};
 
 /// `KVM_HC_SEND_IPI`: a0/a1 = 128-bit APIC id bitmap, a2 = the id of bit
 /// 0, a3 = ICR low (vector and delivery mode); returns how many CPUs got
@@ -160,17 +160,12 @@ pub enum Probe {
 }
 
 /// Issues one harmless `KVM_HC_SEND_IPI` (empty bitmap, `icr` as ICR low)
-/// with `insn`. `set_fixup(rip, resume)` must make a #UD at `rip`, or the
-/// [`vectors::PROBE_TIMER`] interrupt taken at `rip`, resume at `resume`;
-/// it is called before the probe and cleared (0, 0) after. `take_hit`
-/// says which vector used the fixup (0: none). Interrupts are enabled for
-/// the probe (the timer must get in) and restored after.
-pub fn probe_send_ipi(
-    insn: Insn,
-    icr: u64,
-    set_fixup: fn(u64, u64),
-    take_hit: fn() -> u64,
-) -> Probe {
+/// with `insn`, under the exception [`fixup`]: a #UD, or the
+/// [`vectors::PROBE_TIMER`] interrupt taken at the instruction, resumes
+/// after it. Interrupts are enabled for the probe (the timer must get in)
+/// and restored after. Boot CPU only, before the APs run (the fixup table
+/// is the boot CPU's).
+pub fn probe_send_ipi(insn: Insn, icr: u64) -> Probe {
     let (at, resume, f): (u64, u64, extern "C" fn(u64) -> u64) = match insn {
         Insn::Vmcall => (
             (&raw const smpcall_probe_vmcall) as u64,
@@ -183,8 +178,8 @@ pub fn probe_send_ipi(
             probe_vmmcall,
         ),
     };
-    set_fixup(at, resume);
-    let _ = take_hit();
+    fixup::set(at, resume);
+    let _ = fixup::take_hit();
     let were_enabled = cpu::irqs_enabled();
     x2apic::timer_oneshot(vectors::PROBE_TIMER, RESCUE_TICKS);
     cpu::sti();
@@ -194,8 +189,8 @@ pub fn probe_send_ipi(
     if were_enabled {
         cpu::sti();
     }
-    set_fixup(0, 0);
-    let hit = take_hit();
+    fixup::set(0, 0);
+    let hit = fixup::take_hit();
     if r != u64::from(PROBE_FAULTED) {
         Probe::Returned(r as i64)
     } else if hit == u64::from(vectors::PROBE_TIMER.0) {

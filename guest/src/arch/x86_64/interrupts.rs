@@ -16,6 +16,7 @@ use x86_64::VirtAddr;
 use x86_64::instructions::tables::lidt;
 use x86_64::structures::DescriptorTablePointer;
 
+use super::fixup;
 use super::gdt::{IST_DOUBLE_FAULT, IST_MACHINE_CHECK, IST_NMI, KERNEL_CODE_SELECTOR};
 
 /// Registers saved on exception entry, lowest address first.
@@ -64,7 +65,10 @@ pub struct Handlers {
 static EXCEPTION: Once<fn(&mut TrapFrame)> = Once::new();
 
 extern "C" fn exception_entry(frame: &mut TrapFrame) {
-    // The IDT is only loaded after `init` stored the handler, so this
+    if fixup::handle(frame) {
+        return;
+    }
+    // The IDT is only loaded after `install` stored the handler, so this
     // never waits.
     (EXCEPTION.wait())(frame)
 }
@@ -101,6 +105,14 @@ static APIC_ERROR_SLOT: Slot = Slot::new();
 /// handler.
 pub fn set_call_function(f: extern "C" fn()) {
     CALL_FUNCTION_SLOT.set(f);
+}
+
+/// Switches the [`vectors::BENCH_PING`] handler at run time (the
+/// benchmark installs its raw ping's). Install it before the first ping:
+/// the ping's ICR write (`x2apic::send`, fenced) orders the slot's store
+/// before the interrupt.
+pub fn set_bench_ping(f: extern "C" fn()) {
+    BENCH_PING_SLOT.set(f);
 }
 
 #[unsafe(naked)]
@@ -171,7 +183,7 @@ irq_stub!(apic_error_stub => APIC_ERROR_SLOT);
 irq_stub!(wake_stub => WAKE_SLOT);
 
 /// The hypercall-probe timer enters like an exception: its handler needs
-/// the interrupted RIP (see `kernel::trap`).
+/// the interrupted RIP (see `fixup`).
 #[unsafe(naked)]
 extern "C" fn probe_timer_stub() {
     naked_asm!(
@@ -231,10 +243,10 @@ fn build() -> Idt {
     Idt(idt)
 }
 
-/// Stores the kernel's handlers (first call wins; the slots are 0 until
-/// then, which is why the IDT is loaded only after) and loads the IDT on
-/// this CPU. Every CPU calls it before enabling interrupts.
-pub fn init(h: Handlers) {
+/// Stores the kernel's handlers in the slots (first call wins). The boot
+/// CPU calls it once, before any CPU loads the IDT ([`load`]): the slots
+/// are 0 until then.
+pub fn install(h: Handlers) {
     EXCEPTION.call_once(|| {
         CALL_FUNCTION_SLOT.set(h.call_function);
         IRQ_WORK_SLOT.set(h.irq_work);
@@ -244,6 +256,11 @@ pub fn init(h: Handlers) {
         APIC_ERROR_SLOT.set(h.apic_error);
         h.exception
     });
+}
+
+/// Loads the IDT on this CPU. Every CPU calls it before enabling
+/// interrupts, after [`install`].
+pub fn load() {
     let idt = IDT.call_once(build);
     let ptr = DescriptorTablePointer {
         limit: (core::mem::size_of::<Idt>() - 1) as u16,

@@ -13,10 +13,11 @@
 //!   Linux's cluster driver); `pv` makes one `KVM_HC_SEND_IPI` hypercall per
 //!   128 APIC ids, if the boot probe showed the hypercall works.
 //!
-//! The single-target path is the hot one and is kept lean: one load of
-//! [`SINGLE_FLAGS`] decides between the physical write and everything else
-//! (the fault injection's drop included).
-//! The polling-idle mechanism itself is in `poll_idle.rs`.
+//! The modes are state of [`IpiDelivery`], a part of the arch value. The
+//! single-target path is the hot one and is kept lean: one load of its
+//! single-target flag word decides between the physical write and
+//! everything else (the fault injection's drop included). The
+//! polling-idle mechanism itself is in `poll_idle.rs`.
 
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
@@ -26,43 +27,50 @@ use shared::vectors::{self, Vector};
 use shared::{CpuId, MAX_CPUS};
 
 use super::hypercall::{self, Insn, Probe};
-pub use super::poll_idle::{PollWindow, is_polling, polling_enter, polling_exit, polls, skipped};
 use super::x2apic::{self, Destination, Icr};
 use super::{cpu, percpu};
 use super::{ipi_fault, poll_idle};
 use crate::ipi_plan;
 use crate::smp::CpuMask;
 
-/// [`SINGLE_FLAGS`]: send single-target IPIs to the logical id.
+/// [`IpiDelivery::single_flags`]: send single-target IPIs to the logical id.
 const SINGLE_CLUSTER: u32 = 1 << 0;
-/// [`SINGLE_FLAGS`]: try to wake a polling target without an IPI.
+/// [`IpiDelivery::single_flags`]: try to wake a polling target without an IPI.
 const SINGLE_POLL: u32 = 1 << 1;
-/// [`SINGLE_FLAGS`]: write the benchmark's probe marker after the ICR write.
+/// [`IpiDelivery::single_flags`]: write the benchmark's probe marker after
+/// the ICR write.
 const SINGLE_PROBE: u32 = 1 << 2;
-/// [`SINGLE_FLAGS`]: fault injection may drop the IPI (`ipi_fault`).
+/// [`IpiDelivery::single_flags`]: fault injection may drop the IPI
+/// (`ipi_fault`).
 const SINGLE_DROP: u32 = 1 << 3;
 
-/// How single-target IPIs are sent; 0 is the plain physical write.
-static SINGLE_FLAGS: AtomicU32 = AtomicU32::new(0);
-/// The [`IpiMode`] of mask IPIs.
-static MASK_MODE: AtomicU8 = AtomicU8::new(IpiMode::Phys as u8);
-/// The CPUs that poll when idle ([`IdleMode::Poll`]; the benchmark may
-/// make just one CPU poll).
-static POLL_CPUS: AtomicU64 = AtomicU64::new(0);
-/// What probing the send-IPI hypercall found ([`PvStatus`] as u8).
-static PV_STATUS: AtomicU8 = AtomicU8::new(PvStatus::NotProbed as u8);
-/// Which hypercall instruction (0: vmcall, 1: vmmcall).
-static PV_VMMCALL: AtomicBool = AtomicBool::new(false);
-/// Every vCPU of the machine (bit n = CPU n).
-static ALL_CPUS: AtomicU64 = AtomicU64::new(1);
-/// CPUs that have booted at least once.
-static BOOTED_ONCE: AtomicU64 = AtomicU64::new(0);
-/// x2APIC logical id of each CPU.
-static LOGICAL: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
-/// The CPUs in each CPU's cluster.
-static SIBLINGS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
-/// CPUs whose LDR differed from the logical id derived from the APIC id.
-static LDR_MISMATCH: AtomicU64 = AtomicU64::new(0);
+/// The delivery state of call-function IPIs: the modes in effect and what
+/// boot found about the machine. Part of the arch value ([`super::smp_arch::X86`]),
+/// which lives in the kernel's `static` smp state, so that the send path
+/// reads it at a fixed address.
+pub struct IpiDelivery {
+    /// How single-target IPIs are sent; 0 is the plain physical write.
+    single_flags: AtomicU32,
+    /// The [`IpiMode`] of mask IPIs.
+    mask_mode: AtomicU8,
+    /// The CPUs that poll when idle ([`IdleMode::Poll`]; the benchmark may
+    /// make just one CPU poll).
+    poll_cpus: AtomicU64,
+    /// What probing the send-IPI hypercall found ([`PvStatus`] as u8).
+    pv_status: AtomicU8,
+    /// Which hypercall instruction (false: vmcall, true: vmmcall).
+    pv_vmmcall: AtomicBool,
+    /// Every vCPU of the machine (bit n = CPU n).
+    all_cpus: AtomicU64,
+    /// CPUs that have booted at least once.
+    booted_once: AtomicU64,
+    /// x2APIC logical id of each CPU.
+    logical: [AtomicU32; MAX_CPUS],
+    /// The CPUs in each CPU's cluster.
+    siblings: [AtomicU64; MAX_CPUS],
+    /// CPUs whose LDR differed from the logical id derived from the APIC id.
+    ldr_mismatch: AtomicU64,
+}
 
 /// Whether KVM's PV send-IPI hypercall can be used here.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,204 +91,323 @@ pub enum PvStatus {
     Usable = 5,
 }
 
-/// The fixup hooks a probe needs: install (rip, resume), and which vector
-/// used it (see `hypercall::probe_send_ipi`).
-pub type Fixup = (fn(u64, u64), fn() -> u64);
-
-/// Probes the PV send-IPI hypercall once (boot CPU only; later calls
-/// return the first result).
-pub fn probe_pv(fixup: Fixup) -> PvStatus {
-    let known = pv_status();
-    if known != PvStatus::NotProbed {
-        return known;
-    }
-    let status = if hypercall::kvm_features() & hypercall::KVM_FEATURE_PV_SEND_IPI == 0 {
-        PvStatus::NotAdvertised
-    } else {
-        let icr = u64::from(vectors::CALL_FUNCTION.0);
-        match hypercall::probe_send_ipi(hypercall_insn(), icr, fixup.0, fixup.1) {
-            Probe::Returned(r) if r >= 0 => PvStatus::Usable,
-            Probe::Returned(_) => PvStatus::Refused,
-            Probe::Faulted => PvStatus::Faulted,
-            Probe::Hung => PvStatus::Hung,
+impl PvStatus {
+    fn from_u8(v: u8) -> PvStatus {
+        match v {
+            1 => PvStatus::NotAdvertised,
+            2 => PvStatus::Faulted,
+            3 => PvStatus::Hung,
+            4 => PvStatus::Refused,
+            5 => PvStatus::Usable,
+            _ => PvStatus::NotProbed,
         }
-    };
-    // Relaxed: written by the boot CPU, read by it (the bench) or before
-    // any AP uses it (`init` runs before the APs start).
-    PV_STATUS.store(status as u8, Ordering::Relaxed);
-    status
-}
-
-/// What [`probe_pv`] found.
-pub fn pv_status() -> PvStatus {
-    // Relaxed: see `probe_pv`.
-    match PV_STATUS.load(Ordering::Relaxed) {
-        1 => PvStatus::NotAdvertised,
-        2 => PvStatus::Faulted,
-        3 => PvStatus::Hung,
-        4 => PvStatus::Refused,
-        5 => PvStatus::Usable,
-        _ => PvStatus::NotProbed,
     }
 }
 
-/// The hypercall instruction of this CPU's vendor.
-pub fn hypercall_insn() -> Insn {
-    // Relaxed: set at boot, see `init`.
-    if PV_VMMCALL.load(Ordering::Relaxed) {
-        Insn::Vmmcall
-    } else {
-        Insn::Vmcall
+impl IpiDelivery {
+    /// Physical delivery to single targets and masks, halting idle, PV
+    /// not probed, one CPU: what [`Self::init`] starts from.
+    pub const fn new() -> Self {
+        IpiDelivery {
+            single_flags: AtomicU32::new(0),
+            mask_mode: AtomicU8::new(IpiMode::Phys as u8),
+            poll_cpus: AtomicU64::new(0),
+            pv_status: AtomicU8::new(PvStatus::NotProbed as u8),
+            pv_vmmcall: AtomicBool::new(false),
+            all_cpus: AtomicU64::new(1),
+            booted_once: AtomicU64::new(0),
+            logical: [const { AtomicU32::new(0) }; MAX_CPUS],
+            siblings: [const { AtomicU64::new(0) }; MAX_CPUS],
+            ldr_mismatch: AtomicU64::new(0),
+        }
+    }
+
+    /// Probes the PV send-IPI hypercall once (boot CPU only, under the
+    /// exception fixup; later calls return the first result).
+    pub fn probe_pv(&self) -> PvStatus {
+        let known = self.pv_status();
+        if known != PvStatus::NotProbed {
+            return known;
+        }
+        let status = if hypercall::kvm_features() & hypercall::KVM_FEATURE_PV_SEND_IPI == 0 {
+            PvStatus::NotAdvertised
+        } else {
+            let icr = u64::from(vectors::CALL_FUNCTION.0);
+            match hypercall::probe_send_ipi(self.hypercall_insn(), icr) {
+                Probe::Returned(r) if r >= 0 => PvStatus::Usable,
+                Probe::Returned(_) => PvStatus::Refused,
+                Probe::Faulted => PvStatus::Faulted,
+                Probe::Hung => PvStatus::Hung,
+            }
+        };
+        // Relaxed: written by the boot CPU, read by it (the bench) or before
+        // any AP uses it (`init` runs before the APs start).
+        self.pv_status.store(status as u8, Ordering::Relaxed);
+        status
+    }
+
+    /// What [`Self::probe_pv`] found.
+    pub fn pv_status(&self) -> PvStatus {
+        // Relaxed: see `probe_pv`.
+        PvStatus::from_u8(self.pv_status.load(Ordering::Relaxed))
+    }
+
+    /// The hypercall instruction of this CPU's vendor.
+    pub fn hypercall_insn(&self) -> Insn {
+        // Relaxed: set at boot, see `init`.
+        if self.pv_vmmcall.load(Ordering::Relaxed) {
+            Insn::Vmmcall
+        } else {
+            Insn::Vmcall
+        }
+    }
+
+    /// Boot CPU, before any AP starts: derive every CPU's logical id and
+    /// cluster from `apic_ids`, probe the PV send-IPI hypercall if `ipi=pv`
+    /// asks for it, and select the modes. Returns the mask mode in effect
+    /// (`pv` falls back to `phys` when the hypercall is unusable).
+    pub fn init(&self, mode: IpiMode, idle: IdleMode, apic_ids: &[u32]) -> IpiMode {
+        let n = apic_ids.len().min(MAX_CPUS);
+        let siblings = ipi_plan::cluster_siblings(&apic_ids[..n]);
+        for (c, &id) in apic_ids.iter().enumerate().take(n) {
+            // Relaxed (all stores here): written before any AP starts; the
+            // INIT/SIPI that starts one comes after a fence (ap_boot).
+            self.logical[c].store(ipi_plan::logical_id(id), Ordering::Relaxed);
+            self.siblings[c].store(siblings[c], Ordering::Relaxed);
+        }
+        self.all_cpus
+            .store(CpuMask::first_n(n as u32).bits(), Ordering::Relaxed);
+        self.pv_vmmcall
+            .store(hypercall::insn() == Insn::Vmmcall, Ordering::Relaxed);
+        if mode == IpiMode::Pv {
+            self.probe_pv();
+        }
+        self.set_idle_mode(idle);
+        self.note_booted(CpuId(0));
+        self.set_mask_mode(mode);
+        self.mask_mode()
+    }
+
+    /// The x2APIC logical id of `cpu`, derived from its APIC id at boot.
+    #[inline(always)]
+    fn logical_id(&self, cpu: CpuId) -> u32 {
+        // Relaxed: set at boot, see `init`.
+        self.logical[cpu.index() % MAX_CPUS].load(Ordering::Relaxed)
+    }
+
+    /// Called by every CPU when it starts idling: it has booted. Also checks
+    /// that its LDR is the logical id derived from its APIC id.
+    pub fn note_booted(&self, me: CpuId) {
+        let bit = CpuMask::of(me).bits();
+        // Relaxed: a hint for choosing the shorthand; a CPU missing here only
+        // makes senders use unicast.
+        self.booted_once.fetch_or(bit, Ordering::Relaxed);
+        if x2apic::logical_id() != self.logical_id(me) {
+            // Relaxed: a diagnostic, read by the bench.
+            self.ldr_mismatch.fetch_or(bit, Ordering::Relaxed);
+        }
+    }
+
+    /// CPUs whose LDR was not what cluster mode assumes (they would miss
+    /// cluster IPIs).
+    pub fn ldr_mismatches(&self) -> CpuMask {
+        // Relaxed: a diagnostic.
+        CpuMask(self.ldr_mismatch.load(Ordering::Relaxed))
+    }
+
+    /// Whether every CPU of the machine has booted once, so that the
+    /// shorthand may be used.
+    pub fn shorthand_ready(&self) -> bool {
+        // Relaxed: see `note_booted`.
+        let all = self.all_cpus.load(Ordering::Relaxed);
+        self.booted_once.load(Ordering::Relaxed) & all == all
+    }
+
+    /// Whether the send-IPI hypercall works here (probed).
+    pub fn pv_usable(&self) -> bool {
+        self.pv_status() == PvStatus::Usable
+    }
+
+    /// The mask mode in effect.
+    pub fn mask_mode(&self) -> IpiMode {
+        // Relaxed: a mode switch needs no ordering with the calls around it;
+        // every mode delivers.
+        IpiMode::from_u8(self.mask_mode.load(Ordering::Relaxed)).unwrap_or(IpiMode::Phys)
+    }
+
+    /// Idle mode in effect: `poll` if any CPU polls.
+    pub fn idle_mode(&self) -> IdleMode {
+        if self.poll_cpus().is_empty() {
+            IdleMode::Halt
+        } else {
+            IdleMode::Poll
+        }
+    }
+
+    /// The CPUs that poll when idle.
+    pub fn poll_cpus(&self) -> CpuMask {
+        // Relaxed: see `mask_mode`.
+        CpuMask(self.poll_cpus.load(Ordering::Relaxed))
+    }
+
+    /// Whether `cpu` polls when idle.
+    #[inline(always)]
+    pub fn idle_polls(&self, cpu: CpuId) -> bool {
+        self.poll_cpus().test(cpu)
+    }
+
+    /// Recomputes the single-target flags from the modes and the fault
+    /// injection.
+    fn update_single_flags(&self) {
+        let cluster = if self.mask_mode() == IpiMode::Cluster {
+            SINGLE_CLUSTER
+        } else {
+            0
+        };
+        let poll = if self.idle_mode() == IdleMode::Poll {
+            SINGLE_POLL
+        } else {
+            0
+        };
+        let drop = if ipi_fault::enabled() { SINGLE_DROP } else { 0 };
+        // Relaxed: see `mask_mode`; the probe bit is kept.
+        let probe = self.single_flags.load(Ordering::Relaxed) & SINGLE_PROBE;
+        self.single_flags
+            .store(cluster | poll | drop | probe, Ordering::Relaxed);
+    }
+
+    /// Switches the mask mode (`pv` only if usable); returns the previous one.
+    /// Calls may be in flight: every mode delivers, so a switch is safe.
+    pub fn set_mask_mode(&self, mode: IpiMode) -> IpiMode {
+        let prev = self.mask_mode();
+        let mode = if mode == IpiMode::Pv && !self.pv_usable() {
+            IpiMode::Phys
+        } else {
+            mode
+        };
+        // Relaxed: see `mask_mode`.
+        self.mask_mode.store(mode as u8, Ordering::Relaxed);
+        self.update_single_flags();
+        prev
+    }
+
+    /// Switches every CPU's idle mode.
+    pub fn set_idle_mode(&self, idle: IdleMode) {
+        let all = match idle {
+            IdleMode::Poll => CpuMask::ALL,
+            IdleMode::Halt => CpuMask::EMPTY,
+        };
+        self.set_poll_cpus(all);
+    }
+
+    /// Makes exactly the CPUs of `mask` poll when idle; returns the previous
+    /// set. Safe at any time: a sender that does not check for polling sends
+    /// the IPI, which a polling CPU takes (its interrupts are on), and a CPU
+    /// that stops polling drains its queue. A halted CPU starts polling after
+    /// its next interrupt.
+    pub fn set_poll_cpus(&self, mask: CpuMask) -> CpuMask {
+        // Relaxed: see `mask_mode`.
+        let prev = CpuMask(self.poll_cpus.swap(mask.bits(), Ordering::Relaxed));
+        self.update_single_flags();
+        prev
+    }
+
+    /// Fault injection (`ipi_drop=`): drops `permille` per mille of the
+    /// call-function IPIs (boot CPU, before the APs start).
+    pub fn set_drop_permille(&self, permille: u32) {
+        ipi_fault::set_permille(permille);
+        self.update_single_flags();
+    }
+
+    /// Benchmark only: write the `send-path` probe marker after each
+    /// single-target ICR write (sends take the slow path meanwhile).
+    pub fn set_probe(&self, on: bool) {
+        // Relaxed: the bench sets it on the sending CPU itself.
+        let f = self.single_flags.load(Ordering::Relaxed) & !SINGLE_PROBE;
+        self.single_flags
+            .store(f | if on { SINGLE_PROBE } else { 0 }, Ordering::Relaxed);
+    }
+
+    /// The CALL_FUNCTION_SINGLE IPI to `cpu` (never this CPU), unless the
+    /// fault injection (`ipi_drop=`) drops it.
+    ///
+    /// The benchmark's probe marker is written after the ICR write of the
+    /// fast path itself, so that what it measures is exactly this path; its
+    /// test costs two instructions after the write, none before.
+    #[inline(always)]
+    pub fn send_call_function_single(&self, cpu: CpuId) {
+        // Relaxed: see `mask_mode`.
+        let flags = self.single_flags.load(Ordering::Relaxed);
+        if flags & !SINGLE_PROBE == 0 {
+            send_phys(vectors::CALL_FUNCTION_SINGLE, cpu);
+            if flags != 0 {
+                probe_marker(Case::SendPath);
+            }
+        } else if flags == SINGLE_POLL {
+            send_single_poll(cpu);
+        } else {
+            self.send_single_slow(cpu, flags);
+        }
+    }
+
+    #[inline(never)]
+    fn send_single_slow(&self, cpu: CpuId, flags: u32) {
+        if flags & SINGLE_DROP != 0 && ipi_fault::drop_single() {
+            return;
+        }
+        if flags & SINGLE_POLL != 0 && poll_idle::polls_after_queueing(cpu) {
+            poll_idle::count_skipped();
+            return;
+        }
+        if flags & SINGLE_CLUSTER != 0 {
+            let ldr = self.logical_id(cpu);
+            send_to(vectors::CALL_FUNCTION_SINGLE, Destination::Logical(ldr));
+        } else {
+            send_phys(vectors::CALL_FUNCTION_SINGLE, cpu);
+        }
+        if flags & SINGLE_PROBE != 0 {
+            probe_marker(Case::SendPath);
+        }
+    }
+
+    /// The CALL_FUNCTION IPI to every CPU of `mask` (never this CPU);
+    /// `online` is the online mask (for the shorthand's check).
+    pub fn send_call_function_mask(&self, mask: CpuMask, online: CpuMask) {
+        match self.mask_mode() {
+            IpiMode::Phys => send_mask_phys(mask),
+            IpiMode::Shorthand => {
+                if self.shorthand_ready() && mask.with(percpu::this_cpu()) == online {
+                    send_to(vectors::CALL_FUNCTION, Destination::AllButSelf);
+                } else {
+                    send_mask_phys(mask);
+                }
+            }
+            IpiMode::Cluster => {
+                // Relaxed (both tables): set at boot, see `init`.
+                ipi_plan::for_each_cluster(
+                    mask.bits(),
+                    |c| self.logical[c % MAX_CPUS].load(Ordering::Relaxed),
+                    |c| self.siblings[c % MAX_CPUS].load(Ordering::Relaxed),
+                    |ldr| send_to(vectors::CALL_FUNCTION, Destination::Logical(ldr)),
+                );
+            }
+            IpiMode::Pv => {
+                if !send_mask_pv(self.hypercall_insn(), mask) {
+                    // Linux WARNs once; here the mode falls back for good and
+                    // this mask is delivered again (a second IPI is harmless).
+                    self.set_mask_mode(IpiMode::Phys);
+                    crate::kprintln!("ipi: KVM_HC_SEND_IPI failed; using ipi=phys from now on");
+                    send_mask_phys(mask);
+                }
+            }
+        }
     }
 }
 
-/// Boot CPU, before any AP starts: derive every CPU's logical id and
-/// cluster from `apic_ids`, probe the PV send-IPI hypercall if `ipi=pv`
-/// asks for it, and select the modes. Returns the mask mode in effect
-/// (`pv` falls back to `phys` when the hypercall is unusable).
-pub fn init(mode: IpiMode, idle: IdleMode, apic_ids: &[u32], fixup: Fixup) -> IpiMode {
-    let n = apic_ids.len().min(MAX_CPUS);
-    let siblings = ipi_plan::cluster_siblings(&apic_ids[..n]);
-    for (c, &id) in apic_ids.iter().enumerate().take(n) {
-        // Relaxed (all stores here): written before any AP starts; the
-        // INIT/SIPI that starts one comes after a fence (ap_boot).
-        LOGICAL[c].store(ipi_plan::logical_id(id), Ordering::Relaxed);
-        SIBLINGS[c].store(siblings[c], Ordering::Relaxed);
+impl Default for IpiDelivery {
+    fn default() -> Self {
+        Self::new()
     }
-    ALL_CPUS.store(CpuMask::first_n(n as u32).bits(), Ordering::Relaxed);
-    PV_VMMCALL.store(hypercall::insn() == Insn::Vmmcall, Ordering::Relaxed);
-    if mode == IpiMode::Pv {
-        probe_pv(fixup);
-    }
-    set_idle_mode(idle);
-    note_booted(CpuId(0));
-    set_mask_mode(mode);
-    mask_mode()
-}
-
-/// Called by every CPU when it starts idling: it has booted. Also checks
-/// that its LDR is the logical id derived from its APIC id.
-pub fn note_booted(me: CpuId) {
-    let bit = CpuMask::of(me).bits();
-    // Relaxed: a hint for choosing the shorthand; a CPU missing here only
-    // makes senders use unicast.
-    BOOTED_ONCE.fetch_or(bit, Ordering::Relaxed);
-    let ldr = x2apic::logical_id();
-    // Relaxed: written at boot, see `init`.
-    if ldr != LOGICAL[me.index() % MAX_CPUS].load(Ordering::Relaxed) {
-        // Relaxed: a diagnostic, read by the bench.
-        LDR_MISMATCH.fetch_or(bit, Ordering::Relaxed);
-    }
-}
-
-/// CPUs whose LDR was not what cluster mode assumes (they would miss
-/// cluster IPIs).
-pub fn ldr_mismatches() -> CpuMask {
-    // Relaxed: a diagnostic.
-    CpuMask(LDR_MISMATCH.load(Ordering::Relaxed))
-}
-
-/// Whether every CPU of the machine has booted once, so that the
-/// shorthand may be used.
-pub fn shorthand_ready() -> bool {
-    // Relaxed: see `note_booted`.
-    let all = ALL_CPUS.load(Ordering::Relaxed);
-    BOOTED_ONCE.load(Ordering::Relaxed) & all == all
-}
-
-/// Whether the send-IPI hypercall works here (probed).
-pub fn pv_usable() -> bool {
-    pv_status() == PvStatus::Usable
-}
-
-/// The mask mode in effect.
-pub fn mask_mode() -> IpiMode {
-    // Relaxed: a mode switch needs no ordering with the calls around it;
-    // every mode delivers.
-    IpiMode::from_u8(MASK_MODE.load(Ordering::Relaxed)).unwrap_or(IpiMode::Phys)
-}
-
-/// Idle mode in effect: `poll` if any CPU polls.
-pub fn idle_mode() -> IdleMode {
-    if poll_cpus().is_empty() {
-        IdleMode::Halt
-    } else {
-        IdleMode::Poll
-    }
-}
-
-/// The CPUs that poll when idle.
-pub fn poll_cpus() -> CpuMask {
-    // Relaxed: see `mask_mode`.
-    CpuMask(POLL_CPUS.load(Ordering::Relaxed))
-}
-
-/// Whether `cpu` polls when idle.
-#[inline(always)]
-pub fn idle_polls(cpu: CpuId) -> bool {
-    poll_cpus().test(cpu)
-}
-
-/// Recomputes [`SINGLE_FLAGS`] from the modes and the fault injection.
-pub(super) fn update_single_flags() {
-    let cluster = if mask_mode() == IpiMode::Cluster {
-        SINGLE_CLUSTER
-    } else {
-        0
-    };
-    let poll = if idle_mode() == IdleMode::Poll {
-        SINGLE_POLL
-    } else {
-        0
-    };
-    let drop = if ipi_fault::enabled() { SINGLE_DROP } else { 0 };
-    // Relaxed: see `mask_mode`; the probe bit is kept.
-    let probe = SINGLE_FLAGS.load(Ordering::Relaxed) & SINGLE_PROBE;
-    SINGLE_FLAGS.store(cluster | poll | drop | probe, Ordering::Relaxed);
-}
-
-/// Switches the mask mode (`pv` only if usable); returns the previous one.
-/// Calls may be in flight: every mode delivers, so a switch is safe.
-pub fn set_mask_mode(mode: IpiMode) -> IpiMode {
-    let prev = mask_mode();
-    let mode = if mode == IpiMode::Pv && !pv_usable() {
-        IpiMode::Phys
-    } else {
-        mode
-    };
-    // Relaxed: see `mask_mode`.
-    MASK_MODE.store(mode as u8, Ordering::Relaxed);
-    update_single_flags();
-    prev
-}
-
-/// Switches every CPU's idle mode.
-pub fn set_idle_mode(idle: IdleMode) {
-    let all = match idle {
-        IdleMode::Poll => CpuMask::ALL,
-        IdleMode::Halt => CpuMask::EMPTY,
-    };
-    set_poll_cpus(all);
-}
-
-/// Makes exactly the CPUs of `mask` poll when idle; returns the previous
-/// set. Safe at any time: a sender that does not check for polling sends
-/// the IPI, which a polling CPU takes (its interrupts are on), and a CPU
-/// that stops polling drains its queue. A halted CPU starts polling after
-/// its next interrupt.
-pub fn set_poll_cpus(mask: CpuMask) -> CpuMask {
-    // Relaxed: see `mask_mode`.
-    let prev = CpuMask(POLL_CPUS.swap(mask.bits(), Ordering::Relaxed));
-    update_single_flags();
-    prev
-}
-
-/// Benchmark only: write the `send-path` probe marker after each
-/// single-target ICR write (sends take the slow path meanwhile).
-pub fn set_probe(on: bool) {
-    // Relaxed: the bench sets it on the sending CPU itself.
-    let f = SINGLE_FLAGS.load(Ordering::Relaxed) & !SINGLE_PROBE;
-    SINGLE_FLAGS.store(f | if on { SINGLE_PROBE } else { 0 }, Ordering::Relaxed);
 }
 
 /// A call-function IPI to one CPU, physical destination. Every sender
@@ -299,40 +426,6 @@ fn send_to(vector: Vector, dest: Destination) {
     x2apic::send_after_locked_rmw(Icr::fixed(vector, dest));
 }
 
-/// IPIs `cpu` has sent (call-function and irq_work self-IPIs), derived
-/// rather than counted on the send path: the smp core already counts
-/// every IPI it asks for, so this is its count less the ones skipped for a
-/// polling target and the ones the fault injection dropped.
-pub fn ipis_sent(cpu: CpuId) -> u64 {
-    crate::kernel::SMP
-        .stats(cpu)
-        .ipis_requested
-        .saturating_sub(skipped(cpu))
-        .saturating_sub(ipi_fault::dropped_by(cpu))
-}
-
-/// The CALL_FUNCTION_SINGLE IPI to `cpu` (never this CPU), unless the
-/// fault injection (`ipi_drop=`) drops it.
-///
-/// The benchmark's probe marker is written after the ICR write of the
-/// fast path itself, so that what it measures is exactly this path; its
-/// test costs two instructions after the write, none before.
-#[inline(always)]
-pub fn send_call_function_single(cpu: CpuId) {
-    // Relaxed: see `mask_mode`.
-    let flags = SINGLE_FLAGS.load(Ordering::Relaxed);
-    if flags & !SINGLE_PROBE == 0 {
-        send_phys(vectors::CALL_FUNCTION_SINGLE, cpu);
-        if flags != 0 {
-            probe_marker(Case::SendPath);
-        }
-    } else if flags == SINGLE_POLL {
-        send_single_poll(cpu);
-    } else {
-        send_single_slow(cpu, flags);
-    }
-}
-
 /// `idle=poll` alone: the wake-up through memory is this mode's hot path,
 /// so it skips the other modes' tests (out of line, so that the physical
 /// path keeps its registers).
@@ -342,27 +435,6 @@ fn send_single_poll(cpu: CpuId) {
         poll_idle::count_skipped();
     } else {
         send_phys(vectors::CALL_FUNCTION_SINGLE, cpu);
-    }
-}
-
-#[inline(never)]
-fn send_single_slow(cpu: CpuId, flags: u32) {
-    if flags & SINGLE_DROP != 0 && ipi_fault::drop_single() {
-        return;
-    }
-    if flags & SINGLE_POLL != 0 && poll_idle::polls_after_queueing(cpu) {
-        poll_idle::count_skipped();
-        return;
-    }
-    if flags & SINGLE_CLUSTER != 0 {
-        // Relaxed: set at boot, see `init`.
-        let ldr = LOGICAL[cpu.index() % MAX_CPUS].load(Ordering::Relaxed);
-        send_to(vectors::CALL_FUNCTION_SINGLE, Destination::Logical(ldr));
-    } else {
-        send_phys(vectors::CALL_FUNCTION_SINGLE, cpu);
-    }
-    if flags & SINGLE_PROBE != 0 {
-        probe_marker(Case::SendPath);
     }
 }
 
@@ -378,39 +450,6 @@ pub fn probe_marker(case: Case) {
     cpu::outl(Port::BenchMarker as u16, m.value());
 }
 
-/// The CALL_FUNCTION IPI to every CPU of `mask` (never this CPU); `online`
-/// is the online mask (for the shorthand's check).
-pub fn send_call_function_mask(mask: CpuMask, online: CpuMask) {
-    match mask_mode() {
-        IpiMode::Phys => send_mask_phys(mask),
-        IpiMode::Shorthand => {
-            if shorthand_ready() && mask.with(percpu::this_cpu()) == online {
-                send_to(vectors::CALL_FUNCTION, Destination::AllButSelf);
-            } else {
-                send_mask_phys(mask);
-            }
-        }
-        IpiMode::Cluster => {
-            // Relaxed (both tables): set at boot, see `init`.
-            ipi_plan::for_each_cluster(
-                mask.bits(),
-                |c| LOGICAL[c % MAX_CPUS].load(Ordering::Relaxed),
-                |c| SIBLINGS[c % MAX_CPUS].load(Ordering::Relaxed),
-                |ldr| send_to(vectors::CALL_FUNCTION, Destination::Logical(ldr)),
-            );
-        }
-        IpiMode::Pv => {
-            if !send_mask_pv(mask) {
-                // Linux WARNs once; here the mode falls back for good and
-                // this mask is delivered again (a second IPI is harmless).
-                set_mask_mode(IpiMode::Phys);
-                crate::kprintln!("ipi: KVM_HC_SEND_IPI failed; using ipi=phys from now on");
-                send_mask_phys(mask);
-            }
-        }
-    }
-}
-
 fn send_mask_phys(mask: CpuMask) {
     for cpu in mask {
         send_phys(vectors::CALL_FUNCTION, cpu);
@@ -418,8 +457,7 @@ fn send_mask_phys(mask: CpuMask) {
 }
 
 /// One hypercall per 128-id window; false if KVM refused one.
-fn send_mask_pv(mask: CpuMask) -> bool {
-    let insn = hypercall_insn();
+fn send_mask_pv(insn: Insn, mask: CpuMask) -> bool {
     let icr = Icr::fixed(
         vectors::CALL_FUNCTION,
         Destination::Physical(shared::ApicId(0)),

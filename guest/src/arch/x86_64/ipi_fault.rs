@@ -3,8 +3,9 @@
 //! call-function IPIs this kernel would send are not sent, as if the
 //! hypervisor had lost them. Off by default; then it costs nothing on the
 //! single-target path (a bit of `ipi.rs`'s flag word sends those the slow
-//! way) and one load and a branch per mask IPI. (The VMM's own `--fault drop-ipi` drops IPIs in the
-//! host instead, where the host's KVM lets it trap the ICR.)
+//! way) and one load and a branch per mask IPI. (The VMM's own
+//! `--fault drop-ipi` drops IPIs in the host instead, where the host's KVM
+//! lets it trap the ICR.)
 
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -20,11 +21,12 @@ static DROPPED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 /// The decision's random state (shared: racing CPUs only repeat a draw).
 static RNG: AtomicU64 = AtomicU64::new(0x9e37_79b9_7f4a_7c15);
 
-/// Turns the drop on (boot CPU, before the APs start).
-pub fn set_permille(permille: u32) {
+/// Turns the drop on (boot CPU, before the APs start; through
+/// `IpiDelivery::set_drop_permille`, which also routes single-target IPIs
+/// through the drop).
+pub(super) fn set_permille(permille: u32) {
     // Relaxed: set before the APs start; starting them orders it.
     PERMILLE.store(permille.min(1000), Ordering::Relaxed);
-    super::ipi::update_single_flags();
 }
 
 /// Whether any IPI may be dropped.

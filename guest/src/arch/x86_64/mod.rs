@@ -2,6 +2,7 @@
 
 pub mod ap_boot;
 pub mod cpu;
+pub mod fixup;
 pub mod gdt;
 pub mod hypercall;
 pub mod interrupts;

@@ -1,23 +1,36 @@
 //! The smp core's architecture interface on x86_64/KVM: x2APIC IPIs behind
-//! the locked queue insertion and an `lfence` (delivery modes in `ipi.rs`),
-//! `pushfq`/`cli` for interrupt state, `pause`, and the TSC.
+//! the locked queue insertion and an `lfence` (delivery modes in `ipi.rs`,
+//! state of the arch value), `pushfq`/`cli` for interrupt state, `pause`,
+//! and the TSC.
 
 use shared::CpuId;
 use shared::record::Body;
 use shared::vectors;
 
+use super::ipi::IpiDelivery;
 use super::x2apic;
-use super::{cpu, ipi, percpu};
+use super::{cpu, ipi_fault, percpu};
 use crate::smp::{Arch, CpuMask, Event, IrqFlags};
 use crate::{kprintln, report, time};
 
 /// x86_64 with the in-kernel x2APIC of KVM.
-pub struct X86;
+pub struct X86 {
+    /// How call-function IPIs are delivered.
+    ipi: IpiDelivery,
+}
 
 impl X86 {
-    /// The one instance.
+    /// The one instance, with physical delivery until boot chooses.
     pub const fn new() -> Self {
-        X86
+        X86 {
+            ipi: IpiDelivery::new(),
+        }
+    }
+
+    /// The IPI delivery modes and what boot found about them.
+    #[inline(always)]
+    pub fn ipi(&self) -> &IpiDelivery {
+        &self.ipi
     }
 }
 
@@ -69,15 +82,15 @@ impl Arch for X86 {
     #[inline(always)]
     fn send_call_function_single_ipi(&self, cpu: CpuId) {
         // The fault injection's drop is decided in `ipi`'s slow path.
-        ipi::send_call_function_single(cpu);
+        self.ipi.send_call_function_single(cpu);
     }
 
-    fn send_call_function_ipi_mask(&self, mask: CpuMask) {
-        let mask = super::ipi_fault::filter_mask(mask);
+    fn send_call_function_ipi_mask(&self, mask: CpuMask, online: CpuMask) {
+        let mask = ipi_fault::filter_mask(mask);
         if mask.is_empty() {
             return;
         }
-        ipi::send_call_function_mask(mask, crate::kernel::SMP.online_mask());
+        self.ipi.send_call_function_mask(mask, online);
     }
 
     fn send_irq_work_self_ipi(&self) {

@@ -10,7 +10,7 @@ use shared::vectors;
 use super::harness::{Fail, marker, wait_until};
 use crate::arch::x86_64::x2apic::{self, Destination, Icr};
 use crate::arch::x86_64::{ipi, percpu};
-use crate::kernel::SMP;
+use crate::kernel::{SMP, ipi as delivery};
 use crate::smp::{Csd, IrqWork, SmpError};
 
 /// The function every call runs: nothing, so that what is measured is the
@@ -23,9 +23,10 @@ struct Ack(AtomicU64);
 
 static PING_ACK: Ack = Ack(AtomicU64::new(0));
 
-/// Handler of [`vectors::BENCH_PING`]: acknowledge, then tell the sender
-/// in memory, the least a cross-CPU call can do.
-pub fn raw_ping_handler() {
+/// Handler of [`vectors::BENCH_PING`] (installed by [`super::run`]):
+/// acknowledge, then tell the sender in memory, the least a cross-CPU call
+/// can do.
+pub extern "C" fn raw_ping_handler() {
     x2apic::eoi();
     // Relaxed load: only this handler writes the count, and one ping is
     // in flight at a time.
@@ -121,15 +122,15 @@ pub fn irq_work_on(target: CpuId) -> Result<(), Fail> {
 
 /// `send-path` (and its calibration): `Begin` marker, then a waiting call
 /// whose ICR write is followed by the `Probe` marker (see
-/// `ipi::set_probe`). `None` calibrates: `Begin` then `Probe` at once.
+/// `IpiDelivery::set_probe`). `None` calibrates: `Begin` then `Probe` at once.
 pub fn probe_pairs(case: Case, target: Option<CpuId>, pairs: u32) -> Result<(), Fail> {
     for _ in 0..pairs {
         match target {
             Some(t) => {
-                ipi::set_probe(true);
+                delivery().set_probe(true);
                 marker(case, Phase::Begin);
                 let r = SMP.smp_call_function_single(t, nop, 0, true);
-                ipi::set_probe(false);
+                delivery().set_probe(false);
                 r.map_err(|_| "smp_call_function_single failed")?;
             }
             None => {

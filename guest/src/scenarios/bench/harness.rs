@@ -11,8 +11,8 @@ use shared::CpuId;
 use shared::bench::{Case, IdleMode, MAX_SAMPLES, Marker, Phase, ResultHeader, Status};
 use shared::ports::Port;
 
-use crate::arch::x86_64::{cpu, ipi, percpu};
-use crate::kernel::SMP;
+use crate::arch::x86_64::{cpu, percpu, poll_idle};
+use crate::kernel::{SMP, ipi, stats};
 use crate::smp::CpuMask;
 use crate::time;
 
@@ -75,8 +75,8 @@ fn ipi_counts() -> (u64, u64) {
     for c in 0..SMP.nr_cpu_ids() {
         let cpu = CpuId(c);
         // Relaxed: statistics, read before and after a round.
-        sent += ipi::ipis_sent(cpu);
-        skipped += ipi::skipped(cpu);
+        sent += stats::ipis_sent(cpu);
+        skipped += poll_idle::skipped(cpu);
     }
     (sent, skipped)
 }
@@ -152,7 +152,7 @@ pub fn measure(
 
 /// The idle mode a case's targets were in (this CPU's for a local case).
 fn idle_mode_of(targets: CpuMask) -> IdleMode {
-    let polling = ipi::poll_cpus();
+    let polling = ipi().poll_cpus();
     let who = if targets.is_empty() {
         CpuMask::of(percpu::this_cpu())
     } else {
@@ -172,7 +172,7 @@ pub fn send_result(case: Case, status: Status, targets: CpuMask, m: Option<&Meas
     let h = ResultHeader {
         case,
         status,
-        ipi_mode: ipi::mask_mode(),
+        ipi_mode: ipi().mask_mode(),
         idle_mode: idle_mode_of(targets),
         sender: percpu::this_cpu().0 as u16,
         targets: targets.bits(),

@@ -23,14 +23,13 @@ use shared::status::GuestStatus;
 use harness::{Fail, Measured, Rounds, measure, send_result};
 
 use super::selftest::others;
-use crate::arch::x86_64::{ipi, percpu};
-use crate::kernel::hotplug;
+use crate::arch::x86_64::ipi::PvStatus;
+use crate::arch::x86_64::{interrupts, percpu, poll_idle};
+use crate::kernel::{cpu_down, ipi, ipi_modes};
 use crate::kprintln;
 use crate::params::BootParams;
 use crate::smp::CpuMask;
 use crate::time;
-
-pub use cases::raw_ping_handler;
 
 /// Operations of the calibration round (the measuring loop's own cost).
 const CALIBRATE_OPS: u64 = 1024;
@@ -78,9 +77,9 @@ fn skip(case: Case, why: &str) {
 
 /// Runs `f` with the mask IPI mode set to `mode`, restoring it after.
 fn with_mode<R>(mode: IpiMode, f: impl FnOnce() -> R) -> R {
-    let prev = ipi::set_mask_mode(mode);
+    let prev = ipi().set_mask_mode(mode);
     let r = f();
-    ipi::set_mask_mode(prev);
+    ipi().set_mask_mode(prev);
     r
 }
 
@@ -90,19 +89,21 @@ fn with_mode<R>(mode: IpiMode, f: impl FnOnce() -> R) -> R {
 /// one batch of spins); returns the previous set. On timeout the CPU is
 /// named on the console before the error returns.
 fn switch_poll_cpus(mask: CpuMask) -> Result<CpuMask, Fail> {
-    let prev = ipi::set_poll_cpus(mask);
+    let prev = ipi().set_poll_cpus(mask);
     let named = |cpu: CpuId| move |why: &Fail| kprintln!("bench: CPU {cpu}: {why}");
     for cpu in others() {
         if mask.test(cpu) && !prev.test(cpu) {
-            let before = ipi::polls(cpu);
-            hotplug::wake(cpu);
+            let before = poll_idle::polls(cpu);
+            cpu_down::wake(cpu);
             harness::wait_until("an idle CPU did not start polling", || {
-                ipi::polls(cpu) != before
+                poll_idle::polls(cpu) != before
             })
             .inspect_err(named(cpu))?;
         } else if !mask.test(cpu) {
-            harness::wait_until("an idle CPU did not stop polling", || !ipi::is_polling(cpu))
-                .inspect_err(named(cpu))?;
+            harness::wait_until("an idle CPU did not stop polling", || {
+                !poll_idle::is_polling(cpu)
+            })
+            .inspect_err(named(cpu))?;
         }
     }
     Ok(prev)
@@ -132,13 +133,13 @@ fn with_poll_cpus(case: Case, targets: CpuMask, mask: CpuMask, f: impl FnOnce() 
 /// Why a mask mode cannot be measured here, if it cannot.
 fn mode_unavailable(mode: IpiMode) -> Option<&'static str> {
     match mode {
-        IpiMode::Pv if crate::kernel::ipi_modes::probe_pv() != ipi::PvStatus::Usable => {
-            Some(crate::kernel::ipi_modes::pv_problem(ipi::pv_status()))
+        IpiMode::Pv if ipi_modes::probe_pv() != PvStatus::Usable => {
+            Some(ipi_modes::pv_problem(ipi().pv_status()))
         }
-        IpiMode::Shorthand if !ipi::shorthand_ready() => {
+        IpiMode::Shorthand if !ipi().shorthand_ready() => {
             Some("not every CPU has booted, so the shorthand stays off")
         }
-        IpiMode::Cluster if !ipi::ldr_mismatches().is_empty() => {
+        IpiMode::Cluster if !ipi().ldr_mismatches().is_empty() => {
             Some("some CPU's LDR is not the id cluster mode derives")
         }
         _ => None,
@@ -147,6 +148,7 @@ fn mode_unavailable(mode: IpiMode) -> Option<&'static str> {
 
 /// The benchmark scenario.
 pub fn run(params: &BootParams<'_>) -> GuestStatus {
+    interrupts::set_bench_ping(cases::raw_ping_handler);
     let me = percpu::this_cpu();
     let goal = params.bench_ms.saturating_mul(time::khz());
     let others = others();
@@ -155,8 +157,8 @@ pub fn run(params: &BootParams<'_>) -> GuestStatus {
         "bench: {} CPUs online, goal {} ms per case, ipi={} idle={}",
         others.weight() + 1,
         params.bench_ms,
-        ipi::mask_mode().name(),
-        ipi::idle_mode().name()
+        ipi().mask_mode().name(),
+        ipi().idle_mode().name()
     );
     let mut ok = true;
     let none = CpuMask::EMPTY;
@@ -254,7 +256,7 @@ pub fn run(params: &BootParams<'_>) -> GuestStatus {
         // to a halted one.
         Some(t) => {
             let tm = CpuMask::of(t);
-            let halted = ipi::poll_cpus().without(t);
+            let halted = ipi().poll_cpus().without(t);
             ok &= with_poll_cpus(Case::SendPath, tm, halted, || probe_case(t));
         }
         None => skip(Case::SendPath, "needs 2 CPUs"),
@@ -291,7 +293,7 @@ fn remote_cases(t: CpuId, goal: u64, boot_idle: IdleMode) -> bool {
         IdleMode::Halt => (Case::SingleWaitIdlePoll, tm, Case::SingleWaitIdleHalt),
         IdleMode::Poll => (
             Case::SingleWaitIdleHalt,
-            ipi::poll_cpus().without(t),
+            ipi().poll_cpus().without(t),
             Case::SingleWaitIdlePoll,
         ),
     };

@@ -243,7 +243,7 @@ pub fn next_online(cpu: CpuId) -> CpuId {
 }
 
 /// CPU masks for the detail text, as CPU lists (`0-3,6`).
-pub use crate::scenarios::demo::CpuList;
+pub use crate::smp::CpuList;
 
 /// Bits for CPU numbers that are not valid (at or above `nr_cpu_ids`).
 pub fn invalid_cpus() -> CpuMask {

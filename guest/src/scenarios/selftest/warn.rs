@@ -274,7 +274,7 @@ pub fn dying_cpu_flush() -> CaseResult {
     );
     // A polling CPU gets no IPI for these calls: its own drain, after the
     // park, is what finds nothing.
-    let late = if crate::arch::x86_64::ipi::idle_polls(x) {
+    let late = if crate::kernel::ipi().idle_polls(x) {
         "its drain after the park"
     } else {
         "the late IPI"

@@ -13,7 +13,7 @@ use super::account::{self, Issue, c, e};
 use super::config::{Config, Op};
 use super::rand;
 use crate::arch::x86_64::{cpu, percpu};
-use crate::kernel::{SMP, hotplug};
+use crate::kernel::{SMP, cpu_down};
 use crate::smp::{CpuMask, ScfFlags, SmpError};
 use crate::time;
 
@@ -51,7 +51,7 @@ fn poll_point(me: CpuId) -> bool {
     // Release: pairs with the leader's SeqCst load in `all_stopped`.
     flag.store(false, Ordering::Release);
     cpu::cli();
-    hotplug::poll(me);
+    cpu_down::poll(me);
     cpu::sti();
     // SeqCst with the SeqCst `STOP` store/load below and the leader's
     // `STOP` store then `IN_LOOP` load: either we see STOP, or the leader

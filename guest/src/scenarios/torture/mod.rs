@@ -19,7 +19,7 @@ mod invoker;
 use core::sync::atomic::Ordering;
 
 use crate::arch::x86_64::{cpu, ipi_fault, percpu};
-use crate::kernel::{SMP, hotplug};
+use crate::kernel::{SMP, idle};
 use crate::{kprintln, report, time};
 use account::{c, e};
 use config::Config;
@@ -70,8 +70,8 @@ pub(crate) mod rand {
 /// the IPI path costs nothing more there.
 pub mod spurious {
     use super::{SMP, account, c, percpu};
-    use crate::arch::x86_64::interrupts;
-    use crate::kernel::{call_function, call_function_counting};
+    use crate::arch::x86_64::{interrupts, x2apic};
+    use crate::kernel::irq::call_function;
 
     /// Installs the counting call-function handler (or the plain one); an
     /// IPI that misses the switch is not counted.
@@ -83,15 +83,12 @@ pub mod spurious {
         });
     }
 
-    /// Called by the counting call-function handler before the flush.
-    #[inline(always)]
-    pub fn begin() -> u64 {
-        SMP.stats(percpu::this_cpu()).callbacks_run
-    }
-
-    /// Called after the flush with what `begin` returned.
-    #[inline(always)]
-    pub fn end(before: u64) {
+    /// The kernel's call-function handler that also counts IPIs that
+    /// find nothing to run.
+    extern "C" fn call_function_counting() {
+        x2apic::eoi();
+        let before = SMP.stats(percpu::this_cpu()).callbacks_run;
+        SMP.flush_smp_call_function_queue_irqs_off();
         if SMP.stats(percpu::this_cpu()).callbacks_run == before {
             account::count(c::EMPTY_IPIS, 1);
         }
@@ -264,7 +261,7 @@ pub fn run(cmdline: &str) -> GuestStatus {
     invoker::prepare(cfg, SMP.online_mask());
     let others = SMP.possible_mask().without(me);
     for cpu in others.iter() {
-        hotplug::set_idle_task(cpu, Some(invoker::ap_invoker));
+        idle::set_idle_task(cpu, Some(invoker::ap_invoker));
     }
     let stat_ticks = cfg.stat_ms.max(1).saturating_mul(time::khz());
     let run_ticks = cfg.duration_ms.saturating_mul(time::khz());
@@ -281,7 +278,7 @@ pub fn run(cmdline: &str) -> GuestStatus {
     // SeqCst: see `invoker::poll_point`.
     invoker::STOP.store(true, Ordering::SeqCst);
     for cpu in others.iter() {
-        hotplug::set_idle_task(cpu, None);
+        idle::set_idle_task(cpu, None);
     }
     if !time::spin_until(STOP_TIMEOUT_MS, invoker::all_stopped) {
         kprintln!("scftorture: invokers still running {STOP_TIMEOUT_MS} ms after the stop");

@@ -207,7 +207,7 @@ impl Arch for HostArch {
         self.raise(cpu, |c| &c.pending_single);
     }
 
-    fn send_call_function_ipi_mask(&self, mask: CpuMask) {
+    fn send_call_function_ipi_mask(&self, mask: CpuMask, _online: CpuMask) {
         self.mask_sends.fetch_add(1, SeqCst);
         if mask.test(this_cpu()) {
             self.violations.fetch_add(1, SeqCst);

@@ -210,7 +210,7 @@ fn smp_is_const_constructible_for_statics() {
             true
         }
         fn send_call_function_single_ipi(&self, _: CpuId) {}
-        fn send_call_function_ipi_mask(&self, _: CpuMask) {}
+        fn send_call_function_ipi_mask(&self, _: CpuMask, _: CpuMask) {}
         fn send_irq_work_self_ipi(&self) {}
         fn set_running(&self, _: usize) {}
         fn clear_running(&self) {}

@@ -1,0 +1,88 @@
+//! The idle loop: take interrupts, act on hotplug requests at the poll
+//! point, run the CPU's idle task if it has one, and halt or poll.
+
+use shared::{CpuId, MAX_CPUS};
+
+use super::cpu_down::{self, wake};
+use super::machine::{SMP, ipi};
+use crate::arch::x86_64::poll_idle::{self, PollWindow};
+use crate::arch::x86_64::{cpu, percpu};
+
+/// Work an idle CPU runs in task context (interrupts enabled) while it is
+/// set: `run=torture` puts its invokers here, so that a CPU that went
+/// down and came back resumes its work.
+static IDLE_TASK: [IdleTask; MAX_CPUS] = [const { spin::Mutex::new(None) }; MAX_CPUS];
+
+/// One CPU's idle task.
+type IdleTask = spin::Mutex<Option<fn()>>;
+
+/// Sets (or clears) the task `cpu` runs whenever it is idle, and wakes it.
+pub fn set_idle_task(cpu: CpuId, task: Option<fn()>) {
+    *IDLE_TASK[cpu.index() % MAX_CPUS].lock() = task;
+    if SMP.cpu_online(cpu) {
+        wake(cpu);
+    }
+}
+
+/// What an idle CPU does: take interrupts, act on hotplug requests, and
+/// run its idle task if it has one.
+///
+/// With `idle=poll` it spins with interrupts on instead of halting, on its
+/// call queue, and announces that it polls: a sender then skips the IPI
+/// (`arch::x86_64::poll_idle`), so after polling it drains its call queue
+/// itself, still polling, and goes straight back to its spin unless a
+/// hotplug request or an idle task is waiting (the next call may follow
+/// at once). It stops polling (and drains once more) after each batch of
+/// pauses that found no work, for the hotplug poll point, and halts once
+/// it polled a while without being woken (see `PollWindow`); after
+/// the next interrupt it polls again.
+pub fn idle() -> ! {
+    let me = percpu::this_cpu();
+    let ipi = ipi();
+    ipi.note_booted(me);
+    let mut window = PollWindow::new();
+    loop {
+        cpu::cli();
+        cpu_down::poll(me);
+        // Copied out: the lock is not held while the task runs.
+        let task = *IDLE_TASK[me.index() % MAX_CPUS].lock();
+        if let Some(task) = task {
+            // The task calls `poll` itself, with interrupts off.
+            cpu::sti();
+            task();
+            continue;
+        }
+        if ipi.idle_polls(me) && window.open() {
+            poll_idle::polling_enter(me);
+            loop {
+                let woken = window.poll_batch(|| SMP.call_queue_pending(me));
+                if woken {
+                    SMP.flush_smp_call_function_queue_irqs_off();
+                }
+                window.batch_done(woken);
+                if !woken || !ipi.idle_polls(me) || wanted_elsewhere(me) {
+                    break;
+                }
+            }
+            poll_idle::polling_exit(me);
+            // What senders queued while they saw this CPU polling.
+            SMP.flush_smp_call_function_queue_irqs_off();
+            continue;
+        }
+        // The wake-up from this halt starts a new polling window.
+        window.reset();
+        // Atomically re-enable interrupts and halt: a wake-up that arrives
+        // after `poll` looked is not lost.
+        cpu::sti_hlt();
+    }
+}
+
+/// Whether something other than calls waits for this idle CPU: a hotplug
+/// request or an idle task (a task being set counts as one).
+#[inline(always)]
+fn wanted_elsewhere(me: CpuId) -> bool {
+    cpu_down::requested(me)
+        || IDLE_TASK[me.index() % MAX_CPUS]
+            .try_lock()
+            .is_none_or(|t| t.is_some())
+}
