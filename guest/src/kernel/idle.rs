@@ -57,7 +57,7 @@ pub fn idle() -> ! {
             loop {
                 let woken = window.poll_batch(|| SMP.call_queue_pending(me));
                 if woken {
-                    SMP.flush_smp_call_function_queue_irqs_off();
+                    SMP.run_call_queue_irqs_off();
                 }
                 window.batch_done(woken);
                 if !woken || !ipi.idle_polls(me) || wanted_elsewhere(me) {
@@ -66,7 +66,7 @@ pub fn idle() -> ! {
             }
             poll_idle::polling_exit(me);
             // What senders queued while they saw this CPU polling.
-            SMP.flush_smp_call_function_queue_irqs_off();
+            SMP.run_call_queue_irqs_off();
             continue;
         }
         // The wake-up from this halt starts a new polling window.

@@ -28,7 +28,7 @@ pub fn handlers() -> Handlers {
 /// costs nothing here.
 pub extern "C" fn call_function() {
     x2apic::eoi();
-    SMP.flush_smp_call_function_queue_irqs_off();
+    SMP.run_call_queue_irqs_off();
 }
 
 extern "C" fn host_request() {

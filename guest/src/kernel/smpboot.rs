@@ -63,7 +63,7 @@ extern "C" fn ap_entry(cpu: u64) -> ! {
     // Calls queued to this CPU while it was offline (a sender that raced
     // with its going down) run now; the flush reports them as sent to an
     // offline CPU, with their callbacks.
-    SMP.flush_smp_call_function_queue();
+    SMP.run_pending_calls();
     // Report before marking online: once online, the boot CPU may finish
     // and end the VM before a later report would get out.
     report::send(Body::CpuOnline { apic_id: apic_id.0 });

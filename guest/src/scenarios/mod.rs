@@ -5,7 +5,7 @@
 pub mod bench;
 pub mod demo;
 pub mod hostile;
-pub mod hotplug;
+pub mod hotplug_cases;
 pub mod selftest;
 pub mod torture;
 pub mod wait;
@@ -22,7 +22,7 @@ pub fn run(boot: &Boot) -> GuestStatus {
         "demo" => demo::run(),
         "selftest" => selftest::run(),
         "wait" => wait::run(params.wait_ms),
-        "hotplug" => hotplug::run(params, boot.present),
+        "hotplug" => hotplug_cases::run(params, boot.present),
         "bench" => bench::run(params),
         "torture" => torture::run(boot.cmdline()),
         "hostile" => hostile::run(boot.info),

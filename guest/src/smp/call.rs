@@ -13,11 +13,15 @@
 
 use shared::CpuId;
 
+use super::api::{ScfFlags, SmpCallFunc, SmpCondFunc, SmpError};
+use super::arch::Arch;
+use super::cpumask::CpuMask;
 use super::csd::{CSD_TYPE_ASYNC, CallSingleNode, Csd};
 use super::stall::{StackCsdGuard, csd_type_for};
+use super::state::Smp;
 use super::stats::bump;
 use super::sync::{Ordering, fence};
-use super::{Arch, CpuMask, ScfFlags, Smp, SmpCallFunc, SmpCondFunc, SmpError, WarnKind};
+use shared::record::WarnKind;
 
 fn do_nothing(_: usize) {}
 

@@ -2,13 +2,16 @@
 //!
 //! [`CpuMask`] is a plain `Copy` value; [`AtomicCpuMask`] holds the machine's
 //! possible / present / online masks. Every operation is branch-light and
-//! total: a CPU number at or above 64 is simply never a member.
+//! total: a CPU number at or above [`MASK_BITS`] is simply never a member.
 
 use shared::{CpuId, MAX_CPUS};
 
 use super::sync::{AtomicU64, Ordering};
 
-const _: () = assert!(MAX_CPUS == 64, "a CpuMask is one u64");
+/// Bits in a mask: one per possible CPU number.
+pub const MASK_BITS: u32 = u64::BITS;
+
+const _: () = assert!(MAX_CPUS == MASK_BITS as usize, "a CpuMask is one u64");
 
 /// A set of CPUs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -26,10 +29,10 @@ impl CpuMask {
         CpuMask(bit(cpu))
     }
 
-    /// CPUs `0..n` (all of them if `n >= 64`).
+    /// CPUs `0..n` (all of them if `n >= MASK_BITS`).
     #[inline]
     pub const fn first_n(n: u32) -> CpuMask {
-        if n >= 64 {
+        if n >= MASK_BITS {
             CpuMask::ALL
         } else {
             CpuMask((1u64 << n) - 1)
@@ -46,7 +49,7 @@ impl CpuMask {
     #[inline]
     pub const fn test(self, cpu: CpuId) -> bool {
         // Range check, then one bit test (no select for the shift overflow).
-        cpu.0 < 64 && self.0 >> (cpu.0 % 64) & 1 != 0
+        cpu.0 < MASK_BITS && self.0 >> (cpu.0 % MASK_BITS) & 1 != 0
     }
 
     /// Adds `cpu` (no-op if out of range).

@@ -24,9 +24,9 @@
 
 use core::ptr::NonNull;
 
+use super::api::{SmpCallFunc, SmpError};
 use super::llist::LlistNode;
 use super::sync::{AtomicU32, Ordering, UnsafeCell};
-use super::{SmpCallFunc, SmpError};
 
 /// The csd is locked: queued or being run.
 pub(crate) const CSD_FLAG_LOCK: u32 = 0x01;

@@ -1,4 +1,5 @@
-//! The IPI handler: flushing this CPU's call queue.
+//! The IPI handler: flushing this CPU's call queue, and the seed's
+//! `flush_smp_call_function_queue(warn_cpu_offline)` for the dying CPU.
 //!
 //! The whole queue is taken at once (`del_all`) and put in FIFO order. Then:
 //! 1. every SYNC csd runs first, because someone is spinning for it; it is
@@ -8,7 +9,7 @@
 //! 2. the remaining ASYNC csds are unlocked *before* their function (so the
 //!    function may requeue its own csd), and the remote irq_work runs;
 //! 3. outside the IPI handler (a dying CPU, the task-context
-//!    `flush_smp_call_function_queue`), this CPU's own irq_work list runs
+//!    `run_pending_calls`), this CPU's own irq_work list runs
 //!    too, as in the seed. The IPI handler leaves it to the irq_work
 //!    vector, as modern Linux does: a work on that list always has its
 //!    self-interrupt pending, taken as soon as the handler returns.
@@ -26,12 +27,28 @@ use core::ptr::NonNull;
 
 use shared::CpuId;
 
+use super::api::SmpCallFunc;
+use super::arch::Arch;
 use super::csd::{CSD_FLAG_LOCK, CSD_TYPE_IRQ_WORK, CSD_TYPE_SYNC, CallSingleNode, Csd};
 use super::irq_work::IrqWork;
 use super::llist::{self, LlistNode};
+use super::state::{PerCpu, Smp};
 use super::stats::bump;
 use super::sync::Ordering;
-use super::{Arch, PerCpu, Smp, SmpCallFunc, WarnKind};
+use shared::record::WarnKind;
+
+/// What a flush does about calls it finds queued to this CPU while it is
+/// offline (the seed's `bool warn_cpu_offline`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OfflineCalls {
+    /// Report them ([`WarnKind::IpiOnOfflineCpu`] and a
+    /// [`WarnKind::CallbackOnOfflineCpu`] per callback), then run them:
+    /// every flush but the dying one.
+    Warn,
+    /// They are expected: the outgoing CPU's dying flush runs what was
+    /// queued before it left the online mask.
+    Expected,
+}
 
 impl<A: Arch> Smp<A> {
     /// generic_smp_call_function_interrupt - the handler of both
@@ -49,7 +66,7 @@ impl<A: Arch> Smp<A> {
         if !self.arch.irqs_disabled() {
             self.warn(this, WarnKind::FlushWithIrqsEnabled, 0);
         }
-        self.flush_calls(this, true);
+        self.run_call_queue(this, OfflineCalls::Warn);
     }
 
     /// [`Self::generic_smp_call_function_interrupt`] without its check of
@@ -59,9 +76,9 @@ impl<A: Arch> Smp<A> {
     /// vectors' interrupt-gate handler, or a polling idle loop that
     /// disabled them itself.
     #[inline(always)]
-    pub fn flush_smp_call_function_queue_irqs_off(&self) {
+    pub fn run_call_queue_irqs_off(&self) {
         let this = self.arch.this_cpu();
-        self.flush_calls(this, true);
+        self.run_call_queue(this, OfflineCalls::Warn);
     }
 
     /// Whether calls are queued to `cpu` (this CPU, from
@@ -74,18 +91,19 @@ impl<A: Arch> Smp<A> {
         !self.queue(cpu).is_empty()
     }
 
-    /// flush_smp_call_function_queue - run this CPU's pending calls from
-    /// task context (e.g. an idle loop that polls instead of taking the
-    /// IPI). Returns at once if nothing is queued.
+    /// Runs this CPU's pending calls and irq_work from any context (e.g.
+    /// a CPU that comes online, for what was queued while it was offline);
+    /// modern Linux's `flush_smp_call_function_queue(void)`. Returns at
+    /// once if nothing is queued.
     ///
     /// Context: any; it disables interrupts around the flush itself.
-    pub fn flush_smp_call_function_queue(&self) {
+    pub fn run_pending_calls(&self) {
         let this = self.arch.this_cpu();
         if !self.has_pending(this) {
             return;
         }
         let flags = self.arch.irq_save();
-        self.flush_all(this, true);
+        self.run_calls_and_irq_work(this, OfflineCalls::Warn);
         self.arch.irq_restore(flags);
     }
 
@@ -95,25 +113,30 @@ impl<A: Arch> Smp<A> {
         !self.queue(this).is_empty() || !self.pcpu(this).irq_work.is_empty()
     }
 
-    /// Flushes this CPU's call queue, then its irq_work list (the seed's
-    /// `flush_smp_call_function_queue(warn_cpu_offline)`).
-    pub(crate) fn flush_queue(&self, warn_cpu_offline: bool) {
+    /// flush_smp_call_function_queue - the seed's flush: runs this CPU's
+    /// call queue, then its irq_work list, reporting calls queued to it
+    /// while offline unless `warn_cpu_offline` says they are expected.
+    ///
+    /// Context: interrupts disabled (else a counted and reported
+    /// [`WarnKind::FlushWithIrqsEnabled`]).
+    pub(crate) fn flush_smp_call_function_queue(&self, warn_cpu_offline: OfflineCalls) {
         let this = self.arch.this_cpu();
         if !self.arch.irqs_disabled() {
             self.warn(this, WarnKind::FlushWithIrqsEnabled, 0);
         }
-        self.flush_all(this, warn_cpu_offline);
+        self.run_calls_and_irq_work(this, warn_cpu_offline);
     }
 
-    /// [`Self::flush_queue`] after its check of the interrupt flag.
-    fn flush_all(&self, this: CpuId, warn_cpu_offline: bool) {
-        self.flush_calls(this, warn_cpu_offline);
+    /// [`Self::flush_smp_call_function_queue`] after its check of the
+    /// interrupt flag.
+    fn run_calls_and_irq_work(&self, this: CpuId, warn_cpu_offline: OfflineCalls) {
+        self.run_call_queue(this, warn_cpu_offline);
         self.irq_work_run_local(self.pcpu(this));
     }
 
-    /// Runs the calls queued to this CPU (interrupts disabled).
+    /// Takes this CPU's call queue and runs it (interrupts disabled).
     #[inline(always)]
-    fn flush_calls(&self, this: CpuId, warn_cpu_offline: bool) {
+    fn run_call_queue(&self, this: CpuId, warn_cpu_offline: OfflineCalls) {
         let pcpu = self.pcpu(this);
         let entry = self.queue(this).del_all();
         if let Some(node) = NonNull::new(entry) {
@@ -121,7 +144,7 @@ impl<A: Arch> Smp<A> {
             // SAFETY: `del_all` detached the chain; this CPU owns it.
             if !unsafe { self.run_lone_sync(this, pcpu, node) } {
                 // SAFETY: as above, and nothing of it has run.
-                unsafe { self.flush_chain(pcpu, entry, warn_cpu_offline) };
+                unsafe { self.run_taken_chain(pcpu, entry, warn_cpu_offline) };
             }
         }
     }
@@ -171,14 +194,19 @@ impl<A: Arch> Smp<A> {
     /// `entry` is a non-null chain this CPU took off its own call queue,
     /// none of it run yet.
     #[inline(never)]
-    unsafe fn flush_chain(&self, pcpu: &PerCpu, entry: *mut LlistNode, warn_cpu_offline: bool) {
+    unsafe fn run_taken_chain(
+        &self,
+        pcpu: &PerCpu,
+        entry: *mut LlistNode,
+        warn_cpu_offline: OfflineCalls,
+    ) {
         // Read again rather than passed: the short path then keeps no copy.
         let this = self.arch.this_cpu();
         // SAFETY: the caller owns the detached chain.
         let entry = unsafe { llist::reverse_order(entry) };
         // The seed tested the head it had just emptied, so its warning
         // could never fire; we test what we took.
-        if warn_cpu_offline && !self.valid_cpu_online(this) {
+        if warn_cpu_offline == OfflineCalls::Warn && !self.valid_cpu_online(this) {
             // SAFETY: we own the detached chain and have run nothing yet.
             unsafe { self.warn_ipi_on_offline(this, entry) };
         }

@@ -13,11 +13,13 @@ use core::ptr::NonNull;
 
 use shared::CpuId;
 
+use super::arch::Arch;
 use super::csd::{CSD_TYPE_IRQ_WORK, CallSingleNode};
 use super::llist::{self, LlistNode};
+use super::state::{PerCpu, Smp};
 use super::stats::bump;
 use super::sync::{Ordering, fence};
-use super::{Arch, PerCpu, Smp, WarnKind};
+use shared::record::WarnKind;
 
 /// The work is queued and has not started running.
 const IRQ_WORK_PENDING: u32 = 0x01;

@@ -11,9 +11,9 @@ use loom::cell::UnsafeCell;
 use loom::sync::Arc;
 use loom::thread;
 
+use super::api::{SmpCallFunc, SmpError};
 use super::csd::{CSD_TYPE_ASYNC, Csd};
 use super::llist::{self, LlistHead, LlistNode};
-use super::{SmpCallFunc, SmpError};
 
 /// A queued object with a payload written before it is queued.
 #[repr(C)]

@@ -14,10 +14,12 @@
 
 use shared::CpuId;
 
+use super::arch::Arch;
 use super::csd::{CSD_TYPE_ASYNC, Csd};
 use super::event::Event;
+use super::state::Smp;
 use super::sync::Ordering;
-use super::{Arch, Smp, WarnKind};
+use shared::record::WarnKind;
 
 /// Spins between two clock reads of a waiting loop (a power of two).
 pub(crate) const CHECK_EVERY: u32 = 32;

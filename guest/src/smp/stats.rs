@@ -8,9 +8,10 @@
 use shared::CpuId;
 use shared::record::WarnKind;
 
+use super::arch::Arch;
 use super::event::Event;
+use super::state::Smp;
 use super::sync::{AtomicU32, AtomicU64, Ordering};
-use super::{Arch, Smp};
 
 /// Number of [`WarnKind`]s.
 const WARN_KINDS: usize = WarnKind::ALL.len();

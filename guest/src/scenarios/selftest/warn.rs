@@ -17,7 +17,7 @@ use shared::record::WarnKind;
 use super::harness::{
     self, PerCpuCount, ShortCsdTimeout, Until, irqs_off, irqs_on, park, this_cpu, wait_for,
 };
-use super::{CaseResult, others};
+use super::harness::{CaseResult, others};
 use crate::kernel::SMP;
 use crate::smp::{CpuMask, Csd, IrqWork};
 
@@ -87,7 +87,7 @@ pub fn flush_with_irqs_enabled() -> CaseResult {
     SMP.generic_smp_call_function_interrupt();
     SMP.irq_work_run();
     irqs_on();
-    SMP.flush_smp_call_function_queue();
+    SMP.run_pending_calls();
     let f_ok = warns();
     SMP.generic_smp_call_function_interrupt();
     let f1 = warns();

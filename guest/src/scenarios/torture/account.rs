@@ -20,6 +20,7 @@ use shared::{CpuId, MAX_CPUS};
 
 use crate::arch::x86_64::{cpu, percpu};
 use crate::kernel::SMP;
+use crate::smp::CpuMask;
 use crate::time;
 
 /// Request slots per invoker CPU (a ring).
@@ -210,7 +211,7 @@ fn lookup(info: usize) -> Option<&'static Req> {
 }
 
 const fn bit(cpu: CpuId) -> u64 {
-    if cpu.0 < 64 { 1 << cpu.0 } else { 0 }
+    CpuMask::of(cpu).bits()
 }
 
 /// A request being issued by this CPU's invoker.
@@ -379,7 +380,7 @@ fn wait_done(req: &Req, hold: u32) -> bool {
         }
         // Relaxed: a hint of whom to nudge.
         let pending = req.expected.load(Ordering::Relaxed) & !req.ran.load(Ordering::Relaxed);
-        for cpu in crate::smp::CpuMask(pending).and(SMP.online_mask()).iter() {
+        for cpu in CpuMask(pending).and(SMP.online_mask()).iter() {
             count(c::NUDGES, 1);
             if cpu == percpu::this_cpu() {
                 self_flush(req, cpu);
@@ -414,7 +415,7 @@ fn self_flush(req: &Req, me: CpuId) {
     // Relaxed: our own CPU's bit, set (or not) by handlers on this CPU.
     let id = req.id.load(Ordering::Relaxed);
     let before = req.ran.load(Ordering::Relaxed) & bit(me);
-    SMP.flush_smp_call_function_queue();
+    SMP.run_pending_calls();
     // Relaxed: as above; `id` guards against a reused slot.
     let ran_now = before == 0
         && req.ran.load(Ordering::Relaxed) & bit(me) != 0

@@ -88,7 +88,7 @@ pub mod spurious {
     extern "C" fn call_function_counting() {
         x2apic::eoi();
         let before = SMP.stats(percpu::this_cpu()).callbacks_run;
-        SMP.flush_smp_call_function_queue_irqs_off();
+        SMP.run_call_queue_irqs_off();
         if SMP.stats(percpu::this_cpu()).callbacks_run == before {
             account::count(c::EMPTY_IPIS, 1);
         }

@@ -177,12 +177,7 @@ fn mixed_random_workload_with_self_and_offline_targets() {
             m.spawn_on(c, move || {
                 b.wait();
                 let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(c);
-                let mut rand = move || {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    seed
-                };
+                let mut rand = move || shared::xorshift64(&mut seed);
                 let s = smp();
                 for _ in 0..OPS {
                     let r = rand();

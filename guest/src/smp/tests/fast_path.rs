@@ -71,7 +71,7 @@ fn interrupts_off_flush_runs_a_waiting_call_whose_ipi_was_lost() {
     // What a polling idle loop does once woken through memory.
     m.run_on(1, || {
         let flags = smp().arch().irq_save();
-        smp().flush_smp_call_function_queue_irqs_off();
+        smp().run_call_queue_irqs_off();
         smp().arch().irq_restore(flags);
     });
     assert_eq!(caller.wait(), Ok(()));

@@ -51,7 +51,7 @@ fn call_ipi_leaves_local_irq_work_to_its_vector_task_flush_runs_it() {
         let after_ipi = RAN.load(Relaxed);
         // The task-context flush (a polling idle loop) runs it, as the
         // seed's flush did.
-        s.flush_smp_call_function_queue();
+        s.run_pending_calls();
         let after_flush = RAN.load(Relaxed);
         s.arch().irq_restore(flags); // its self-interrupt finds nothing
         (after_ipi, after_flush)

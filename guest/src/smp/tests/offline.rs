@@ -99,10 +99,10 @@ fn task_context_flush_runs_calls_whose_ipi_was_lost() {
     assert_eq!(m.ipis(1).dropped, 1);
     std::thread::sleep(std::time::Duration::from_millis(10));
     assert_eq!(RAN.load(Relaxed), 0, "ran without an IPI");
-    m.run_on(1, || smp().flush_smp_call_function_queue());
+    m.run_on(1, || smp().run_pending_calls());
     assert_eq!(RAN.load(Relaxed), 1);
     // Nothing queued: returns at once.
-    m.run_on(1, || smp().flush_smp_call_function_queue());
+    m.run_on(1, || smp().run_pending_calls());
     assert_eq!(RAN.load(Relaxed), 1);
     m.assert_clean();
 }

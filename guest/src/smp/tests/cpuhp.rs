@@ -1,5 +1,6 @@
-//! Hotplug pieces: the dying-CPU flush, prepare / dead (with injected
-//! failure), call_function_init, masks, nr_cpu_ids, boot parameters, NUMA.
+//! The core's hotplug steps (`cpuhp.rs`: the dying-CPU flush, prepare /
+//! dead with injected failure, call_function_init) and the CPU masks
+//! (`cpus.rs`: masks, nr_cpu_ids, boot parameters, NUMA).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed, Ordering::SeqCst};

@@ -1,0 +1,167 @@
+//! A machine's cross-call state, [`Smp`]: the masks, the per-CPU blocks
+//! (call queue, csd, irq_work list, counters) and the per-(caller, target)
+//! csds. The operations on it are `impl` blocks in the other files of the
+//! core.
+
+use shared::{CpuId, MAX_CPUS};
+
+use super::arch::Arch;
+use super::cpumask::AtomicCpuMask;
+use super::csd::Csd;
+use super::llist::LlistHead;
+use super::stats::Counters;
+use super::sync::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+/// Default csd-lock stall timeout: 5 s, as Linux's `smp.csd_lock_timeout`.
+pub const CSD_LOCK_TIMEOUT_DEFAULT_NS: u64 = 5_000_000_000;
+
+/// A value on a cache line of its own (Linux's `____cacheline_aligned`).
+#[repr(C, align(64))]
+pub(super) struct CacheLine<T>(pub(super) T);
+
+/// The per-(caller, target) csds of one caller (Linux's `cfd_data->csd`):
+/// entry *t* is locked only by the caller, for calls to CPU *t*. 2 KiB, so
+/// a caller's row is found with a shift.
+#[repr(C)]
+pub(super) struct CfdCsds(pub(super) [Csd; MAX_CPUS]);
+
+/// What the core keeps per CPU, apart from the cfd csds (a separate array,
+/// so that every per-CPU lookup is a shift: these blocks are 256 bytes
+/// apart, the csd rows 2 KiB). The call queue's head is in here too, on a
+/// line of its own, so that the IPI handler finds its queue and its other
+/// data from one index.
+#[repr(C, align(256))]
+pub(super) struct PerCpu {
+    /// The csd of this CPU's non-waiting single calls (`csd_data`);
+    /// unlocked by remote CPUs, so alone on its line.
+    pub(super) csd_data: CacheLine<Csd>,
+    /// This CPU's irq_work list (only this CPU adds to it).
+    pub(super) irq_work: LlistHead,
+    /// Non-zero while this CPU is between testing a target online and
+    /// queueing to it (see `hotplug.rs`, `synchronize_senders`).
+    pub(super) sending: AtomicU32,
+    /// NUMA node.
+    pub(super) node: AtomicU32,
+    /// Whether `smpcfd_prepare_cpu` has set up this CPU's cfd.
+    pub(super) cfd_prepared: AtomicBool,
+    /// Fault injection: make `smpcfd_prepare_cpu` fail.
+    pub(super) cfd_alloc_fail: AtomicBool,
+    pub(super) counters: Counters,
+    /// The call queue: written by every other CPU, alone on its line.
+    pub(super) queue: CacheLine<LlistHead>,
+}
+
+impl PerCpu {
+    const fn new() -> Self {
+        Self {
+            csd_data: CacheLine(Csd::idle()),
+            irq_work: LlistHead::new(),
+            sending: AtomicU32::new(0),
+            node: AtomicU32::new(0),
+            cfd_prepared: AtomicBool::new(false),
+            cfd_alloc_fail: AtomicBool::new(false),
+            counters: Counters::new(),
+            queue: CacheLine(LlistHead::new()),
+        }
+    }
+}
+
+/// Bytes in a cache line (what [`CacheLine`] aligns to).
+const CACHE_LINE_BYTES: usize = 64;
+
+const _: () = {
+    assert!(core::mem::size_of::<CacheLine<LlistHead>>() == CACHE_LINE_BYTES);
+    assert!(core::mem::size_of::<PerCpu>() == 256);
+    assert!(core::mem::offset_of!(PerCpu, queue) % CACHE_LINE_BYTES == 0);
+    assert!(core::mem::size_of::<CfdCsds>() == 2048);
+};
+
+/// A machine's cross-call state. See the module docs.
+///
+/// Usable as a `static`: `static SMP: Smp<MyArch> = Smp::new(MyArch::new());`.
+pub struct Smp<A: Arch> {
+    pub(super) arch: A,
+    pub(super) possible: AtomicCpuMask,
+    pub(super) present: AtomicCpuMask,
+    pub(super) online: AtomicCpuMask,
+    pub(super) nr_cpu_ids: AtomicU32,
+    pub(super) setup_max_cpus: AtomicU32,
+    pub(super) csd_lock_timeout_ns: AtomicU64,
+    /// Stall ids handed out so far (Linux's `csd_bug_count`).
+    pub(super) csd_bug_count: AtomicU32,
+    /// Stalls reported and not yet unstuck (Linux's `n_csd_lock_stuck`).
+    pub(super) csd_lock_stuck: AtomicU32,
+    /// The offline-IPI warning has been reported (it is reported once).
+    pub(super) offline_warned: AtomicBool,
+    pub(super) percpu: [PerCpu; MAX_CPUS],
+    /// Row *c*: the cfd csds of caller *c*.
+    pub(super) cfd_csds: [CfdCsds; MAX_CPUS],
+}
+
+impl<A: Arch> Smp<A> {
+    /// A machine with no CPU possible, present or online yet,
+    /// `nr_cpu_ids == MAX_CPUS`, and the default 5 s stall timeout.
+    pub const fn new(arch: A) -> Self {
+        Self {
+            arch,
+            possible: AtomicCpuMask::new(),
+            present: AtomicCpuMask::new(),
+            online: AtomicCpuMask::new(),
+            nr_cpu_ids: AtomicU32::new(MAX_CPUS as u32),
+            setup_max_cpus: AtomicU32::new(MAX_CPUS as u32),
+            csd_lock_timeout_ns: AtomicU64::new(CSD_LOCK_TIMEOUT_DEFAULT_NS),
+            csd_bug_count: AtomicU32::new(0),
+            csd_lock_stuck: AtomicU32::new(0),
+            offline_warned: AtomicBool::new(false),
+            percpu: [const { PerCpu::new() }; MAX_CPUS],
+            cfd_csds: [const { CfdCsds([const { Csd::idle() }; MAX_CPUS]) }; MAX_CPUS],
+        }
+    }
+
+    /// The architecture implementation.
+    #[inline]
+    pub fn arch(&self) -> &A {
+        &self.arch
+    }
+
+    /// Per-CPU data of a CPU number known to be valid (from
+    /// [`Arch::this_cpu`] or checked online). Masked, never a bounds panic.
+    #[inline]
+    pub(super) fn pcpu(&self, cpu: CpuId) -> &PerCpu {
+        &self.percpu[cpu.index() % MAX_CPUS]
+    }
+
+    /// The call queue of a valid CPU (masked like [`Self::pcpu`]).
+    #[inline]
+    pub(super) fn queue(&self, cpu: CpuId) -> &LlistHead {
+        &self.pcpu(cpu).queue.0
+    }
+
+    /// The cfd csd that caller `this` uses for calls to `cpu` (both valid).
+    #[inline]
+    pub(super) fn cfd_csd(&self, this: CpuId, cpu: CpuId) -> &Csd {
+        &self.cfd_csds[this.index() % MAX_CPUS].0[cpu.index() % MAX_CPUS]
+    }
+
+    /// Sets the csd-lock stall timeout; 0 turns the detector off.
+    ///
+    /// Context: any.
+    pub fn set_csd_lock_timeout_ns(&self, ns: u64) {
+        // Relaxed: a tunable, re-read at every check; nothing else is
+        // published through it.
+        self.csd_lock_timeout_ns.store(ns, Ordering::Relaxed);
+    }
+
+    /// The csd-lock stall timeout in nanoseconds (0: off).
+    pub fn csd_lock_timeout_ns(&self) -> u64 {
+        // Relaxed: see `set_csd_lock_timeout_ns`.
+        self.csd_lock_timeout_ns.load(Ordering::Relaxed)
+    }
+
+    /// Whether some csd-lock wait is currently reported as stuck (Linux's
+    /// `csd_lock_is_stuck`, for other watchdogs to stay quiet).
+    pub fn csd_lock_is_stuck(&self) -> bool {
+        // Relaxed: a diagnostic counter.
+        self.csd_lock_stuck.load(Ordering::Relaxed) != 0
+    }
+}
