@@ -11,6 +11,8 @@
 //!   logic is Linux's `__send_ipi_mask` (arch/x86/kernel/kvm.c) with the
 //!   fix for ids below the base that do not fit (c15e0ae42c8e).
 
+use shared::MAX_CPUS;
+
 /// Ids one `KVM_HC_SEND_IPI` bitmap covers (`KVM_IPI_CLUSTER_SIZE`).
 pub const PV_WINDOW: u32 = 128;
 
@@ -28,10 +30,10 @@ pub const fn cluster(apic_id: u32) -> u32 {
 
 /// For each CPU number, the CPUs (bit *n* = CPU *n*) whose APIC ids are
 /// in the same cluster; `apic_ids[c]` is CPU *c*'s id.
-pub fn cluster_siblings(apic_ids: &[u32]) -> [u64; 64] {
-    let mut out = [0u64; 64];
-    for (c, &a) in apic_ids.iter().enumerate().take(64) {
-        for (d, &b) in apic_ids.iter().enumerate().take(64) {
+pub fn cluster_siblings(apic_ids: &[u32]) -> [u64; MAX_CPUS] {
+    let mut out = [0u64; MAX_CPUS];
+    for (c, &a) in apic_ids.iter().enumerate().take(MAX_CPUS) {
+        for (d, &b) in apic_ids.iter().enumerate().take(MAX_CPUS) {
             if cluster(a) == cluster(b) {
                 out[c] |= 1 << d;
             }
@@ -106,7 +108,7 @@ mod tests {
     }
 
     fn clusters_of(mask: u64, apic_ids: &[u32]) -> Vec<u32> {
-        let mut logical = [0u32; 64];
+        let mut logical = [0u32; MAX_CPUS];
         for (c, &a) in apic_ids.iter().enumerate() {
             logical[c] = logical_id(a);
         }
@@ -133,9 +135,7 @@ mod tests {
         let ids: Vec<u32> = (0..64).map(|c| c * 3 + 1).collect();
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         for _ in 0..500 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
+            shared::xorshift64(&mut seed);
             let mut hit = 0u64;
             for ldr in clusters_of(seed, &ids) {
                 for (c, &a) in ids.iter().enumerate() {
@@ -186,9 +186,7 @@ mod tests {
         for _ in 0..500 {
             let mut ids = Vec::new();
             for _ in 0..(seed % 40) {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
+                shared::xorshift64(&mut seed);
                 let id = (seed % 1024) as u32;
                 if !ids.contains(&id) {
                     ids.push(id);

@@ -6,6 +6,7 @@
 //! Everything else is the bare-metal kernel and only exists when built for
 //! `x86_64-unknown-none`.
 #![cfg_attr(not(test), no_std)]
+#![deny(missing_docs)]
 
 pub mod ipi_plan;
 pub mod params;

@@ -1,6 +1,7 @@
 //! Kernel entry point. The real kernel only exists for `x86_64-unknown-none`;
 //! a host build of this binary just says so.
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![deny(missing_docs)]
 
 #[cfg(target_os = "none")]
 mod entry {

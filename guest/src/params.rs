@@ -4,6 +4,7 @@
 //! switches of this kernel. Malformed values get a warning and the
 //! default; nothing here can fail.
 
+use shared::MAX_CPUS;
 use shared::bench::{IdleMode, IpiMode};
 use shared::cmdline::{NumberError, Param, params, parse_u64};
 
@@ -167,7 +168,7 @@ impl<'a> BootParams<'a> {
                     Err(e) => warn(why(e)),
                 },
                 "fail_prepare" | "stuck_ap" => match parse_u64(value) {
-                    Ok(n) if n > 0 && n < 64 => {
+                    Ok(n) if n > 0 && n < MAX_CPUS as u64 => {
                         let slot = if key == "fail_prepare" {
                             &mut p.fail_prepare
                         } else {

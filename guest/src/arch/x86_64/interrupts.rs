@@ -19,26 +19,43 @@ use x86_64::structures::DescriptorTablePointer;
 use super::fixup;
 use super::gdt::{IST_DOUBLE_FAULT, IST_MACHINE_CHECK, IST_NMI, KERNEL_CODE_SELECTOR};
 
-/// Registers saved on exception entry, lowest address first.
+/// Registers saved on exception entry, lowest address first: the
+/// caller-saved registers the common stub pushes, the vector and error
+/// code (dummy 0 where the CPU pushes none), then the CPU's interrupt frame.
 #[repr(C)]
 #[derive(Debug)]
-#[allow(missing_docs)]
 pub struct TrapFrame {
+    /// Saved R11.
     pub r11: u64,
+    /// Saved R10.
     pub r10: u64,
+    /// Saved R9.
     pub r9: u64,
+    /// Saved R8.
     pub r8: u64,
+    /// Saved RDI.
     pub rdi: u64,
+    /// Saved RSI.
     pub rsi: u64,
+    /// Saved RDX.
     pub rdx: u64,
+    /// Saved RCX.
     pub rcx: u64,
+    /// Saved RAX.
     pub rax: u64,
+    /// The exception vector (pushed by the stub).
     pub vector: u64,
+    /// The CPU's error code, or 0 for exceptions without one.
     pub error_code: u64,
+    /// Where the exception happened; the handler may change it (a fixup).
     pub rip: u64,
+    /// Code segment of the interrupted code.
     pub cs: u64,
+    /// RFLAGS of the interrupted code.
     pub rflags: u64,
+    /// Stack pointer of the interrupted code.
     pub rsp: u64,
+    /// Stack segment of the interrupted code.
     pub ss: u64,
 }
 

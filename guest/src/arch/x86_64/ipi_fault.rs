@@ -51,9 +51,7 @@ pub fn dropped_by(cpu: CpuId) -> u64 {
 fn draw(permille: u32) -> bool {
     // Relaxed: a random stream, not a publication.
     let mut x = RNG.load(Ordering::Relaxed) ^ cpu::rdtsc();
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
+    shared::xorshift64(&mut x);
     RNG.store(x, Ordering::Relaxed);
     let drop = x % 1000 < u64::from(permille);
     if drop {

@@ -6,7 +6,7 @@ use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use shared::CpuId;
 
 use super::harness::{self, CpuList, PerCpuCount, RunCounts, as_task, this_cpu, wait_for};
-use super::{CaseResult, others};
+use super::harness::{CaseResult, others};
 use crate::kernel::SMP;
 use crate::smp::{CpuMask, SmpError};
 

@@ -6,7 +6,7 @@ use core::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use shared::CpuId;
 
 use super::harness::{self, PerCpuCount, Until, park, this_cpu, wait_for};
-use super::{CaseResult, others};
+use super::harness::{CaseResult, others};
 use crate::kernel::SMP;
 use crate::smp::{Csd, SmpError};
 

@@ -10,7 +10,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use shared::{CpuId, MAX_CPUS};
 
 use super::harness::{self, CpuList, PerCpuCount, as_task, this_cpu, wait_for};
-use super::{CaseResult, others};
+use super::harness::{CaseResult, others};
 use crate::kernel::SMP;
 use crate::smp::CpuMask;
 

@@ -245,6 +245,14 @@ pub fn next_online(cpu: CpuId) -> CpuId {
 /// CPU masks for the detail text, as CPU lists (`0-3,6`).
 pub use crate::smp::CpuList;
 
+/// A case's verdict: `Ok(what was checked)` or `Err(what went wrong)`.
+pub type CaseResult = Result<Text, Text>;
+
+/// The online CPUs other than this one (also the bench's targets).
+pub fn others() -> CpuMask {
+    SMP.online_mask().without(this_cpu())
+}
+
 /// Bits for CPU numbers that are not valid (at or above `nr_cpu_ids`).
 pub fn invalid_cpus() -> CpuMask {
     CpuMask(!CpuMask::first_n(SMP.nr_cpu_ids()).bits())

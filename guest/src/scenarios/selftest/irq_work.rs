@@ -2,7 +2,7 @@
 //! each queued at most once at a time and run exactly once per queueing.
 
 use super::harness::{self, PerCpuCount, RunCounts, Until, irqs_off, irqs_on, park, this_cpu};
-use super::{CaseResult, others};
+use super::harness::{CaseResult, others};
 use crate::kernel::SMP;
 use crate::smp::IrqWork;
 

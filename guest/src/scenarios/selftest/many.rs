@@ -9,7 +9,7 @@ use super::harness::{
     self, CpuList, END_SIGNAL, END_STUCK, Offline, PerCpuCount, RunCounts, ShortCsdTimeout, Until,
     irqs_disabled, park, this_cpu, wait_for,
 };
-use super::{CaseResult, others};
+use super::harness::{CaseResult, others};
 use crate::kernel::SMP;
 use crate::smp::{CpuMask, Csd};
 

@@ -52,13 +52,10 @@ use shared::record::{Body, WarnKind};
 use shared::status::GuestStatus;
 use shared::{CpuId, MAX_CPUS};
 
+pub use self::harness::{CaseResult, others};
 use self::harness::{PARK_TIMEOUTS, Text};
 use crate::kernel::SMP;
-use crate::smp::CpuMask;
 use crate::{kprintln, report};
-
-/// A case's verdict: `Ok(what was checked)` or `Err(what went wrong)`.
-pub type CaseResult = Result<Text, Text>;
 
 /// What a case needs to be applicable.
 #[derive(Clone, Copy)]
@@ -351,9 +348,4 @@ pub fn run() -> GuestStatus {
     } else {
         GuestStatus::Failure
     }
-}
-
-/// The online CPUs other than this one (also the bench's targets).
-pub(crate) fn others() -> CpuMask {
-    SMP.online_mask().without(harness::this_cpu())
 }

@@ -6,7 +6,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering
 use shared::{CpuId, MAX_CPUS};
 
 use super::harness::{self, PerCpuCount, RunCounts, irqs_disabled, this_cpu, wait_for};
-use super::{CaseResult, others};
+use super::harness::{CaseResult, others};
 use crate::kernel::SMP;
 use crate::smp::{CpuMask, Csd, SmpError};
 

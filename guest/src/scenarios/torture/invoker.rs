@@ -76,7 +76,7 @@ pub fn all_stopped() -> bool {
 fn barrier(me: CpuId) -> bool {
     // SeqCst: arrival and the test of the others' arrival form one total
     // order, so the last to arrive sees everyone.
-    ARRIVED.fetch_or(1 << (me.0 % 64), Ordering::SeqCst);
+    ARRIVED.fetch_or(CpuMask::of(me).bits(), Ordering::SeqCst);
     let deadline = time::Deadline::after_ms(BARRIER_TIMEOUT_MS);
     loop {
         if STARTED.load(Ordering::SeqCst) {
