@@ -195,10 +195,7 @@ pub fn churn(
             continue;
         }
         next += period;
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        let cpu = 1 + (rng % u64::from(cpus - 1)) as u32;
+        let cpu = 1 + (shared::xorshift64(&mut rng) % u64::from(cpus - 1)) as u32;
         let change = if online[cpu as usize] {
             Change::Offline
         } else {
