@@ -17,7 +17,7 @@ pub mod error;
 pub mod fault;
 pub mod fuzzing;
 pub mod host;
-pub mod hotplug;
+pub mod hotplug_driver;
 pub mod io;
 pub mod kick;
 pub mod kvm_stats;

@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::io::GuestIo;
 use crate::outcome::{Ending, Outcome};
 use crate::vcpu::{self, Control};
-use crate::{api, cpuid, elf, hotplug, kick, mailbox, memory, regs};
+use crate::{api, cpuid, elf, hotplug_driver, kick, mailbox, memory, regs};
 
 /// The guest built with this vmm.
 pub static EMBEDDED_GUEST: &[u8] = include_bytes!(env!("GUEST_ELF"));
@@ -319,11 +319,15 @@ pub fn run_with_device(config: &VmConfig, kvm_path: &std::path::Path) -> Result<
         let finish = config.scenario == "wait";
         helpers.push(std::thread::spawn(move || {
             let stopped = || c.stopped();
-            let mut events = hotplug::run_schedule(&ch, &steps, started, &stopped);
+            let mut events = hotplug_driver::run_schedule(&ch, &steps, started, &stopped);
             if let Some(period) = churn {
-                events.extend(hotplug::churn(&ch, cpus, period, started, &stopped));
+                events.extend(hotplug_driver::churn(&ch, cpus, period, started, &stopped));
             } else if finish && !stopped() {
-                let _ = ch.request(shared::mailbox::Op::Finish, 0, hotplug::REQUEST_TIMEOUT);
+                let _ = ch.request(
+                    shared::mailbox::Op::Finish,
+                    0,
+                    hotplug_driver::REQUEST_TIMEOUT,
+                );
             }
             *ev.lock().unwrap_or_else(|p| p.into_inner()) = events;
         }));

@@ -1,6 +1,6 @@
-//! Host-driven CPU hotplug: a schedule (`--hotplug "100ms:off 3; 250ms:on
-//! 3"`) or random churn (`--hotplug-churn MS`), carried out through the
-//! request mailbox while the guest runs.
+//! The host's driver of the guest's CPU hotplug: a schedule (`--hotplug
+//! "100ms:off 3; 250ms:on 3"`) or random churn (`--hotplug-churn MS`),
+//! carried out through the request mailbox while the guest runs.
 
 use std::time::{Duration, Instant};
 
