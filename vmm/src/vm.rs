@@ -23,7 +23,7 @@ use crate::config::{Kernel, VmConfig};
 use crate::error::{Error, Result};
 use crate::io::GuestIo;
 use crate::outcome::{Ending, Outcome};
-use crate::vcpu::{self, Control};
+use crate::vcpu::{self, Control, Dumps};
 use crate::{api, cpuid, elf, hotplug_driver, kick, mailbox, memory, regs};
 
 /// The guest built with this vmm.
@@ -256,19 +256,19 @@ pub fn run_with_device(config: &VmConfig, kvm_path: &std::path::Path) -> Result<
     ctl.set_faults(injector.clone());
     let mut threads = Vec::with_capacity(vcpus.len());
     let host_cpus = if config.pin {
-        crate::bench::pin::allowed_cpus()
+        crate::vcpu::pin::allowed_cpus()
     } else {
         Vec::new()
     };
     for (cpu, vcpu) in vcpus.into_iter().enumerate() {
         let (io, ctl2) = (io.clone(), ctl.clone());
-        let pin = crate::bench::pin::host_cpu_for(cpu as u32, &host_cpus);
+        let pin = crate::vcpu::pin::host_cpu_for(cpu as u32, &host_cpus);
         let bench = bench.clone();
         let t = std::thread::Builder::new()
             .name(format!("vcpu{cpu}"))
             .spawn(move || {
                 if let Some(host_cpu) = pin {
-                    match crate::bench::pin::pin_current_thread(host_cpu) {
+                    match crate::vcpu::pin::pin_current_thread(host_cpu) {
                         Ok(()) => bench.set_pinning(cpu as u32, Some(host_cpu)),
                         Err(e) => log::warn!("vCPU {cpu}: cannot pin to host CPU {host_cpu}: {e}"),
                     }
@@ -278,7 +278,7 @@ pub fn run_with_device(config: &VmConfig, kvm_path: &std::path::Path) -> Result<
         match t {
             Ok(t) => threads.push(t),
             Err(source) => {
-                ctl.finish(Ending::Timeout(Duration::ZERO), false);
+                ctl.finish(Ending::Timeout(Duration::ZERO), Dumps::Skip);
                 stop_threads(threads);
                 return Err(Error::Thread {
                     cpu: cpu as u32,
@@ -342,7 +342,7 @@ pub fn run_with_device(config: &VmConfig, kvm_path: &std::path::Path) -> Result<
     let ending = match ctl.wait(config.timeout) {
         Some(e) => e,
         None => {
-            ctl.finish(Ending::Timeout(config.timeout), true);
+            ctl.finish(Ending::Timeout(config.timeout), Dumps::Take);
             ctl.ending().unwrap_or(Ending::Timeout(config.timeout))
         }
     };
