@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use shared::mailbox::{Op, result};
 
+use crate::config::VmConfig;
 use crate::mailbox::{Channel, RequestError};
 
 /// How long one hotplug request may take.
@@ -132,6 +133,24 @@ pub fn parse_schedule(spec: &str, cpus: u32) -> Result<Vec<Step>, String> {
     }
     steps.sort_by_key(|s| s.at);
     Ok(steps)
+}
+
+/// Carries out `config`'s hotplug schedule from `start`, then its churn;
+/// without churn, once the schedule is done, asks a guest running `wait`
+/// to finish. Stops early when `stopped()`.
+pub fn drive(
+    channel: &Channel,
+    config: &VmConfig,
+    start: Instant,
+    stopped: &dyn Fn() -> bool,
+) -> Vec<Event> {
+    let mut events = run_schedule(channel, &config.hotplug, start, stopped);
+    if let Some(period) = config.hotplug_churn {
+        events.extend(churn(channel, config.cpus, period, start, stopped));
+    } else if config.scenario == "wait" && !stopped() {
+        let _ = channel.request(Op::Finish, 0, REQUEST_TIMEOUT);
+    }
+    events
 }
 
 /// Carries out `steps` from `start`, stopping early when `stopped()`.

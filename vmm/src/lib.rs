@@ -32,4 +32,4 @@ pub mod vm;
 pub use config::{Kernel, VmConfig, parse_numa};
 pub use error::{Error, Result};
 pub use outcome::{Ending, Outcome, OwnedBody, OwnedRecord, TestResult, VcpuDump};
-pub use vm::{EMBEDDED_GUEST, run, run_with_device};
+pub use vm::{EMBEDDED_GUEST, Vm, VmBuilder, run, run_with_device};
