@@ -1,5 +1,5 @@
 //! One host thread per vCPU: `KVM_RUN` in a loop, each exit handled by
-//! [`exit::handle_exit`], stopped race-free by the kick signal; [`Control`]
+//! `exit::handle_exit`, stopped race-free by the kick signal; [`Control`]
 //! says when to stop, [`pin`] pins the threads (`--pin`).
 
 mod control;
