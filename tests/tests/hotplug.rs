@@ -9,7 +9,7 @@ use smpcall_tests::{
     HOTPLUG_CASES, assert_console, assert_success, config, explain, passed, run, sorted_online,
 };
 use vmm::Outcome;
-use vmm::hotplug::{Change, parse_schedule};
+use vmm::hotplug_driver::{Change, parse_schedule};
 
 #[test]
 fn guest_driven_hotplug_at_2_cpus() {

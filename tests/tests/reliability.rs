@@ -11,7 +11,7 @@ use std::time::Duration;
 use shared::status::{ExitCode, GuestStatus};
 use smpcall_tests::{config, explain, run};
 use vmm::fault::Fault;
-use vmm::hotplug::Change;
+use vmm::hotplug_driver::Change;
 use vmm::{Ending, Outcome, VmConfig};
 
 /// How long each torture's invokers run.

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use shared::mailbox::{Op, result};
 
-use crate::hotplug::{Change, REQUEST_TIMEOUT, errno_text};
+use crate::hotplug_driver::{Change, REQUEST_TIMEOUT, errno_text};
 use crate::mailbox::Channel;
 
 /// Longest request line accepted.

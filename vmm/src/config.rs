@@ -43,7 +43,7 @@ pub struct VmConfig {
     /// numbers and APIC ids apart so that mixing them up shows.
     pub apic_stride: u32,
     /// Hotplug changes to make while the guest runs.
-    pub hotplug: Vec<crate::hotplug::Step>,
+    pub hotplug: Vec<crate::hotplug_driver::Step>,
     /// Toggle a random CPU this often while the guest runs.
     pub hotplug_churn: Option<Duration>,
     /// Serve the control socket here.

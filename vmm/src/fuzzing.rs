@@ -172,7 +172,7 @@ pub fn specs(data: &[u8]) {
     };
     let cpus = u32::from(first % 66);
     let text = String::from_utf8_lossy(rest);
-    if let Ok(steps) = crate::hotplug::parse_schedule(&text, cpus) {
+    if let Ok(steps) = crate::hotplug_driver::parse_schedule(&text, cpus) {
         assert!(!steps.is_empty());
         assert!(steps.iter().all(|s| s.cpu < cpus));
         assert!(steps.windows(2).all(|w| w[0].at <= w[1].at));

@@ -116,9 +116,8 @@ fn seconds(flag: &str, secs: f64) -> Result<Duration, String> {
 fn config(cli: &Cli) -> Result<VmConfig, String> {
     let timeout = seconds("--timeout", cli.timeout)?;
     let hotplug = match &cli.hotplug {
-        Some(spec) => {
-            vmm::hotplug::parse_schedule(spec, cli.cpus).map_err(|e| format!("--hotplug: {e}"))?
-        }
+        Some(spec) => vmm::hotplug_driver::parse_schedule(spec, cli.cpus)
+            .map_err(|e| format!("--hotplug: {e}"))?,
         None => Vec::new(),
     };
     if (cli.json.is_some() || cli.plot.is_some()) && cli.run != "bench" {
@@ -197,7 +196,7 @@ fn main() -> ProcessExit {
                     Ok(0) => "done".to_string(),
                     Ok(errno) => format!(
                         "refused ({})",
-                        vmm::hotplug::errno_text(*errno, e.cpu, e.change)
+                        vmm::hotplug_driver::errno_text(*errno, e.cpu, e.change)
                     ),
                     Err(err) => err.to_string(),
                 };

@@ -140,7 +140,7 @@ pub struct Outcome {
     /// Wall time from VM creation to the end.
     pub elapsed: Duration,
     /// Hotplug changes the host made, with the guest's answers.
-    pub hotplug: Vec<crate::hotplug::Event>,
+    pub hotplug: Vec<crate::hotplug_driver::Event>,
     /// Faults the VMM injected (`--fault`), and those it had to skip.
     pub faults: crate::fault::FaultReport,
     /// What the guest's benchmark reported (`--run bench`), with the KVM

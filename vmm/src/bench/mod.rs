@@ -4,11 +4,9 @@
 //! (`shared::bench`); [`collect`] snapshots every vCPU's KVM statistics at
 //! each marker and keeps the guest's results; [`report`] derives the numbers
 //! and [`render`] prints them as a table and JSON (schema in README.md,
-//! "Benchmark"); [`plot`] draws the latency distributions as SVG; [`pin`]
-//! pins vCPU threads (`--pin`).
+//! "Benchmark"); [`plot`] draws the latency distributions as SVG.
 
 pub mod collect;
-pub mod pin;
 pub mod plot;
 pub mod render;
 pub mod report;

@@ -69,7 +69,7 @@ const PROBE_AT: u64 = 0x1000;
 const PROBE_MEM: usize = 0x4000;
 
 /// Whether a VM set up like ours gets a userspace exit for an x2APIC ICR
-/// write: one throwaway vCPU runs [`PROBE_CODE`].
+/// write: one throwaway vCPU runs `PROBE_CODE`.
 pub fn probe_icr_trap(kvm: &Kvm) -> Result<(), String> {
     const _: () = assert!(X2APIC_ICR_MSR == 0x830, "PROBE_CODE writes MSR 0x830");
     let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), PROBE_MEM)])

@@ -225,11 +225,7 @@ impl Injector {
     }
 
     fn random(&self) -> u64 {
-        let mut x = lock(&self.rng);
-        *x ^= *x << 13;
-        *x ^= *x >> 7;
-        *x ^= *x << 17;
-        *x
+        shared::xorshift64(&mut lock(&self.rng))
     }
 
     /// The vCPU thread's hook before each `KVM_RUN`: sits out a stall.

@@ -1,11 +1,12 @@
-//! Host-driven CPU hotplug: a schedule (`--hotplug "100ms:off 3; 250ms:on
-//! 3"`) or random churn (`--hotplug-churn MS`), carried out through the
-//! request mailbox while the guest runs.
+//! The host's driver of the guest's CPU hotplug: a schedule (`--hotplug
+//! "100ms:off 3; 250ms:on 3"`) or random churn (`--hotplug-churn MS`),
+//! carried out through the request mailbox while the guest runs.
 
 use std::time::{Duration, Instant};
 
 use shared::mailbox::{Op, result};
 
+use crate::config::VmConfig;
 use crate::mailbox::{Channel, RequestError};
 
 /// How long one hotplug request may take.
@@ -134,6 +135,24 @@ pub fn parse_schedule(spec: &str, cpus: u32) -> Result<Vec<Step>, String> {
     Ok(steps)
 }
 
+/// Carries out `config`'s hotplug schedule from `start`, then its churn;
+/// without churn, once the schedule is done, asks a guest running `wait`
+/// to finish. Stops early when `stopped()`.
+pub fn drive(
+    channel: &Channel,
+    config: &VmConfig,
+    start: Instant,
+    stopped: &dyn Fn() -> bool,
+) -> Vec<Event> {
+    let mut events = run_schedule(channel, &config.hotplug, start, stopped);
+    if let Some(period) = config.hotplug_churn {
+        events.extend(churn(channel, config.cpus, period, start, stopped));
+    } else if config.scenario == "wait" && !stopped() {
+        let _ = channel.request(Op::Finish, 0, REQUEST_TIMEOUT);
+    }
+    events
+}
+
 /// Carries out `steps` from `start`, stopping early when `stopped()`.
 pub fn run_schedule(
     channel: &Channel,
@@ -195,10 +214,7 @@ pub fn churn(
             continue;
         }
         next += period;
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        let cpu = 1 + (rng % u64::from(cpus - 1)) as u32;
+        let cpu = 1 + (shared::xorshift64(&mut rng) % u64::from(cpus - 1)) as u32;
         let change = if online[cpu as usize] {
             Change::Offline
         } else {

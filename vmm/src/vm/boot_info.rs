@@ -1,0 +1,37 @@
+//! The boot information block the VMM hands the guest (`shared::bootinfo`),
+//! with the guest command line after it.
+
+use kvm_bindings::CpuId;
+use shared::ApicId;
+use shared::bootinfo::{BootInfo, FEATURE_PV_SEND_IPI};
+use vm_memory::GuestMemoryMmap;
+
+use crate::config::VmConfig;
+use crate::error::Result;
+use crate::{cpuid, memory};
+
+/// Writes the boot information for `config` (CPUs with `apic_ids`, a TSC
+/// of `tsc_khz`, the host's `supported` CPUID) and the command line.
+pub(super) fn write(
+    mem: &GuestMemoryMmap,
+    config: &VmConfig,
+    apic_ids: &[ApicId],
+    tsc_khz: u32,
+    supported: &CpuId,
+) -> Result<()> {
+    let cmdline = config.guest_cmdline();
+    let mut info = BootInfo::new();
+    info.tsc_khz = u64::from(tsc_khz);
+    info.mem_size = config.mem_mib << 20;
+    info.cpu_count = config.cpus;
+    info.cmdline_len = cmdline.len() as u32;
+    if cpuid::has_pv_send_ipi(supported) {
+        info.features |= FEATURE_PV_SEND_IPI;
+    }
+    info.features |= crate::host::emulated_feature_bit();
+    for (cpu, id) in apic_ids.iter().enumerate() {
+        info.apic_ids[cpu] = id.0;
+        info.numa_node[cpu] = config.numa.get(cpu).copied().unwrap_or(0);
+    }
+    memory::write_boot_info(mem, &info, &cmdline)
+}

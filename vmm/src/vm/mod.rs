@@ -1,0 +1,59 @@
+//! Builds a VM from a [`VmConfig`] and runs it to an [`Outcome`]:
+//! [`VmBuilder::build`] sets everything up (`builder.rs`; `kvm.rs` opens
+//! KVM and creates the VM fd, `boot_info.rs` writes what the guest is
+//! told), [`Vm::run`] starts the threads (`threads.rs`), waits for the end
+//! and makes the outcome (`running.rs`).
+
+mod boot_info;
+mod builder;
+mod kvm;
+mod running;
+mod threads;
+
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use kvm_ioctls::{VcpuFd, VmFd};
+use shared::ApicId;
+use vm_memory::GuestMemoryMmap;
+
+pub use builder::{VmBuilder, apic_ids};
+pub use kvm::{open_error, open_kvm};
+
+use crate::config::VmConfig;
+use crate::error::Result;
+use crate::outcome::Outcome;
+
+/// The guest built with this vmm.
+pub static EMBEDDED_GUEST: &[u8] = include_bytes!(env!("GUEST_ELF"));
+
+/// Path of the KVM device.
+pub const KVM_DEVICE: &str = "/dev/kvm";
+
+/// A VM built and ready to run ([`VmBuilder::build`], then [`Vm::run`]).
+pub struct Vm {
+    config: VmConfig,
+    /// The start of the run, for the outcome's times and the schedules.
+    started: Instant,
+    mem: Arc<GuestMemoryMmap>,
+    vm: Arc<VmFd>,
+    vcpus: Vec<VcpuFd>,
+    apic_ids: Vec<ApicId>,
+    /// The control socket, bound.
+    listener: Option<UnixListener>,
+    /// The drop-ipi probability to route ICR writes with, or why that
+    /// fault is skipped (`fault::setup_vm`).
+    drop_ipi: std::result::Result<Option<f64>, String>,
+}
+
+/// Boots the VM described by `config` and runs it to the end.
+pub fn run(config: &VmConfig) -> Result<Outcome> {
+    VmBuilder::default().build(config)?.run()
+}
+
+/// [`run`] with another KVM device path (for tests of the error paths).
+pub fn run_with_device(config: &VmConfig, kvm_path: &Path) -> Result<Outcome> {
+    VmBuilder::with_device(kvm_path).build(config)?.run()
+}
