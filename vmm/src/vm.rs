@@ -330,8 +330,13 @@ pub fn run_with_device(config: &VmConfig, kvm_path: &std::path::Path) -> Result<
     }
     if let Some(listener) = listener {
         let (ch, c, cpus) = (channel.clone(), ctl.clone(), config.cpus);
+        let options = api::Options {
+            cpus,
+            exit_ends_run: config.scenario == "wait",
+            limits: api::Limits::default(),
+        };
         helpers.push(std::thread::spawn(move || {
-            api::serve(listener, &ch, cpus, &|| c.stopped());
+            api::serve(listener, &*ch, &options, &|| c.stopped());
         }));
     }
 
