@@ -64,8 +64,8 @@ pub enum Error {
     ApiSocket {
         /// The socket path.
         path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
+        /// What is wrong.
+        source: crate::api::BindError,
     },
     /// A bad `--fault`.
     #[error("--fault {0}")]

@@ -187,7 +187,7 @@ pub fn specs(data: &[u8]) {
     match crate::api::parse_request(&text, cpus) {
         Ok(crate::api::Request::Hotplug { cpu, .. }) => assert!(cpu < cpus),
         Ok(_) => {}
-        Err(answer) => assert_eq!(answer["ok"], serde_json::Value::Bool(false)),
+        Err(why) => assert!(!why.is_empty()),
     }
     for p in shared::cmdline::params(&text) {
         let _ = shared::cmdline::parse_u64(p.value);

@@ -11,6 +11,7 @@ use vm_memory::GuestMemoryMmap;
 
 use super::Vm;
 use super::threads::{self, Stuck, Threads};
+use crate::api;
 use crate::bench::Collector;
 use crate::config::VmConfig;
 use crate::error::Result;
@@ -143,7 +144,12 @@ impl Running {
         let channel = Arc::new(request_channel(&mem, &vm, &apic_ids, ctl));
         let events = &state.hotplug;
         let hotplug = threads::spawn_hotplug_driver(&config, started, &channel, ctl, events);
-        let api = listener.map(|l| threads::spawn_api(l, &channel, ctl, config.cpus));
+        let options = api::Options {
+            cpus: config.cpus,
+            exit_ends_run: config.scenario == "wait",
+            limits: api::Limits::default(),
+        };
+        let api = listener.map(|l| threads::spawn_api(l, &channel, ctl, options));
         let helpers = hotplug.into_iter().chain(api).collect();
         let threads = Threads {
             vcpus,

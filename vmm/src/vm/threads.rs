@@ -158,10 +158,10 @@ pub(super) fn spawn_api(
     listener: UnixListener,
     channel: &Arc<Channel>,
     ctl: &Arc<Control>,
-    cpus: u32,
+    options: api::Options,
 ) -> JoinHandle<()> {
     let (channel, ctl) = (channel.clone(), ctl.clone());
-    std::thread::spawn(move || api::serve(listener, &channel, cpus, &|| ctl.stopped()))
+    std::thread::spawn(move || api::serve(listener, &*channel, &options, &|| ctl.stopped()))
 }
 
 /// Kicks every vCPU thread until it leaves `KVM_RUN` and joins it; returns
