@@ -15,6 +15,8 @@ extern crate std;
 
 #[macro_use]
 mod wire_enum;
+#[macro_use]
+mod wire_record;
 
 pub mod apic;
 pub mod bench;
@@ -27,6 +29,7 @@ pub mod ports;
 pub mod record;
 pub mod status;
 pub mod vectors;
+pub mod wire;
 
 pub use ids::{ApicId, CpuId};
 

@@ -79,7 +79,7 @@ pub fn assert_console(o: &Outcome, needle: &str) {
 
 /// The CPUs that reported themselves online, in ascending order.
 pub fn sorted_online(o: &Outcome) -> Vec<u16> {
-    let mut online = o.online_cpus();
+    let mut online = o.records.online_cpus();
     online.sort_unstable();
     online
 }
@@ -166,7 +166,7 @@ pub fn selftest(c: &VmConfig, online: u32, spare_offline: bool) -> Outcome {
     let o = run_serial(c);
     let why = explain(&o);
     assert!(o.protocol_errors.is_empty(), "protocol errors\n{why}");
-    let results = o.tests();
+    let results = o.records.tests();
     let failed: Vec<String> = results
         .iter()
         .filter(|t| !t.passed)
@@ -207,13 +207,18 @@ pub fn selftest(c: &VmConfig, online: u32, spare_offline: bool) -> Outcome {
             "not-applicable line for {name}\n{why}"
         );
     }
-    let warns: BTreeSet<&str> = o.warnings().iter().map(|(_, k, _)| k.name()).collect();
+    let warns: BTreeSet<&str> = o
+        .records
+        .warnings()
+        .iter()
+        .map(|(_, k, _)| k.name())
+        .collect();
     assert_eq!(warns, selftest_warns(online), "WARN kinds\n{why}");
     // The suite provokes one csd-lock stall on purpose per stall-released
     // park (wait-iff-enqueued, kick-all-cpus-sync, the sender timeout):
     // the boot CPU waits for a target busy in its park callback, so the
     // IPI is never re-sent, and every stall resolves.
-    let stalls = o.csd_stalls();
+    let stalls = o.records.csd_stalls();
     let want_stalls = match online {
         1 => 0,
         2 => 2,
@@ -235,7 +240,8 @@ pub fn selftest(c: &VmConfig, online: u32, spare_offline: bool) -> Outcome {
 
 /// The detail line of self-test case `name`, empty if it was not reported.
 pub fn detail(o: &Outcome, name: &str) -> String {
-    o.tests()
+    o.records
+        .tests()
         .into_iter()
         .find(|t| t.name == name)
         .map(|t| t.detail)
@@ -257,7 +263,7 @@ pub const HOTPLUG_CASES: [&str; 5] = [
 #[track_caller]
 pub fn passed(o: &Outcome, names: &[&str]) {
     assert_success(o);
-    let tests = o.tests();
+    let tests = o.records.tests();
     for name in names {
         match tests.iter().find(|t| t.name == *name) {
             Some(t) => assert!(t.passed, "{name}: {}\n{}", t.detail, explain(o)),

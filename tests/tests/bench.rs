@@ -19,7 +19,7 @@ fn bench(cpus: u32, cmdline: &str) -> (Outcome, Report) {
     assert!(o.protocol_errors.is_empty(), "{}", explain(&o));
     // A lost wake-up (an IPI skipped for a CPU that was not polling after
     // all) would end only through the stall detector's re-sent IPI.
-    assert!(o.csd_stalls().is_empty(), "{}", explain(&o));
+    assert!(o.records.csd_stalls().is_empty(), "{}", explain(&o));
     let info = RunInfo {
         host: vmm::host::info(),
         vcpus: cpus,

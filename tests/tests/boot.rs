@@ -16,7 +16,7 @@ fn boots(cpus: u32, stride: u32) {
         .records
         .iter()
         .filter_map(|r| match r.body {
-            OwnedBody::CpuOnline { apic_id } => Some((r.cpu, apic_id)),
+            OwnedBody::CpuOnline { apic_id } => Some((r.cpu, apic_id.0)),
             _ => None,
         })
         .collect();

@@ -24,7 +24,8 @@ fn torture(cpus: u32, cmdline: &str) -> VmConfig {
 }
 
 fn counter(o: &Outcome, name: &str) -> u64 {
-    o.counter(name)
+    o.records
+        .counter(name)
         .unwrap_or_else(|| panic!("counter {name} missing\n{}", explain(o)))
 }
 
@@ -38,7 +39,11 @@ fn torture_passed(o: &Outcome) {
         "{}",
         explain(o)
     );
-    let verdict = o.tests().into_iter().find(|t| t.name == "scftorture");
+    let verdict = o
+        .records
+        .tests()
+        .into_iter()
+        .find(|t| t.name == "scftorture");
     assert!(
         verdict.as_ref().is_some_and(|t| t.passed),
         "{verdict:?}\n{}",
@@ -51,7 +56,7 @@ fn torture_passed(o: &Outcome) {
     let pairs = counter(o, "scf.pairs");
     assert_eq!(counter(o, "scf.pairs_once"), pairs, "{}", explain(o));
     assert_eq!(counter(o, "scf.invoked"), pairs, "{}", explain(o));
-    for (_, name, value) in o.counters() {
+    for (_, name, value) in o.records.counters() {
         if name.starts_with("scf.err.") {
             assert_eq!(value, 0, "{name}\n{}", explain(o));
         }
@@ -179,7 +184,7 @@ fn stalled_vcpu_is_reported_and_every_call_completes() {
     torture_passed(&o);
     assert_eq!(o.faults.stalls.len(), 1, "{:?}", o.faults);
     assert_eq!(o.faults.stalls[0].cpu, 1);
-    let stalls = o.csd_stalls();
+    let stalls = o.records.csd_stalls();
     let on_1: Vec<_> = stalls.iter().filter(|s| s.target == 1).collect();
     assert!(
         !on_1.is_empty(),
@@ -227,7 +232,7 @@ fn dropped_ipis_are_recovered_by_the_stall_detector() {
         );
     }
     assert!(counter(&o, "scf.ipis_dropped") > 0, "{}", explain(&o));
-    let stalls = o.csd_stalls();
+    let stalls = o.records.csd_stalls();
     assert!(stalls.iter().any(|s| s.resends > 0), "{}", explain(&o));
     assert!(
         stalls.iter().all(|s| s.unstuck_after.is_some()),
@@ -285,7 +290,8 @@ fn hostile_guest_gets_protocol_errors_and_exit_3() {
     );
     assert!(o.console.contains("\\u{1b}[2J") && !o.console.contains('\u{1b}'));
     assert!(
-        o.tests()
+        o.records
+            .tests()
             .iter()
             .any(|t| t.name == "hostile-survived" && t.passed)
     );

@@ -218,7 +218,7 @@ fn main() -> ProcessExit {
                     return ProcessExit::from(ExitCode::Usage as u8);
                 }
             }
-            let stalls = outcome.csd_stalls();
+            let stalls = outcome.records.csd_stalls();
             if !stalls.is_empty() {
                 let unstuck = stalls.iter().filter(|s| s.unstuck_after.is_some()).count();
                 let resends: u32 = stalls.iter().map(|s| s.resends).sum();
@@ -239,7 +239,7 @@ fn main() -> ProcessExit {
             for line in outcome.faults.lines() {
                 println!("{line}");
             }
-            let tests = outcome.tests();
+            let tests = outcome.records.tests();
             if !tests.is_empty() {
                 let passed = tests.iter().filter(|t| t.passed).count();
                 println!("{} passed, {} failed", passed, tests.len() - passed);

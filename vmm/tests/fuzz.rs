@@ -94,7 +94,9 @@ fn encoded(body: Body<&str>) -> Vec<u8> {
 
 fn builtin_seeds(target: &str) -> Vec<Vec<u8>> {
     let records = vec![
-        encoded(Body::CpuOnline { apic_id: 3 }),
+        encoded(Body::CpuOnline {
+            apic_id: shared::ApicId(3),
+        }),
         encoded(Body::Test {
             passed: true,
             name: "case",
@@ -117,7 +119,7 @@ fn builtin_seeds(target: &str) -> Vec<Vec<u8>> {
         }),
         encoded(Body::CsdStall {
             id: 1,
-            target: 2,
+            target: shared::CpuId(2),
             func: 0x10_1000,
             info: 3,
             waited_ns: 5_000_000,
@@ -127,7 +129,7 @@ fn builtin_seeds(target: &str) -> Vec<Vec<u8>> {
         }),
         encoded(Body::CsdUnstuck {
             id: 1,
-            target: 2,
+            target: shared::CpuId(2),
             func: 0x10_1000,
             waited_ns: 9_000_000,
             reports: 2,
