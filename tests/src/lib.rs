@@ -6,16 +6,17 @@ use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::time::Duration;
 
+pub use shared::Scenario;
 use shared::record::WarnKind;
 use shared::status::{ExitCode, GuestStatus};
 use vmm::{Ending, Outcome, VmConfig};
 
 /// A config for `cpus` vCPUs running `scenario` with extra command-line
 /// words, and a watchdog generous enough for a slow nested host.
-pub fn config(cpus: u32, scenario: &str, cmdline: &str) -> VmConfig {
+pub fn config(cpus: u32, scenario: Scenario, cmdline: &str) -> VmConfig {
     VmConfig {
         cpus,
-        scenario: scenario.into(),
+        scenario,
         cmdline: cmdline.into(),
         timeout: Duration::from_secs(300),
         ..VmConfig::default()

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use shared::status::{ExitCode, GuestStatus};
-use smpcall_tests::{config, explain, run};
+use smpcall_tests::{Scenario, config, explain, run};
 use vmm::fault::Fault;
 use vmm::hotplug::Change;
 use vmm::{Ending, Outcome, VmConfig};
@@ -18,7 +18,7 @@ use vmm::{Ending, Outcome, VmConfig};
 const TORTURE: Duration = Duration::from_millis(1500);
 
 fn torture(cpus: u32, cmdline: &str) -> VmConfig {
-    let mut c = config(cpus, "torture", cmdline);
+    let mut c = config(cpus, Scenario::Torture, cmdline);
     c.duration = Some(TORTURE);
     c
 }
@@ -243,7 +243,7 @@ fn dropped_ipis_are_recovered_by_the_stall_detector() {
 
 #[test]
 fn hostile_guest_gets_protocol_errors_and_exit_3() {
-    let o = run(&config(2, "hostile", ""));
+    let o = run(&config(2, Scenario::Hostile, ""));
     assert_eq!(
         o.ending,
         Ending::BadExitStatus(0xdead_beef),

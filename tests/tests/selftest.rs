@@ -2,31 +2,31 @@
 //! that applies to the CPU count must be reported, by name, and pass; the
 //! only WARNs are the ones the suite triggers on purpose.
 
-use smpcall_tests::{config, detail, explain, selftest};
+use smpcall_tests::{Scenario, config, detail, explain, selftest};
 
 #[test]
 fn selftest_1_cpu() {
-    selftest(&config(1, "selftest", ""), 1, false);
+    selftest(&config(1, Scenario::Selftest, ""), 1, false);
 }
 
 #[test]
 fn selftest_2_cpus() {
-    selftest(&config(2, "selftest", ""), 2, false);
+    selftest(&config(2, Scenario::Selftest, ""), 2, false);
 }
 
 #[test]
 fn selftest_3_cpus() {
-    selftest(&config(3, "selftest", ""), 3, false);
+    selftest(&config(3, Scenario::Selftest, ""), 3, false);
 }
 
 #[test]
 fn selftest_4_cpus() {
-    selftest(&config(4, "selftest", ""), 4, false);
+    selftest(&config(4, Scenario::Selftest, ""), 4, false);
 }
 
 #[test]
 fn selftest_8_cpus() {
-    let o = selftest(&config(8, "selftest", ""), 8, false);
+    let o = selftest(&config(8, Scenario::Selftest, ""), 8, false);
     assert!(
         detail(&o, "any-prefers-same-node").starts_with("one NUMA node"),
         "{}",
@@ -36,7 +36,7 @@ fn selftest_8_cpus() {
 
 #[test]
 fn selftest_8_cpus_two_numa_nodes() {
-    let mut c = config(8, "selftest", "");
+    let mut c = config(8, Scenario::Selftest, "");
     c.numa = vec![0, 0, 0, 0, 1, 1, 1, 1];
     let o = selftest(&c, 8, false);
     // CPU 4 is the first CPU whose nearest same-node CPU is not the first
@@ -51,7 +51,7 @@ fn selftest_8_cpus_two_numa_nodes() {
 
 #[test]
 fn selftest_8_cpus_apic_stride_3() {
-    let mut c = config(8, "selftest", "");
+    let mut c = config(8, Scenario::Selftest, "");
     c.apic_stride = 3;
     selftest(&c, 8, false);
 }
@@ -60,13 +60,13 @@ fn selftest_8_cpus_apic_stride_3() {
 fn selftest_with_present_cpus_left_offline() {
     // One online CPU, one present but never brought up: -ENXIO for an
     // offline CPU becomes checkable without a second online CPU.
-    let o = selftest(&config(2, "selftest", "maxcpus=1"), 1, true);
+    let o = selftest(&config(2, Scenario::Selftest, "maxcpus=1"), 1, true);
     assert!(
         detail(&o, "enxio-offline-cpu").contains("present, never brought up"),
         "{}",
         explain(&o)
     );
-    let o = selftest(&config(4, "selftest", "maxcpus=2"), 2, true);
+    let o = selftest(&config(4, Scenario::Selftest, "maxcpus=2"), 2, true);
     assert!(
         detail(&o, "many-skips-self-and-offline").contains("present, never brought up"),
         "{}",

@@ -5,19 +5,21 @@ use std::process::ExitCode as ProcessExit;
 use std::time::Duration;
 
 use clap::Parser;
+use shared::Scenario;
 use shared::status::ExitCode;
 use vmm::{Kernel, VmConfig};
 
 const EXIT_CODES: &str = "\
 Exit codes:
   0  success: the guest ran the scenario and reported success
-  1  the guest reported a failure (a failed self-test, an unknown scenario)
+  1  the guest reported a failure (a failed self-test)
   2  usage or configuration error (bad arguments, bad --kernel, no /dev/kvm)
   3  the guest crashed (exception, triple fault, failed entry), wrote a meaningless
      exit status (as --run hostile does), or KVM failed
   4  timeout: the watchdog stopped a guest that did not finish (--timeout)
 
-Guest command-line words (--cmdline): nosmp, nr_cpus=N, maxcpus=N, as in Linux.
+Guest command-line words (--cmdline): nosmp, nr_cpus=N, maxcpus=N, as in Linux;
+run= is refused (the scenario is --run).
 IPI delivery and idle (--cmdline): ipi=phys|shorthand|cluster|pv, idle=halt|poll;
 bench_ms=MS is the bench's time goal per case (default 200).
 Torture (--run torture): scf.weight_single=N ... scf.weight_all_wait=N as scftorture,
@@ -48,12 +50,13 @@ struct Cli {
     #[arg(long, value_name = "PATH")]
     kernel: Option<PathBuf>,
     /// Scenario for the guest: demo (a tour of the API), selftest (every
-    /// semantic, one line per case), wait (serve --hotplug / --api-sock
-    /// requests until {"exit":true} or the schedule's end), bench (IPI
-    /// round trips and the smp call paths, timed in the guest, with KVM's
-    /// counters per vCPU; see --json, --plot, --pin).
-    #[arg(long, default_value = "demo", value_name = "SCENARIO")]
-    run: String,
+    /// semantic, one case each), hotplug (hotplug cases), wait (serve
+    /// --hotplug / --api-sock requests until {"exit":true} or the
+    /// schedule's end), bench (IPI round trips and the smp call paths,
+    /// timed in the guest, with KVM's counters per vCPU; see --json,
+    /// --plot, --pin), torture (scftorture), hostile (abuses the protocol).
+    #[arg(long, default_value = "demo", value_name = "SCENARIO", value_parser = scenario)]
+    run: Scenario,
     /// Watchdog: stop the guest after this many seconds and print each
     /// vCPU's state.
     #[arg(long, default_value_t = 120.0, value_name = "SECS")]
@@ -102,6 +105,14 @@ struct Cli {
     verbose: u8,
 }
 
+/// A `--run` value: one of [`Scenario::ALL`], by name.
+fn scenario(name: &str) -> Result<Scenario, String> {
+    Scenario::from_name(name).ok_or_else(|| {
+        let names: Vec<_> = Scenario::names().collect();
+        format!("unknown scenario; one of: {}", names.join(", "))
+    })
+}
+
 /// A `--timeout` / `--duration` value: more than 0, at most a day.
 fn seconds(flag: &str, secs: f64) -> Result<Duration, String> {
     if secs.is_finite() && secs > 0.0 && secs <= 86_400.0 {
@@ -121,7 +132,7 @@ fn config(cli: &Cli) -> Result<VmConfig, String> {
         }
         None => Vec::new(),
     };
-    if (cli.json.is_some() || cli.plot.is_some()) && cli.run != "bench" {
+    if (cli.json.is_some() || cli.plot.is_some()) && cli.run != Scenario::Bench {
         return Err("--json and --plot need --run bench".into());
     }
     let duration = cli.duration.map(|d| seconds("--duration", d)).transpose()?;
@@ -138,7 +149,7 @@ fn config(cli: &Cli) -> Result<VmConfig, String> {
         cpus: cli.cpus,
         mem_mib: cli.mem,
         cmdline: cli.cmdline.clone(),
-        scenario: cli.run.clone(),
+        scenario: cli.run,
         kernel: cli.kernel.clone().map_or(Kernel::Embedded, Kernel::Path),
         timeout,
         numa,
@@ -210,7 +221,7 @@ fn main() -> ProcessExit {
             }
             // A failed --json / --plot write exits 2, unless the guest
             // failed: then its code (1, 3, 4) wins, with its diagnosis.
-            if cli.run == "bench"
+            if cli.run == Scenario::Bench
                 && let Err(msg) = bench_report(&cli, &config, &outcome)
             {
                 eprintln!("vmm: {msg}");

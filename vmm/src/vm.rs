@@ -223,6 +223,7 @@ pub fn run_with_device(config: &VmConfig, kvm_path: &std::path::Path) -> Result<
     info.cpu_count = config.cpus;
     let cmdline = config.guest_cmdline();
     info.cmdline_len = cmdline.len() as u32;
+    info.scenario = config.scenario as u32;
     if cpuid::has_pv_send_ipi(&supported) {
         info.features |= FEATURE_PV_SEND_IPI;
     }
@@ -316,7 +317,7 @@ pub fn run_with_device(config: &VmConfig, kvm_path: &std::path::Path) -> Result<
     if !config.hotplug.is_empty() || config.hotplug_churn.is_some() {
         let (ch, c, ev) = (channel.clone(), ctl.clone(), hotplug_events.clone());
         let (steps, churn, cpus) = (config.hotplug.clone(), config.hotplug_churn, config.cpus);
-        let finish = config.scenario == "wait";
+        let finish = config.scenario == shared::Scenario::Wait;
         helpers.push(std::thread::spawn(move || {
             let stopped = || c.stopped();
             let mut events = hotplug::run_schedule(&ch, &steps, started, &stopped);

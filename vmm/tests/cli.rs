@@ -130,6 +130,9 @@ fn every_argument_rejects_invalid_values() {
         (&["--run", "a;b"], "--run"),
         (&["--run", "a b"], "--run"),
         (&["--run", "ünïcode"], "--run"),
+        (&["--run", "Demo"], "unknown scenario"),
+        (&["--cmdline", "run=selftest"], "--cmdline run=selftest"),
+        (&["--cmdline", "maxcpus=1 run"], "--cmdline run="),
         (&["--timeout", "0"], "--timeout"),
         (&["--timeout=-1"], "--timeout"),
         (&["--timeout", "nan"], "--timeout"),
@@ -186,6 +189,20 @@ fn every_argument_rejects_invalid_values() {
         .filter_map(|(args, want)| check_rejected(args, want))
         .collect();
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// An unknown `--run` is refused before any VM exists (nothing on
+/// stdout, no guest console), with every scenario listed.
+#[test]
+fn unknown_scenario_is_refused_with_the_list() {
+    let out = vmm(&["--run", "nosuch", "--cpus", "2"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(out.stdout.is_empty(), "a VM ran: {:?}", out.stdout);
+    assert!(err.contains("'nosuch'") && err.contains("--run"), "{err}");
+    for s in shared::Scenario::ALL {
+        assert!(err.contains(s.name()), "{err:?} lacks {}", s.name());
+    }
 }
 
 /// Every file of the malformed-ELF corpus is refused with its clear error.

@@ -9,27 +9,26 @@ pub mod hotplug;
 pub mod selftest;
 pub mod torture;
 
+use shared::Scenario;
 use shared::status::GuestStatus;
 
 use crate::kernel::{Boot, hotplug as kernel_hotplug};
 use crate::kprintln;
 
-/// Runs the scenario the command line names.
+/// Runs the scenario the boot information names.
 pub fn run(boot: &Boot) -> GuestStatus {
     let params = &boot.params;
-    match params.scenario {
-        "demo" => demo::run(),
-        "selftest" => selftest::run(),
-        "wait" => kernel_hotplug::wait_for_host(params.wait_ms),
-        "hotplug" => hotplug::run(params, boot.present),
-        "bench" => bench::run(params),
-        "torture" => torture::run(boot.cmdline()),
-        "hostile" => hostile::run(boot.info),
-        other => {
-            kprintln!(
-                "unknown scenario {other:?}; known: demo, selftest, hotplug, wait, torture, hostile, bench"
-            );
-            GuestStatus::BadRequest
-        }
+    let Ok(scenario) = Scenario::try_from(boot.info.scenario) else {
+        kprintln!("unknown scenario number {}", boot.info.scenario);
+        return GuestStatus::BadRequest;
+    };
+    match scenario {
+        Scenario::Demo => demo::run(),
+        Scenario::Selftest => selftest::run(),
+        Scenario::Wait => kernel_hotplug::wait_for_host(params.wait_ms),
+        Scenario::Hotplug => hotplug::run(params, boot.present),
+        Scenario::Bench => bench::run(params),
+        Scenario::Torture => torture::run(boot.cmdline()),
+        Scenario::Hostile => hostile::run(boot.info),
     }
 }
