@@ -46,6 +46,19 @@ wire_enum! {
     }
 }
 
+wire_enum! {
+    /// How a test case ended ([`Body::Test`]).
+    pub enum Verdict: u8 {
+        /// It ran and its checks held (the detail says what was checked).
+        Pass = 0 => "pass",
+        /// It ran and a check failed (the detail says which).
+        Fail = 1 => "fail",
+        /// It could not exercise its behaviour here, e.g. with too few
+        /// CPUs (the detail says why).
+        Skip = 2 => "skip",
+    }
+}
+
 wire_records! {
     /// A record's payload; `S` is `&str` when decoded in place, `String` for
     /// the host's owned copies. Each variant's fields are its wire payload,
@@ -56,13 +69,13 @@ wire_records! {
             /// Its x2APIC id, as read from the APIC.
             apic_id: ApicId,
         },
-        /// One named self-test case finished.
+        /// One named test case finished (or was skipped).
         Test = 2 {
-            /// Whether it passed.
-            passed: bool,
+            /// How it ended.
+            verdict: Verdict,
             /// Case name, unique within the suite.
             name: S,
-            /// What was checked, or why it failed.
+            /// What was checked, why it failed, or why it was skipped.
             detail: S,
         },
         /// A CPU exception the guest could not handle.

@@ -31,9 +31,17 @@ fn every_kind_round_trips() {
     round_trip(Record {
         cpu: 0,
         body: Body::Test {
-            passed: true,
+            verdict: Verdict::Pass,
             name: "fifo-order",
             detail: "8 calls ran in order",
+        },
+    });
+    round_trip(Record {
+        cpu: 0,
+        body: Body::Test {
+            verdict: Verdict::Skip,
+            name: "fifo-order",
+            detail: "needs 2 online CPUs",
         },
     });
     round_trip(Record {
@@ -116,7 +124,7 @@ fn long_strings_are_cut_at_char_boundary() {
     let rec = Record {
         cpu: 0,
         body: Body::Test {
-            passed: false,
+            verdict: Verdict::Fail,
             name: "x",
             detail: &long,
         },
@@ -195,8 +203,8 @@ fn malformed_input_is_rejected() {
         Err(DecodeError::BadField("kind"))
     );
     assert_eq!(
-        Record::decode(b"SR\x02\0\0\0\x03\0\x02\0\0"),
-        Err(DecodeError::BadField("passed"))
+        Record::decode(b"SR\x02\0\0\0\x03\0\x03\0\0"),
+        Err(DecodeError::BadField("verdict"))
     );
     let big = [0u8; RECORD_MAX + 1];
     assert_eq!(
@@ -213,7 +221,7 @@ fn deterministic_garbage_never_panics() {
     let n = Record {
         cpu: 5,
         body: Body::Test {
-            passed: true,
+            verdict: Verdict::Pass,
             name: "n",
             detail: "d",
         },

@@ -26,6 +26,15 @@ wire_enum! {
 }
 
 impl Scenario {
+    /// Whether the scenario reports test cases (`Test` records): the
+    /// self-tests, the hotplug cases, the torture's verdict.
+    pub const fn has_cases(self) -> bool {
+        matches!(
+            self,
+            Scenario::Selftest | Scenario::Hotplug | Scenario::Torture
+        )
+    }
+
     /// Every name, in declaration order.
     pub fn names() -> impl Iterator<Item = &'static str> {
         Self::ALL.iter().map(|s| s.name())

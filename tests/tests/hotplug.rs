@@ -6,37 +6,46 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use smpcall_tests::{
-    HOTPLUG_CASES, Scenario, assert_console, assert_success, config, explain, passed, run,
-    sorted_online,
+    Scenario, Verdict, assert_cases_ok, assert_console, assert_skips_justified, assert_success,
+    config, explain, passed, run, sorted_online, verdict,
 };
 use vmm::Outcome;
 use vmm::hotplug::{Change, parse_schedule};
 
 #[test]
 fn guest_driven_hotplug_at_2_cpus() {
-    passed(&run(&config(2, Scenario::Hotplug, "")), &HOTPLUG_CASES);
+    passed(&run(&config(2, Scenario::Hotplug, "")));
 }
 
 #[test]
 fn guest_driven_hotplug_at_4_cpus() {
-    passed(&run(&config(4, Scenario::Hotplug, "")), &HOTPLUG_CASES);
+    passed(&run(&config(4, Scenario::Hotplug, "")));
 }
 
 #[test]
 fn guest_driven_hotplug_at_8_cpus_with_distinct_apic_ids() {
     let mut c = config(8, Scenario::Hotplug, "");
     c.apic_stride = 2;
-    passed(&run(&c), &HOTPLUG_CASES);
+    passed(&run(&c));
 }
 
 fn boot_params(cmdline: &str, cpus: u32, brought_up: u32) -> Outcome {
     let o = run(&config(cpus, Scenario::Hotplug, cmdline));
-    let names: &[&str] = if brought_up > 1 {
-        &HOTPLUG_CASES
+    if brought_up > 1 {
+        passed(&o);
     } else {
-        &HOTPLUG_CASES[..1]
-    };
-    passed(&o, names);
+        // Only the boot-parameter case applies; the AP cases are skipped.
+        assert_success(&o);
+        let counts = assert_cases_ok(&o);
+        assert_skips_justified(&o, brought_up, false);
+        assert!(counts.skipped > 0, "{}", explain(&o));
+        assert_eq!(
+            verdict(&o, "boot-params-applied"),
+            Some(Verdict::Pass),
+            "{}",
+            explain(&o)
+        );
+    }
     assert_console(&o, &format!("Brought up {brought_up} CPUs"));
     o
 }

@@ -45,7 +45,7 @@ fn torture_passed(o: &Outcome) {
         .into_iter()
         .find(|t| t.name == "scftorture");
     assert!(
-        verdict.as_ref().is_some_and(|t| t.passed),
+        verdict.as_ref().is_some_and(|t| t.passed()),
         "{verdict:?}\n{}",
         explain(o)
     );
@@ -265,7 +265,7 @@ fn hostile_guest_gets_protocol_errors_and_exit_3() {
         "record without magic",
         "unknown record kind 99",
         "bad value in field reserved",
-        "bad value in field passed",
+        "bad value in field verdict",
         "a record is at most",
         "record truncated",
         "string is not UTF-8",
@@ -293,7 +293,7 @@ fn hostile_guest_gets_protocol_errors_and_exit_3() {
         o.records
             .tests()
             .iter()
-            .any(|t| t.name == "hostile-survived" && t.passed)
+            .any(|t| t.name == "hostile-survived" && t.passed())
     );
     assert!(o.records.iter().any(|r| r.cpu == 7 && r.vcpu == 0));
 }

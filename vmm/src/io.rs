@@ -454,7 +454,7 @@ mod tests {
         let n = Record {
             cpu: 0,
             body: Body::Test {
-                passed: true,
+                verdict: shared::record::Verdict::Pass,
                 name: &long,
                 detail: &long,
             },

@@ -1,6 +1,6 @@
 //! `vmm`: boot the smpcall guest on N KVM vCPUs and run a scenario.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode as ProcessExit;
 use std::time::Duration;
 
@@ -87,6 +87,10 @@ struct Cli {
     /// With --run bench: also draw the latency distributions as SVG.
     #[arg(long, value_name = "PATH")]
     plot: Option<PathBuf>,
+    /// With a scenario that has test cases (selftest, hotplug, torture):
+    /// also write the cases as a JUnit XML report.
+    #[arg(long, value_name = "PATH")]
+    junit: Option<PathBuf>,
     /// With --run torture: how long the invokers run (default 5 s).
     #[arg(long, value_name = "SECS")]
     duration: Option<f64>,
@@ -135,6 +139,17 @@ fn config(cli: &Cli) -> Result<VmConfig, String> {
     if (cli.json.is_some() || cli.plot.is_some()) && cli.run != Scenario::Bench {
         return Err("--json and --plot need --run bench".into());
     }
+    if cli.junit.is_some() && !cli.run.has_cases() {
+        let with: Vec<_> = Scenario::ALL
+            .iter()
+            .filter(|s| s.has_cases())
+            .map(|s| s.name())
+            .collect();
+        return Err(format!(
+            "--junit needs a scenario with test cases (--run {})",
+            with.join(", --run ")
+        ));
+    }
     let duration = cli.duration.map(|d| seconds("--duration", d)).transpose()?;
     let faults = cli
         .fault
@@ -162,6 +177,13 @@ fn config(cli: &Cli) -> Result<VmConfig, String> {
         faults,
         duration,
     })
+}
+
+/// Writes `--junit`: the run's test cases as JUnit XML.
+fn junit_report(path: &Path, config: &VmConfig, tests: &[vmm::TestResult]) -> Result<(), String> {
+    let report = vmm::junit::report(config.scenario, config.cpus, tests);
+    let xml = report.to_string().map_err(|e| e.to_string())?;
+    std::fs::write(path, xml).map_err(|e| format!("--junit {}: {e}", path.display()))
 }
 
 /// Prints the benchmark table and writes `--json` / `--plot`.
@@ -252,8 +274,16 @@ fn main() -> ProcessExit {
             }
             let tests = outcome.records.tests();
             if !tests.is_empty() {
-                let passed = tests.iter().filter(|t| t.passed).count();
-                println!("{} passed, {} failed", passed, tests.len() - passed);
+                println!("{}", vmm::CaseCounts::of(&tests));
+            }
+            // As --json: a failed write exits 2 unless the guest failed.
+            if let Some(path) = &cli.junit
+                && let Err(msg) = junit_report(path, &config, &tests)
+            {
+                eprintln!("vmm: {msg}");
+                if outcome.exit_code() == ExitCode::Success {
+                    return ProcessExit::from(ExitCode::Usage as u8);
+                }
             }
             let diagnosis = outcome.diagnosis();
             if !diagnosis.is_empty() {

@@ -4,7 +4,7 @@
 
 use std::ops::Deref;
 
-use shared::record::{Body, Record, WarnKind};
+use shared::record::{Body, Record, Verdict, WarnKind};
 
 use crate::stalls::CsdStall;
 
@@ -33,15 +33,59 @@ impl OwnedRecord {
     }
 }
 
-/// One self-test result.
+/// One test case's result (a `Test` record).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TestResult {
     /// Case name.
     pub name: String,
-    /// Passed?
-    pub passed: bool,
-    /// Detail.
+    /// Pass, fail or skip.
+    pub verdict: Verdict,
+    /// What was checked, why it failed, or why it was skipped.
     pub detail: String,
+}
+
+impl TestResult {
+    /// Whether it passed.
+    pub fn passed(&self) -> bool {
+        self.verdict == Verdict::Pass
+    }
+}
+
+/// How many cases passed, failed and were skipped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CaseCounts {
+    /// Passed.
+    pub passed: usize,
+    /// Failed.
+    pub failed: usize,
+    /// Skipped.
+    pub skipped: usize,
+}
+
+impl CaseCounts {
+    /// Counts `tests` by verdict.
+    pub fn of(tests: &[TestResult]) -> Self {
+        let mut c = CaseCounts::default();
+        for t in tests {
+            match t.verdict {
+                Verdict::Pass => c.passed += 1,
+                Verdict::Fail => c.failed += 1,
+                Verdict::Skip => c.skipped += 1,
+            }
+        }
+        c
+    }
+}
+
+/// The summary line: `27 passed, 0 failed, 13 skipped`.
+impl std::fmt::Display for CaseCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} passed, {} failed, {} skipped",
+            self.passed, self.failed, self.skipped
+        )
+    }
 }
 
 /// Every well-formed record of a run, in arrival order.
@@ -71,17 +115,17 @@ impl Records {
             .collect()
     }
 
-    /// Self-test results, in report order.
+    /// Test case results, in report order.
     pub fn tests(&self) -> Vec<TestResult> {
         self.iter()
             .filter_map(|r| match &r.body {
                 Body::Test {
-                    passed,
+                    verdict,
                     name,
                     detail,
                 } => Some(TestResult {
                     name: name.clone(),
-                    passed: *passed,
+                    verdict: *verdict,
                     detail: detail.clone(),
                 }),
                 _ => None,
@@ -121,5 +165,37 @@ impl Records {
     /// The csd-lock stalls the guest reported, one per stall id.
     pub fn csd_stalls(&self) -> Vec<CsdStall> {
         crate::stalls::collect(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn case(name: &str, verdict: Verdict) -> OwnedRecord {
+        OwnedRecord {
+            vcpu: 0,
+            cpu: 0,
+            body: Body::Test {
+                verdict,
+                name: name.into(),
+                detail: "why".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn cases_are_counted_by_verdict() {
+        let records = Records::from(vec![
+            case("a", Verdict::Pass),
+            case("b", Verdict::Skip),
+            case("c", Verdict::Fail),
+            case("d", Verdict::Pass),
+        ]);
+        let tests = records.tests();
+        assert_eq!(tests.len(), 4);
+        assert!(tests[0].passed() && !tests[1].passed());
+        let counts = CaseCounts::of(&tests);
+        assert_eq!(counts.to_string(), "2 passed, 1 failed, 1 skipped");
     }
 }
