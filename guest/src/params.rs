@@ -1,7 +1,7 @@
 //! Boot parameters from the guest command line, with the seed's meaning:
 //! `nosmp`, `maxcpus=N` (SMP activation limit, 0 disables SMP),
-//! `nr_cpus=N` (hard limit on possible CPUs), plus the scenario and test
-//! switches of this kernel. Malformed values get a warning and the
+//! `nr_cpus=N` (hard limit on possible CPUs), plus the test switches of
+//! this kernel (the scenario comes in the boot information). Malformed values get a warning and the
 //! default; nothing here can fail.
 
 use shared::MAX_CPUS;
@@ -36,8 +36,6 @@ pub struct Warning<'a> {
 /// The parsed command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BootParams<'a> {
-    /// `run=`: the scenario.
-    pub scenario: &'a str,
     /// `maxcpus=` (or 0 from `nosmp`): CPUs to bring up at boot; `None`
     /// brings up every present CPU (the seed's `NR_CPUS` default).
     pub max_cpus: Option<u32>,
@@ -86,7 +84,6 @@ impl<'a> BootParams<'a> {
     /// Parses `cmdline`.
     pub fn parse(cmdline: &'a str) -> Self {
         let mut p = BootParams {
-            scenario: "demo",
             max_cpus: None,
             nr_cpus: None,
             smp_disabled: false,
@@ -106,10 +103,8 @@ impl<'a> BootParams<'a> {
         for Param { key, value } in params(cmdline) {
             let mut warn = |problem| p_warn(&mut p.warnings, key, value, problem);
             match key {
-                "run" => match value {
-                    Some(v) if !v.is_empty() => p.scenario = v,
-                    _ => warn("needs a scenario name; running demo"),
-                },
+                // The scenario is in the boot information, not here.
+                "run" => warn("the host chooses the scenario (vmm --run); ignored"),
                 "nosmp" => {
                     p.max_cpus = Some(0);
                     p.smp_disabled = true;
@@ -218,10 +213,7 @@ mod tests {
     #[test]
     fn defaults() {
         let p = BootParams::parse("");
-        assert_eq!(
-            (p.scenario, p.max_cpus, p.nr_cpus, p.smp_disabled),
-            ("demo", None, None, false)
-        );
+        assert_eq!((p.max_cpus, p.nr_cpus, p.smp_disabled), (None, None, false));
         assert_eq!(p.warnings().count(), 0);
     }
 
@@ -236,10 +228,9 @@ mod tests {
 
     #[test]
     fn maxcpus_limits_activation_only() {
-        let p = BootParams::parse("maxcpus=2 run=selftest");
+        let p = BootParams::parse("maxcpus=2");
         assert_eq!(p.max_cpus, Some(2));
         assert!(!p.smp_disabled);
-        assert_eq!(p.scenario, "selftest");
     }
 
     #[test]
@@ -259,7 +250,7 @@ mod tests {
     #[test]
     fn malformed_values_warn_and_keep_defaults() {
         let p = BootParams::parse("maxcpus=abc nr_cpus=-1 maxcpus= nr_cpus=0 bogus crash=zz run=");
-        assert_eq!((p.max_cpus, p.nr_cpus, p.scenario), (None, None, "demo"));
+        assert_eq!((p.max_cpus, p.nr_cpus), (None, None));
         let keys: Vec<&str> = p.warnings().map(|w| w.key).collect();
         assert_eq!(
             keys,

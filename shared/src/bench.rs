@@ -15,7 +15,11 @@
 //! defined here too, because both sides name them.
 //!
 //! Everything the guest sends is untrusted: [`Marker::decode`] and
-//! [`ResultHeader::decode`] check every field and never panic.
+//! [`ResultHeader::decode`] check every field and never panic. The header
+//! is read and written with the protocol's one reader/writer
+//! ([`crate::wire`]).
+
+use crate::wire::{Reader, Reserved, WireError, Writer};
 
 /// Most samples one case hands over (the last operations of its final
 /// round, when it ran more).
@@ -217,77 +221,86 @@ pub struct ResultHeader {
     pub samples_addr: u64,
 }
 
+impl BenchDecodeError {
+    /// The error for field `name` that could not be read.
+    const fn field(name: &'static str, e: WireError) -> Self {
+        match e {
+            WireError::Truncated => BenchDecodeError::Truncated,
+            _ => BenchDecodeError::BadField(name),
+        }
+    }
+}
+
 impl ResultHeader {
     /// Encodes into exactly [`RESULT_LEN`] bytes.
     pub fn encode(&self) -> [u8; RESULT_LEN] {
         let mut b = [0u8; RESULT_LEN];
-        let mut at = 0;
-        let mut put = |bytes: &[u8]| {
-            b[at..at + bytes.len()].copy_from_slice(bytes);
-            at += bytes.len();
-        };
-        put(&RESULT_MAGIC.to_le_bytes());
-        put(&[
-            self.case as u8,
-            self.status as u8,
-            self.ipi_mode as u8,
-            self.idle_mode as u8,
-        ]);
-        put(&self.sender.to_le_bytes());
-        put(&[0, 0]);
-        for v in [
-            self.targets,
-            self.iterations,
-            self.total_cycles,
-            self.tsc_khz,
-            self.ipis_sent,
-            self.ipis_skipped,
-        ] {
-            put(&v.to_le_bytes());
-        }
-        put(&self.sample_count.to_le_bytes());
-        put(&[0; 4]);
-        put(&self.samples_addr.to_le_bytes());
+        let mut w = Writer::at(&mut b, 0);
+        w.put(&RESULT_MAGIC);
+        w.put(&self.case);
+        w.put(&self.status);
+        w.put(&self.ipi_mode);
+        w.put(&self.idle_mode);
+        w.put(&self.sender);
+        w.put(&Reserved::<2>);
+        w.put(&self.targets);
+        w.put(&self.iterations);
+        w.put(&self.total_cycles);
+        w.put(&self.tsc_khz);
+        w.put(&self.ipis_sent);
+        w.put(&self.ipis_skipped);
+        w.put(&self.sample_count);
+        w.put(&Reserved::<4>);
+        w.put(&self.samples_addr);
+        debug_assert_eq!(w.finish(), Ok(RESULT_LEN));
         b
     }
 
     /// Decodes and validates a header. Never panics.
     pub fn decode(b: &[u8]) -> Result<ResultHeader, BenchDecodeError> {
-        let b: &[u8; RESULT_LEN] = b
-            .get(..RESULT_LEN)
-            .and_then(|s| s.try_into().ok())
-            .ok_or(BenchDecodeError::Truncated)?;
-        let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
-        let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-        let u64_at = |i: usize| {
-            let mut a = [0u8; 8];
-            a.copy_from_slice(&b[i..i + 8]);
-            u64::from_le_bytes(a)
-        };
-        if u32_at(0) != RESULT_MAGIC {
+        if b.len() < RESULT_LEN {
+            return Err(BenchDecodeError::Truncated);
+        }
+        let mut r = Reader::at(b, 0);
+        macro_rules! field {
+            ($name:literal) => {
+                r.get().map_err(|e| BenchDecodeError::field($name, e))?
+            };
+        }
+        if r.get::<u32>() != Ok(RESULT_MAGIC) {
             return Err(BenchDecodeError::BadMagic);
         }
-        let case = Case::from_u8(b[4]).ok_or(BenchDecodeError::UnknownCase(b[4]))?;
-        let status = Status::from_u8(b[5]).ok_or(BenchDecodeError::BadField("status"))?;
-        let ipi_mode = IpiMode::from_u8(b[6]).ok_or(BenchDecodeError::BadField("ipi_mode"))?;
-        let idle_mode = IdleMode::from_u8(b[7]).ok_or(BenchDecodeError::BadField("idle_mode"))?;
-        if u16_at(10) != 0 || u32_at(64) != 0 {
-            return Err(BenchDecodeError::BadField("reserved"));
-        }
+        let case = r.get().map_err(|e| match e {
+            WireError::BadValue(v) => BenchDecodeError::UnknownCase(v as u8),
+            e => BenchDecodeError::field("case", e),
+        })?;
+        let status = field!("status");
+        let ipi_mode = field!("ipi_mode");
+        let idle_mode = field!("idle_mode");
+        let sender = field!("sender");
+        let Reserved::<2> = field!("reserved");
+        let targets = field!("targets");
+        let iterations = field!("iterations");
+        let total_cycles = field!("total_cycles");
+        let tsc_khz = field!("tsc_khz");
+        let ipis_sent = field!("ipis_sent");
+        let ipis_skipped = field!("ipis_skipped");
+        let sample_count = field!("sample_count");
+        let Reserved::<4> = field!("reserved");
         let h = ResultHeader {
             case,
             status,
             ipi_mode,
             idle_mode,
-            sender: u16_at(8),
-            targets: u64_at(12),
-            iterations: u64_at(20),
-            total_cycles: u64_at(28),
-            tsc_khz: u64_at(36),
-            ipis_sent: u64_at(44),
-            ipis_skipped: u64_at(52),
-            sample_count: u32_at(60),
-            samples_addr: u64_at(68),
+            sender,
+            targets,
+            iterations,
+            total_cycles,
+            tsc_khz,
+            ipis_sent,
+            ipis_skipped,
+            sample_count,
+            samples_addr: field!("samples_addr"),
         };
         if h.sample_count as usize > MAX_SAMPLES {
             return Err(BenchDecodeError::BadField("sample_count"));

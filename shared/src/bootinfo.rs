@@ -31,6 +31,11 @@ pub struct BootInfo {
     pub cmdline_len: u32,
     /// `FEATURE_*` bits.
     pub features: u32,
+    /// The [`crate::Scenario`] to run, as its number (the guest refuses an
+    /// unknown one).
+    pub scenario: u32,
+    /// Zero.
+    pub reserved: u32,
     /// x2APIC id of each CPU number; entries past `cpu_count` are unused.
     pub apic_ids: [u32; MAX_CPUS],
     /// NUMA node of each CPU number; entries past `cpu_count` are unused.
@@ -41,7 +46,7 @@ pub struct BootInfo {
 pub const BOOT_INFO_SIZE: usize = core::mem::size_of::<BootInfo>();
 
 // No padding: every byte is a field, so the block can be copied as bytes.
-const _: () = assert!(BOOT_INFO_SIZE == 40 + 4 * MAX_CPUS + MAX_CPUS);
+const _: () = assert!(BOOT_INFO_SIZE == 48 + 4 * MAX_CPUS + MAX_CPUS);
 const _: () = assert!(BOOT_INFO_SIZE as u64 <= crate::layout::BOOT_INFO.size);
 
 impl BootInfo {
@@ -55,6 +60,8 @@ impl BootInfo {
             cpu_count: 0,
             cmdline_len: 0,
             features: 0,
+            scenario: crate::Scenario::Demo as u32,
+            reserved: 0,
             apic_ids: [0; MAX_CPUS],
             numa_node: [0; MAX_CPUS],
         }

@@ -15,6 +15,8 @@ extern crate std;
 
 #[macro_use]
 mod wire_enum;
+#[macro_use]
+mod wire_record;
 
 pub mod apic;
 pub mod bench;
@@ -25,14 +27,17 @@ pub mod layout;
 pub mod mailbox;
 pub mod ports;
 pub mod record;
+pub mod scenario;
 pub mod status;
 pub mod vectors;
+pub mod wire;
 
 pub use ids::{ApicId, CpuId};
+pub use scenario::Scenario;
 
 /// Version of the host/guest protocol. Bump on every change to the layout,
 /// the boot information block, the ports or the record formats.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Most CPUs the guest supports. CPU masks are one 64-bit word.
 pub const MAX_CPUS: usize = 64;

@@ -26,14 +26,22 @@ fn round_trip(rec: Record<'_>) {
 fn every_kind_round_trips() {
     round_trip(Record {
         cpu: 3,
-        body: Body::CpuOnline { apic_id: 3 },
+        body: Body::CpuOnline { apic_id: ApicId(3) },
     });
     round_trip(Record {
         cpu: 0,
         body: Body::Test {
-            passed: true,
+            verdict: Verdict::Pass,
             name: "fifo-order",
             detail: "8 calls ran in order",
+        },
+    });
+    round_trip(Record {
+        cpu: 0,
+        body: Body::Test {
+            verdict: Verdict::Skip,
+            name: "fifo-order",
+            detail: "needs 2 online CPUs",
         },
     });
     round_trip(Record {
@@ -64,7 +72,7 @@ fn every_kind_round_trips() {
         cpu: 0,
         body: Body::CsdStall {
             id: 1,
-            target: 3,
+            target: CpuId(3),
             func: 0x10_4000,
             info: 7,
             waited_ns: 150_000_000,
@@ -77,7 +85,7 @@ fn every_kind_round_trips() {
         cpu: 0,
         body: Body::CsdUnstuck {
             id: 1,
-            target: 3,
+            target: CpuId(3),
             func: 0x10_4000,
             waited_ns: 500_000_000,
             reports: 2,
@@ -92,7 +100,7 @@ fn stall_flag_must_be_a_bool() {
         cpu: 1,
         body: Body::CsdStall {
             id: 1,
-            target: 0,
+            target: CpuId(0),
             func: 0,
             info: 0,
             waited_ns: 0,
@@ -116,7 +124,7 @@ fn long_strings_are_cut_at_char_boundary() {
     let rec = Record {
         cpu: 0,
         body: Body::Test {
-            passed: false,
+            verdict: Verdict::Fail,
             name: "x",
             detail: &long,
         },
@@ -134,7 +142,7 @@ fn declared_length() {
     let mut buf = [0u8; RECORD_MAX];
     let n = Record {
         cpu: 1,
-        body: Body::CpuOnline { apic_id: 9 },
+        body: Body::CpuOnline { apic_id: ApicId(9) },
     }
     .encode(&mut buf)
     .unwrap();
@@ -154,7 +162,7 @@ fn declared_length() {
 fn small_buffer_overflows() {
     let rec = Record {
         cpu: 0,
-        body: Body::CpuOnline { apic_id: 1 },
+        body: Body::CpuOnline { apic_id: ApicId(1) },
     };
     assert_eq!(rec.encode(&mut [0u8; 10]), Err(Overflow));
 }
@@ -192,11 +200,11 @@ fn malformed_input_is_rejected() {
     // Bad warn kind and bad bool.
     assert_eq!(
         Record::decode(b"SR\x04\0\0\0\x0d\0\x09\0\0\0\0\0\0\0\0\0\0\0\0"),
-        Err(DecodeError::BadField("warn kind"))
+        Err(DecodeError::BadField("kind"))
     );
     assert_eq!(
-        Record::decode(b"SR\x02\0\0\0\x03\0\x02\0\0"),
-        Err(DecodeError::BadField("passed"))
+        Record::decode(b"SR\x02\0\0\0\x03\0\x03\0\0"),
+        Err(DecodeError::BadField("verdict"))
     );
     let big = [0u8; RECORD_MAX + 1];
     assert_eq!(
@@ -213,7 +221,7 @@ fn deterministic_garbage_never_panics() {
     let n = Record {
         cpu: 5,
         body: Body::Test {
-            passed: true,
+            verdict: Verdict::Pass,
             name: "n",
             detail: "d",
         },

@@ -17,8 +17,9 @@
 /// }
 /// ```
 ///
-/// Generates `ALL` (every value, in declaration order) and
-/// `TryFrom<repr>` (the error is the unknown number); for `u8` enums also
+/// Generates `ALL` (every value, in declaration order), `TryFrom<repr>`
+/// (the error is the unknown number) and [`crate::wire::Wire`] (the
+/// number as a field); for `u8` enums also
 /// a `const fn from_u8`. With `=> "name"` after every variant, also
 /// `name()` and `from_name()`.
 macro_rules! wire_enum {
@@ -84,6 +85,16 @@ macro_rules! wire_enum {
 
             fn try_from(v: $repr) -> Result<Self, $repr> {
                 Self::from_repr(v).ok_or(v)
+            }
+        }
+
+        impl $crate::wire::Wire<'_> for $ty {
+            fn put(&self, w: &mut $crate::wire::Writer<'_>) {
+                w.put(&(*self as $repr));
+            }
+            fn get(r: &mut $crate::wire::Reader<'_>) -> Result<Self, $crate::wire::WireError> {
+                let v: $repr = r.get()?;
+                Self::from_repr(v).ok_or($crate::wire::WireError::BadValue(v.into()))
             }
         }
 

@@ -6,20 +6,19 @@
 use serde_json::Value;
 use shared::bench::Case;
 use smpcall_tests::{
-    HOTPLUG_CASES, assert_console, assert_success, config, explain, passed, run, run_serial,
-    selftest,
+    Scenario, assert_console, assert_success, config, explain, passed, run, run_serial, selftest,
 };
 use vmm::bench::{Report, RunInfo, plot};
 use vmm::{Outcome, VmConfig};
 
 fn bench(cpus: u32, cmdline: &str) -> (Outcome, Report) {
-    let c = config(cpus, "bench", &format!("bench_ms=10 {cmdline}"));
+    let c = config(cpus, Scenario::Bench, &format!("bench_ms=10 {cmdline}"));
     let o = run(&c);
     assert_success(&o);
     assert!(o.protocol_errors.is_empty(), "{}", explain(&o));
     // A lost wake-up (an IPI skipped for a CPU that was not polling after
     // all) would end only through the stall detector's re-sent IPI.
-    assert!(o.csd_stalls().is_empty(), "{}", explain(&o));
+    assert!(o.records.csd_stalls().is_empty(), "{}", explain(&o));
     let info = RunInfo {
         host: vmm::host::info(),
         vcpus: cpus,
@@ -215,10 +214,10 @@ fn bench_with_polling_idle_sends_fewer_ipis() {
 /// WARNs and stalls the suite provokes, no protocol error), so that a case
 /// that silently became not applicable under a mode is caught. One VM at a
 /// time, as in the self-test binary. Returns both outcomes.
-fn mode_passes(cpus: u32, shape: impl Fn(&str) -> VmConfig) -> [Outcome; 2] {
-    let st = selftest(&shape("selftest"), cpus, false);
-    let hp = run_serial(&shape("hotplug"));
-    passed(&hp, &HOTPLUG_CASES);
+fn mode_passes(cpus: u32, shape: impl Fn(Scenario) -> VmConfig) -> [Outcome; 2] {
+    let st = selftest(&shape(Scenario::Selftest), cpus, false);
+    let hp = run_serial(&shape(Scenario::Hotplug));
+    passed(&hp);
     let outcomes = [st, hp];
     for o in &outcomes {
         assert_console(o, &format!("Brought up {cpus} CPUs"));
@@ -227,7 +226,7 @@ fn mode_passes(cpus: u32, shape: impl Fn(&str) -> VmConfig) -> [Outcome; 2] {
 }
 
 /// 4 CPUs with APIC ids 0, 8, 16, 24: two x2APIC clusters.
-fn four_cpus_two_clusters(scenario: &str, cmdline: &str) -> VmConfig {
+fn four_cpus_two_clusters(scenario: Scenario, cmdline: &str) -> VmConfig {
     let mut c = config(4, scenario, cmdline);
     c.apic_stride = 8;
     c

@@ -2,11 +2,13 @@
 //! and hangs are reported, bad input is refused.
 
 use shared::status::{ExitCode, GuestStatus};
-use smpcall_tests::{SHORT_TIMEOUT, assert_console, assert_success, config, explain, run};
+use smpcall_tests::{
+    SHORT_TIMEOUT, Scenario, assert_console, assert_success, config, explain, run,
+};
 use vmm::{Ending, Error, Kernel, OwnedBody, VmConfig};
 
 fn boots(cpus: u32, stride: u32) {
-    let mut c = config(cpus, "demo", "");
+    let mut c = config(cpus, Scenario::Demo, "");
     c.apic_stride = stride;
     let o = run(&c);
     assert_success(&o);
@@ -16,7 +18,7 @@ fn boots(cpus: u32, stride: u32) {
         .records
         .iter()
         .filter_map(|r| match r.body {
-            OwnedBody::CpuOnline { apic_id } => Some((r.cpu, apic_id)),
+            OwnedBody::CpuOnline { apic_id } => Some((r.cpu, apic_id.0)),
             _ => None,
         })
         .collect();
@@ -57,7 +59,7 @@ fn apic_ids_distinct_from_cpu_numbers() {
 }
 
 fn crashes_with(word: &str, vector: u8) -> vmm::Outcome {
-    let o = run(&config(2, "demo", &format!("crash={word}")));
+    let o = run(&config(2, Scenario::Demo, &format!("crash={word}")));
     assert_eq!(
         o.ending,
         Ending::GuestExit(GuestStatus::Crashed),
@@ -105,7 +107,7 @@ fn general_protection_fault_is_reported() {
 
 #[test]
 fn hung_guest_trips_the_watchdog_with_every_vcpu_dumped() {
-    let mut c = config(3, "demo", "hang");
+    let mut c = config(3, Scenario::Demo, "hang");
     c.timeout = SHORT_TIMEOUT;
     let o = run(&c);
     assert_eq!(o.ending, Ending::Timeout(SHORT_TIMEOUT), "{}", explain(&o));
@@ -128,14 +130,17 @@ fn setup_error(c: &VmConfig) -> Error {
 
 #[test]
 fn bad_cpu_counts_are_refused() {
-    assert!(matches!(setup_error(&config(0, "demo", "")), Error::NoCpus));
-    let e = setup_error(&config(65, "demo", ""));
+    assert!(matches!(
+        setup_error(&config(0, Scenario::Demo, "")),
+        Error::NoCpus
+    ));
+    let e = setup_error(&config(65, Scenario::Demo, ""));
     assert!(e.to_string().contains("at most 64"), "{e}");
 }
 
 #[test]
 fn bad_memory_sizes_are_refused() {
-    let mut c = config(1, "demo", "");
+    let mut c = config(1, Scenario::Demo, "");
     c.mem_mib = 1;
     assert!(matches!(setup_error(&c), Error::MemTooSmall { .. }));
     c.mem_mib = 1 << 20;
@@ -148,7 +153,7 @@ fn kernel_error(bytes: Option<&[u8]>, want: &str) {
     if let Some(b) = bytes {
         std::fs::write(&dir, b).unwrap();
     }
-    let mut c = config(1, "demo", "");
+    let mut c = config(1, Scenario::Demo, "");
     c.kernel = Kernel::Path(dir.clone());
     let e = setup_error(&c);
     let _ = std::fs::remove_file(&dir);
@@ -176,7 +181,7 @@ fn bad_kernels_are_refused_with_a_reason() {
 
 #[test]
 fn unreadable_kernel_is_refused() {
-    let mut c = config(1, "demo", "");
+    let mut c = config(1, Scenario::Demo, "");
     c.kernel = Kernel::Path(std::env::temp_dir());
     let e = setup_error(&c);
     assert!(matches!(e, Error::KernelRead { .. }), "{e}");
@@ -184,16 +189,21 @@ fn unreadable_kernel_is_refused() {
 
 #[test]
 fn missing_kvm_device_is_named() {
-    let e = vmm::run_with_device(&config(1, "demo", ""), "/nonexistent/kvm".as_ref()).unwrap_err();
+    let e = vmm::run_with_device(&config(1, Scenario::Demo, ""), "/nonexistent/kvm".as_ref())
+        .unwrap_err();
     assert!(matches!(e, Error::KvmMissing { .. }), "{e}");
     assert!(e.to_string().contains("/nonexistent/kvm"));
-    let e = vmm::run_with_device(&config(1, "demo", ""), "/dev/null".as_ref()).unwrap_err();
+    let e = vmm::run_with_device(&config(1, Scenario::Demo, ""), "/dev/null".as_ref()).unwrap_err();
     assert!(matches!(e, Error::NotKvm { .. }), "{e}");
 }
 
 #[test]
 fn malformed_boot_parameters_warn_and_boot() {
-    let o = run(&config(2, "demo", "maxcpus=abc nr_cpus=-1 maxcpus="));
+    let o = run(&config(
+        2,
+        Scenario::Demo,
+        "maxcpus=abc nr_cpus=-1 maxcpus=",
+    ));
     assert_success(&o);
     assert_console(&o, "warning: maxcpus=abc");
     assert_console(&o, "warning: nr_cpus=-1");

@@ -6,36 +6,46 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use smpcall_tests::{
-    HOTPLUG_CASES, assert_console, assert_success, config, explain, passed, run, sorted_online,
+    Scenario, Verdict, assert_cases_ok, assert_console, assert_skips_justified, assert_success,
+    config, explain, passed, run, sorted_online, verdict,
 };
 use vmm::Outcome;
 use vmm::hotplug_driver::{Change, parse_schedule};
 
 #[test]
 fn guest_driven_hotplug_at_2_cpus() {
-    passed(&run(&config(2, "hotplug", "")), &HOTPLUG_CASES);
+    passed(&run(&config(2, Scenario::Hotplug, "")));
 }
 
 #[test]
 fn guest_driven_hotplug_at_4_cpus() {
-    passed(&run(&config(4, "hotplug", "")), &HOTPLUG_CASES);
+    passed(&run(&config(4, Scenario::Hotplug, "")));
 }
 
 #[test]
 fn guest_driven_hotplug_at_8_cpus_with_distinct_apic_ids() {
-    let mut c = config(8, "hotplug", "");
+    let mut c = config(8, Scenario::Hotplug, "");
     c.apic_stride = 2;
-    passed(&run(&c), &HOTPLUG_CASES);
+    passed(&run(&c));
 }
 
 fn boot_params(cmdline: &str, cpus: u32, brought_up: u32) -> Outcome {
-    let o = run(&config(cpus, "hotplug", cmdline));
-    let names: &[&str] = if brought_up > 1 {
-        &HOTPLUG_CASES
+    let o = run(&config(cpus, Scenario::Hotplug, cmdline));
+    if brought_up > 1 {
+        passed(&o);
     } else {
-        &HOTPLUG_CASES[..1]
-    };
-    passed(&o, names);
+        // Only the boot-parameter case applies; the AP cases are skipped.
+        assert_success(&o);
+        let counts = assert_cases_ok(&o);
+        assert_skips_justified(&o, brought_up, false);
+        assert!(counts.skipped > 0, "{}", explain(&o));
+        assert_eq!(
+            verdict(&o, "boot-params-applied"),
+            Some(Verdict::Pass),
+            "{}",
+            explain(&o)
+        );
+    }
     assert_console(&o, &format!("Brought up {brought_up} CPUs"));
     o
 }
@@ -74,7 +84,7 @@ fn malformed_values_keep_defaults() {
 }
 
 fn schedule(cpus: u32, cmdline: &str, spec: &str) -> Outcome {
-    let mut c = config(cpus, "wait", cmdline);
+    let mut c = config(cpus, Scenario::Wait, cmdline);
     c.hotplug = parse_schedule(spec, cpus).unwrap();
     run(&c)
 }
@@ -154,7 +164,7 @@ fn nosmp_cpus_cannot_be_brought_up() {
 #[test]
 fn control_socket_answers_good_and_bad_requests() {
     let path = std::env::temp_dir().join(format!("smpcall-api-{}.sock", std::process::id()));
-    let mut c = config(4, "wait", "");
+    let mut c = config(4, Scenario::Wait, "");
     c.api_sock = Some(path.clone());
     let vm = std::thread::spawn(move || run(&c));
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -213,7 +223,7 @@ fn control_socket_answers_good_and_bad_requests() {
 
 #[test]
 fn failed_prepare_cancels_the_bring_up() {
-    let o = run(&config(4, "demo", "fail_prepare=2"));
+    let o = run(&config(4, Scenario::Demo, "fail_prepare=2"));
     assert_success(&o);
     assert_console(
         &o,
@@ -229,7 +239,7 @@ fn an_ap_that_does_not_come_up_is_cancelled_and_can_be_retried() {
     // INIT (back to wait-for-SIPI) and goes on with CPU 2. A later online
     // request for CPU 1 times out the same way and is refused (-EIO), and
     // the VM stays healthy.
-    let mut c = config(3, "wait", "stuck_ap=1 ap_timeout_ms=200");
+    let mut c = config(3, Scenario::Wait, "stuck_ap=1 ap_timeout_ms=200");
     c.hotplug = parse_schedule("0:on 1; 0:off 2; 0:on 2", 3).unwrap();
     let o = run(&c);
     assert_success(&o);

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use shared::status::{ExitCode, GuestStatus};
-use smpcall_tests::{config, explain, run};
+use smpcall_tests::{Scenario, config, explain, run};
 use vmm::fault::Fault;
 use vmm::hotplug_driver::Change;
 use vmm::{Ending, Outcome, VmConfig};
@@ -18,13 +18,14 @@ use vmm::{Ending, Outcome, VmConfig};
 const TORTURE: Duration = Duration::from_millis(1500);
 
 fn torture(cpus: u32, cmdline: &str) -> VmConfig {
-    let mut c = config(cpus, "torture", cmdline);
+    let mut c = config(cpus, Scenario::Torture, cmdline);
     c.duration = Some(TORTURE);
     c
 }
 
 fn counter(o: &Outcome, name: &str) -> u64 {
-    o.counter(name)
+    o.records
+        .counter(name)
         .unwrap_or_else(|| panic!("counter {name} missing\n{}", explain(o)))
 }
 
@@ -38,9 +39,13 @@ fn torture_passed(o: &Outcome) {
         "{}",
         explain(o)
     );
-    let verdict = o.tests().into_iter().find(|t| t.name == "scftorture");
+    let verdict = o
+        .records
+        .tests()
+        .into_iter()
+        .find(|t| t.name == "scftorture");
     assert!(
-        verdict.as_ref().is_some_and(|t| t.passed),
+        verdict.as_ref().is_some_and(|t| t.passed()),
         "{verdict:?}\n{}",
         explain(o)
     );
@@ -51,7 +56,7 @@ fn torture_passed(o: &Outcome) {
     let pairs = counter(o, "scf.pairs");
     assert_eq!(counter(o, "scf.pairs_once"), pairs, "{}", explain(o));
     assert_eq!(counter(o, "scf.invoked"), pairs, "{}", explain(o));
-    for (_, name, value) in o.counters() {
+    for (_, name, value) in o.records.counters() {
         if name.starts_with("scf.err.") {
             assert_eq!(value, 0, "{name}\n{}", explain(o));
         }
@@ -179,7 +184,7 @@ fn stalled_vcpu_is_reported_and_every_call_completes() {
     torture_passed(&o);
     assert_eq!(o.faults.stalls.len(), 1, "{:?}", o.faults);
     assert_eq!(o.faults.stalls[0].cpu, 1);
-    let stalls = o.csd_stalls();
+    let stalls = o.records.csd_stalls();
     let on_1: Vec<_> = stalls.iter().filter(|s| s.target == 1).collect();
     assert!(
         !on_1.is_empty(),
@@ -227,7 +232,7 @@ fn dropped_ipis_are_recovered_by_the_stall_detector() {
         );
     }
     assert!(counter(&o, "scf.ipis_dropped") > 0, "{}", explain(&o));
-    let stalls = o.csd_stalls();
+    let stalls = o.records.csd_stalls();
     assert!(stalls.iter().any(|s| s.resends > 0), "{}", explain(&o));
     assert!(
         stalls.iter().all(|s| s.unstuck_after.is_some()),
@@ -238,7 +243,7 @@ fn dropped_ipis_are_recovered_by_the_stall_detector() {
 
 #[test]
 fn hostile_guest_gets_protocol_errors_and_exit_3() {
-    let o = run(&config(2, "hostile", ""));
+    let o = run(&config(2, Scenario::Hostile, ""));
     assert_eq!(
         o.ending,
         Ending::BadExitStatus(0xdead_beef),
@@ -260,7 +265,7 @@ fn hostile_guest_gets_protocol_errors_and_exit_3() {
         "record without magic",
         "unknown record kind 99",
         "bad value in field reserved",
-        "bad value in field passed",
+        "bad value in field verdict",
         "a record is at most",
         "record truncated",
         "string is not UTF-8",
@@ -285,9 +290,10 @@ fn hostile_guest_gets_protocol_errors_and_exit_3() {
     );
     assert!(o.console.contains("\\u{1b}[2J") && !o.console.contains('\u{1b}'));
     assert!(
-        o.tests()
+        o.records
+            .tests()
             .iter()
-            .any(|t| t.name == "hostile-survived" && t.passed)
+            .any(|t| t.name == "hostile-survived" && t.passed())
     );
     assert!(o.records.iter().any(|r| r.cpu == 7 && r.vcpu == 0));
 }

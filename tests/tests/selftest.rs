@@ -1,32 +1,61 @@
-//! The in-guest self-test suite (`run=selftest`) on real vCPUs: every case
-//! that applies to the CPU count must be reported, by name, and pass; the
-//! only WARNs are the ones the suite triggers on purpose.
+//! The in-guest self-test suite (`--run selftest`) on real vCPUs, checked
+//! from its `Test` records: every case is reported, by name, and passes or
+//! is skipped for a reason the CPU count justifies; the only WARNs are the
+//! ones the suite triggers on purpose.
 
-use smpcall_tests::{config, detail, explain, selftest};
+use smpcall_tests::{Scenario, Verdict, config, detail, explain, selftest, verdict};
+
+/// Cases that need a second CPU to exercise their behaviour.
+const NEED_A_SECOND_CPU: [&str; 2] = ["kick-all-cpus-sync", "irq-work-queue-on"];
 
 #[test]
 fn selftest_1_cpu() {
-    selftest(&config(1, "selftest", ""), 1, false);
+    let o = selftest(&config(1, Scenario::Selftest, ""), 1, false);
+    for name in NEED_A_SECOND_CPU {
+        assert_eq!(verdict(&o, name), Some(Verdict::Skip), "{}", explain(&o));
+        assert_eq!(detail(&o, name), "needs 2 online CPUs");
+    }
+    // The JUnit report has one testcase per case record, verdicts kept.
+    let tests = o.records.tests();
+    let xml = vmm::junit::report(Scenario::Selftest, 1, &tests)
+        .to_string()
+        .expect("serializes");
+    let back = quick_junit::Report::deserialize_from_str(&xml).expect("a JUnit reader accepts it");
+    let [suite] = &back.test_suites[..] else {
+        panic!("{back:?}")
+    };
+    assert_eq!(suite.name.as_str(), "smpcall selftest, 1 CPU");
+    assert_eq!(suite.test_cases.len(), tests.len());
+    let skipped = tests.iter().filter(|t| t.verdict == Verdict::Skip).count();
+    assert_eq!((suite.skipped, suite.failures), (skipped, 0));
+    for (case, t) in suite.test_cases.iter().zip(&tests) {
+        assert_eq!(case.name.as_str(), t.name);
+        let is_skip = matches!(case.status, quick_junit::TestCaseStatus::Skipped { .. });
+        assert_eq!(is_skip, t.verdict == Verdict::Skip, "{}", t.name);
+    }
 }
 
 #[test]
 fn selftest_2_cpus() {
-    selftest(&config(2, "selftest", ""), 2, false);
+    let o = selftest(&config(2, Scenario::Selftest, ""), 2, false);
+    for name in NEED_A_SECOND_CPU {
+        assert_eq!(verdict(&o, name), Some(Verdict::Pass), "{}", explain(&o));
+    }
 }
 
 #[test]
 fn selftest_3_cpus() {
-    selftest(&config(3, "selftest", ""), 3, false);
+    selftest(&config(3, Scenario::Selftest, ""), 3, false);
 }
 
 #[test]
 fn selftest_4_cpus() {
-    selftest(&config(4, "selftest", ""), 4, false);
+    selftest(&config(4, Scenario::Selftest, ""), 4, false);
 }
 
 #[test]
 fn selftest_8_cpus() {
-    let o = selftest(&config(8, "selftest", ""), 8, false);
+    let o = selftest(&config(8, Scenario::Selftest, ""), 8, false);
     assert!(
         detail(&o, "any-prefers-same-node").starts_with("one NUMA node"),
         "{}",
@@ -36,7 +65,7 @@ fn selftest_8_cpus() {
 
 #[test]
 fn selftest_8_cpus_two_numa_nodes() {
-    let mut c = config(8, "selftest", "");
+    let mut c = config(8, Scenario::Selftest, "");
     c.numa = vec![0, 0, 0, 0, 1, 1, 1, 1];
     let o = selftest(&c, 8, false);
     // CPU 4 is the first CPU whose nearest same-node CPU is not the first
@@ -51,7 +80,7 @@ fn selftest_8_cpus_two_numa_nodes() {
 
 #[test]
 fn selftest_8_cpus_apic_stride_3() {
-    let mut c = config(8, "selftest", "");
+    let mut c = config(8, Scenario::Selftest, "");
     c.apic_stride = 3;
     selftest(&c, 8, false);
 }
@@ -60,13 +89,13 @@ fn selftest_8_cpus_apic_stride_3() {
 fn selftest_with_present_cpus_left_offline() {
     // One online CPU, one present but never brought up: -ENXIO for an
     // offline CPU becomes checkable without a second online CPU.
-    let o = selftest(&config(2, "selftest", "maxcpus=1"), 1, true);
+    let o = selftest(&config(2, Scenario::Selftest, "maxcpus=1"), 1, true);
     assert!(
         detail(&o, "enxio-offline-cpu").contains("present, never brought up"),
         "{}",
         explain(&o)
     );
-    let o = selftest(&config(4, "selftest", "maxcpus=2"), 2, true);
+    let o = selftest(&config(4, Scenario::Selftest, "maxcpus=2"), 2, true);
     assert!(
         detail(&o, "many-skips-self-and-offline").contains("present, never brought up"),
         "{}",

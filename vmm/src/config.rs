@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use shared::MAX_CPUS;
 use shared::cmdline::CMDLINE_MAX;
 use shared::layout::{DEFAULT_MEM, MAX_MEM};
+use shared::{MAX_CPUS, Scenario};
 
 use crate::error::{Error, Result};
 
@@ -29,8 +29,8 @@ pub struct VmConfig {
     pub mem_mib: u64,
     /// Extra guest command-line words (`nosmp`, `maxcpus=2`, ...).
     pub cmdline: String,
-    /// Scenario the guest runs (`run=` on its command line).
-    pub scenario: String,
+    /// Scenario the guest runs (in its boot information).
+    pub scenario: Scenario,
     /// The guest kernel.
     pub kernel: Kernel,
     /// Watchdog: stop the guest and report each vCPU after this long.
@@ -64,7 +64,7 @@ impl Default for VmConfig {
             cpus: 1,
             mem_mib: DEFAULT_MEM >> 20,
             cmdline: String::new(),
-            scenario: "demo".into(),
+            scenario: Scenario::Demo,
             kernel: Kernel::Embedded,
             timeout: Duration::from_secs(120),
             numa: Vec::new(),
@@ -89,17 +89,17 @@ impl VmConfig {
         }
     }
 
-    /// The full guest command line: the scenario, then the user's words.
+    /// The full guest command line: the VMM's words (`--duration`), then
+    /// the user's.
     pub fn guest_cmdline(&self) -> String {
-        let mut line = format!("run={}", self.scenario);
+        let mut words = Vec::new();
         if let Some(d) = self.duration {
-            line.push_str(&format!(" torture.duration_ms={}", d.as_millis()));
+            words.push(format!("torture.duration_ms={}", d.as_millis()));
         }
         if !self.cmdline.trim().is_empty() {
-            line.push(' ');
-            line.push_str(self.cmdline.trim());
+            words.push(self.cmdline.trim().to_string());
         }
-        line
+        words.join(" ")
     }
 
     /// Checks everything that can be checked without KVM.
@@ -121,13 +121,10 @@ impl VmConfig {
                 max_mib,
             });
         }
-        if self.scenario.is_empty()
-            || !self
-                .scenario
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(Error::BadScenario(self.scenario.clone()));
+        // The scenario is in the boot information; a `run=` word would
+        // look as if it chose one.
+        if let Some(word) = shared::cmdline::params(&self.cmdline).find(|p| p.key == "run") {
+            return Err(Error::RunInCmdline(word.value.unwrap_or("").to_string()));
         }
         let len = self.guest_cmdline().len();
         if len > CMDLINE_MAX {
@@ -253,9 +250,14 @@ mod tests {
         };
         assert!(matches!(c.validate(), Err(Error::CmdlineTooLong { .. })));
         let c = VmConfig {
-            scenario: "a b".into(),
+            cmdline: "maxcpus=1 run=selftest".into(),
             ..VmConfig::with_cpus(1)
         };
-        assert!(matches!(c.validate(), Err(Error::BadScenario(_))));
+        assert!(matches!(c.validate(), Err(Error::RunInCmdline(s)) if s == "selftest"));
+        let c = VmConfig {
+            cmdline: "rerun=1 running".into(),
+            ..VmConfig::with_cpus(1)
+        };
+        assert!(c.validate().is_ok());
     }
 }

@@ -76,9 +76,9 @@ pub enum Error {
     /// A bad APIC id stride.
     #[error("--apic-stride {0}: must be 1 to 16")]
     BadApicStride(u32),
-    /// A bad `--run` scenario name.
-    #[error("--run {0:?}: a scenario name is letters, digits, '-' and '_'")]
-    BadScenario(String),
+    /// `run=` on the guest command line: the scenario is `--run`.
+    #[error("--cmdline run={0}: choose the scenario with --run")]
+    RunInCmdline(String),
     /// `/dev/kvm` is missing.
     #[error("{path}: not found; KVM is not available on this host (is the kvm module loaded?)")]
     KvmMissing {

@@ -147,7 +147,7 @@ pub fn drive(
     let mut events = run_schedule(channel, &config.hotplug, start, stopped);
     if let Some(period) = config.hotplug_churn {
         events.extend(churn(channel, config.cpus, period, start, stopped));
-    } else if config.scenario == "wait" && !stopped() {
+    } else if config.scenario == shared::Scenario::Wait && !stopped() {
         let _ = channel.request(Op::Finish, 0, REQUEST_TIMEOUT);
     }
     events

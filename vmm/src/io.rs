@@ -11,7 +11,7 @@ use shared::record::{self, HEADER_LEN, RECORD_MAX, Record};
 use shared::status::GuestStatus;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use crate::outcome::OwnedRecord;
+use crate::records::{OwnedRecord, Records};
 
 /// Longest console line kept before it is cut.
 const LINE_MAX: usize = 4096;
@@ -334,7 +334,7 @@ impl GuestIo {
 
     /// Everything collected: console text (with unfinished lines), records,
     /// protocol errors.
-    pub fn take(&self) -> (String, Vec<OwnedRecord>, Vec<String>) {
+    pub fn take(&self) -> (String, Records, Vec<String>) {
         let mut c = self.console.lock().unwrap_or_else(|p| p.into_inner());
         let mut text = std::mem::take(&mut c.text);
         for buf in c.partial.iter_mut().filter(|b| !b.is_empty()) {
@@ -348,7 +348,7 @@ impl GuestIo {
         if e.1 > 0 {
             errors.push(format!("... and {} more protocol errors", e.1));
         }
-        (text, records, errors)
+        (text, records.into(), errors)
     }
 }
 
@@ -454,7 +454,7 @@ mod tests {
         let n = Record {
             cpu: 0,
             body: Body::Test {
-                passed: true,
+                verdict: shared::record::Verdict::Pass,
                 name: &long,
                 detail: &long,
             },
@@ -488,7 +488,9 @@ mod tests {
         let mut buf = [0u8; 64];
         let rec = Record {
             cpu: 3,
-            body: Body::CpuOnline { apic_id: 3 },
+            body: Body::CpuOnline {
+                apic_id: shared::ApicId(3),
+            },
         };
         let n = rec.encode(&mut buf).unwrap();
         put(&mem, 0x4000, &buf[..n]);

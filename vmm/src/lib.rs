@@ -4,7 +4,7 @@
 //!
 //! ```no_run
 //! let outcome = vmm::run(&vmm::VmConfig::with_cpus(4)).unwrap();
-//! assert_eq!(outcome.online_cpus().len(), 4);
+//! assert_eq!(outcome.records.online_cpus().len(), 4);
 //! ```
 #![deny(missing_docs)]
 
@@ -19,11 +19,13 @@ pub mod fuzzing;
 pub mod host;
 pub mod hotplug_driver;
 pub mod io;
+pub mod junit;
 pub mod kick;
 pub mod kvm_stats;
 pub mod mailbox;
 pub mod memory;
 pub mod outcome;
+pub mod records;
 pub mod regs;
 pub mod stalls;
 pub mod vcpu;
@@ -31,5 +33,6 @@ pub mod vm;
 
 pub use config::{Kernel, VmConfig, parse_numa};
 pub use error::{Error, Result};
-pub use outcome::{Ending, Outcome, OwnedBody, OwnedRecord, TestResult, VcpuDump};
+pub use outcome::{Ending, Outcome, VcpuDump};
+pub use records::{CaseCounts, OwnedBody, OwnedRecord, Records, TestResult};
 pub use vm::{EMBEDDED_GUEST, Vm, VmBuilder, run, run_with_device};

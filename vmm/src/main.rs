@@ -1,23 +1,25 @@
 //! `vmm`: boot the smpcall guest on N KVM vCPUs and run a scenario.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode as ProcessExit;
 use std::time::Duration;
 
 use clap::Parser;
+use shared::Scenario;
 use shared::status::ExitCode;
 use vmm::{Kernel, VmConfig};
 
 const EXIT_CODES: &str = "\
 Exit codes:
   0  success: the guest ran the scenario and reported success
-  1  the guest reported a failure (a failed self-test, an unknown scenario)
+  1  the guest reported a failure (a failed self-test)
   2  usage or configuration error (bad arguments, bad --kernel, no /dev/kvm)
   3  the guest crashed (exception, triple fault, failed entry), wrote a meaningless
      exit status (as --run hostile does), or KVM failed
   4  timeout: the watchdog stopped a guest that did not finish (--timeout)
 
-Guest command-line words (--cmdline): nosmp, nr_cpus=N, maxcpus=N, as in Linux.
+Guest command-line words (--cmdline): nosmp, nr_cpus=N, maxcpus=N, as in Linux;
+run= is refused (the scenario is --run).
 IPI delivery and idle (--cmdline): ipi=phys|shorthand|cluster|pv, idle=halt|poll;
 bench_ms=MS is the bench's time goal per case (default 200).
 Torture (--run torture): scf.weight_single=N ... scf.weight_all_wait=N as scftorture,
@@ -48,12 +50,13 @@ struct Cli {
     #[arg(long, value_name = "PATH")]
     kernel: Option<PathBuf>,
     /// Scenario for the guest: demo (a tour of the API), selftest (every
-    /// semantic, one line per case), wait (serve --hotplug / --api-sock
-    /// requests until {"exit":true} or the schedule's end), bench (IPI
-    /// round trips and the smp call paths, timed in the guest, with KVM's
-    /// counters per vCPU; see --json, --plot, --pin).
-    #[arg(long, default_value = "demo", value_name = "SCENARIO")]
-    run: String,
+    /// semantic, one case each), hotplug (hotplug cases), wait (serve
+    /// --hotplug / --api-sock requests until {"exit":true} or the
+    /// schedule's end), bench (IPI round trips and the smp call paths,
+    /// timed in the guest, with KVM's counters per vCPU; see --json,
+    /// --plot, --pin), torture (scftorture), hostile (abuses the protocol).
+    #[arg(long, default_value = "demo", value_name = "SCENARIO", value_parser = scenario)]
+    run: Scenario,
     /// Watchdog: stop the guest after this many seconds and print each
     /// vCPU's state.
     #[arg(long, default_value_t = 120.0, value_name = "SECS")]
@@ -84,6 +87,10 @@ struct Cli {
     /// With --run bench: also draw the latency distributions as SVG.
     #[arg(long, value_name = "PATH")]
     plot: Option<PathBuf>,
+    /// With a scenario that has test cases (selftest, hotplug, torture):
+    /// also write the cases as a JUnit XML report.
+    #[arg(long, value_name = "PATH")]
+    junit: Option<PathBuf>,
     /// With --run torture: how long the invokers run (default 5 s).
     #[arg(long, value_name = "SECS")]
     duration: Option<f64>,
@@ -100,6 +107,14 @@ struct Cli {
     /// More logging (repeat for more).
     #[arg(long, short, action = clap::ArgAction::Count)]
     verbose: u8,
+}
+
+/// A `--run` value: one of [`Scenario::ALL`], by name.
+fn scenario(name: &str) -> Result<Scenario, String> {
+    Scenario::from_name(name).ok_or_else(|| {
+        let names: Vec<_> = Scenario::names().collect();
+        format!("unknown scenario; one of: {}", names.join(", "))
+    })
 }
 
 /// A `--timeout` / `--duration` value: more than 0, at most a day.
@@ -120,8 +135,19 @@ fn config(cli: &Cli) -> Result<VmConfig, String> {
             .map_err(|e| format!("--hotplug: {e}"))?,
         None => Vec::new(),
     };
-    if (cli.json.is_some() || cli.plot.is_some()) && cli.run != "bench" {
+    if (cli.json.is_some() || cli.plot.is_some()) && cli.run != Scenario::Bench {
         return Err("--json and --plot need --run bench".into());
+    }
+    if cli.junit.is_some() && !cli.run.has_cases() {
+        let with: Vec<_> = Scenario::ALL
+            .iter()
+            .filter(|s| s.has_cases())
+            .map(|s| s.name())
+            .collect();
+        return Err(format!(
+            "--junit needs a scenario with test cases (--run {})",
+            with.join(", --run ")
+        ));
     }
     let duration = cli.duration.map(|d| seconds("--duration", d)).transpose()?;
     let faults = cli
@@ -137,7 +163,7 @@ fn config(cli: &Cli) -> Result<VmConfig, String> {
         cpus: cli.cpus,
         mem_mib: cli.mem,
         cmdline: cli.cmdline.clone(),
-        scenario: cli.run.clone(),
+        scenario: cli.run,
         kernel: cli.kernel.clone().map_or(Kernel::Embedded, Kernel::Path),
         timeout,
         numa,
@@ -150,6 +176,13 @@ fn config(cli: &Cli) -> Result<VmConfig, String> {
         faults,
         duration,
     })
+}
+
+/// Writes `--junit`: the run's test cases as JUnit XML.
+fn junit_report(path: &Path, config: &VmConfig, tests: &[vmm::TestResult]) -> Result<(), String> {
+    let report = vmm::junit::report(config.scenario, config.cpus, tests);
+    let xml = report.to_string().map_err(|e| e.to_string())?;
+    std::fs::write(path, xml).map_err(|e| format!("--junit {}: {e}", path.display()))
 }
 
 /// Prints the benchmark table and writes `--json` / `--plot`.
@@ -209,7 +242,7 @@ fn main() -> ProcessExit {
             }
             // A failed --json / --plot write exits 2, unless the guest
             // failed: then its code (1, 3, 4) wins, with its diagnosis.
-            if cli.run == "bench"
+            if cli.run == Scenario::Bench
                 && let Err(msg) = bench_report(&cli, &config, &outcome)
             {
                 eprintln!("vmm: {msg}");
@@ -217,7 +250,7 @@ fn main() -> ProcessExit {
                     return ProcessExit::from(ExitCode::Usage as u8);
                 }
             }
-            let stalls = outcome.csd_stalls();
+            let stalls = outcome.records.csd_stalls();
             if !stalls.is_empty() {
                 let unstuck = stalls.iter().filter(|s| s.unstuck_after.is_some()).count();
                 let resends: u32 = stalls.iter().map(|s| s.resends).sum();
@@ -238,10 +271,18 @@ fn main() -> ProcessExit {
             for line in outcome.faults.lines() {
                 println!("{line}");
             }
-            let tests = outcome.tests();
+            let tests = outcome.records.tests();
             if !tests.is_empty() {
-                let passed = tests.iter().filter(|t| t.passed).count();
-                println!("{} passed, {} failed", passed, tests.len() - passed);
+                println!("{}", vmm::CaseCounts::of(&tests));
+            }
+            // As --json: a failed write exits 2 unless the guest failed.
+            if let Some(path) = &cli.junit
+                && let Err(msg) = junit_report(path, &config, &tests)
+            {
+                eprintln!("vmm: {msg}");
+                if outcome.exit_code() == ExitCode::Success {
+                    return ProcessExit::from(ExitCode::Usage as u8);
+                }
             }
             let diagnosis = outcome.diagnosis();
             if !diagnosis.is_empty() {

@@ -1,5 +1,5 @@
-//! What a run produced: how it ended, the console, the records, and a
-//! report a person can read.
+//! What a run produced: how it ended, the console, the records
+//! ([`crate::records`]), and a report a person can read.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -8,9 +8,11 @@ use kvm_bindings::{
     KVM_MP_STATE_HALTED, KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_RUNNABLE,
     KVM_MP_STATE_SIPI_RECEIVED, KVM_MP_STATE_UNINITIALIZED,
 };
-use shared::record::{Body, Record, WarnKind};
+use shared::record::Body;
 use shared::status::{ExitCode, GuestStatus};
 use shared::vectors::exception_name;
+
+use crate::records::Records;
 
 /// How the run ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,42 +90,6 @@ impl VcpuDump {
     }
 }
 
-/// A record with owned strings, tagged with the vCPU whose exit carried it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OwnedRecord {
-    /// The vCPU that sent it (authoritative).
-    pub vcpu: u32,
-    /// The CPU number the guest put in the record.
-    pub cpu: u16,
-    /// The payload.
-    pub body: OwnedBody,
-}
-
-/// [`shared::record::Body`] with owned strings.
-pub type OwnedBody = Body<String>;
-
-impl OwnedRecord {
-    /// Copies a decoded record.
-    pub fn new(vcpu: u32, r: &Record<'_>) -> Self {
-        OwnedRecord {
-            vcpu,
-            cpu: r.cpu,
-            body: r.body.map_str(String::from),
-        }
-    }
-}
-
-/// One self-test result.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TestResult {
-    /// Case name.
-    pub name: String,
-    /// Passed?
-    pub passed: bool,
-    /// Detail.
-    pub detail: String,
-}
-
 /// Everything a run produced.
 #[derive(Clone, Debug)]
 pub struct Outcome {
@@ -132,7 +98,7 @@ pub struct Outcome {
     /// The guest console, line by line as the guest wrote it.
     pub console: String,
     /// Every well-formed record, in arrival order.
-    pub records: Vec<OwnedRecord>,
+    pub records: Records,
     /// Malformed or unexpected guest output (the guest is untrusted).
     pub protocol_errors: Vec<String>,
     /// vCPU state, when the run ended abnormally.
@@ -159,70 +125,6 @@ impl Outcome {
             Ending::Timeout(_) => ExitCode::Timeout,
             _ => ExitCode::Crashed,
         }
-    }
-
-    /// CPUs that reported themselves online, in report order.
-    pub fn online_cpus(&self) -> Vec<u16> {
-        self.records
-            .iter()
-            .filter(|r| matches!(r.body, OwnedBody::CpuOnline { .. }))
-            .map(|r| r.cpu)
-            .collect()
-    }
-
-    /// Self-test results, in report order.
-    pub fn tests(&self) -> Vec<TestResult> {
-        self.records
-            .iter()
-            .filter_map(|r| match &r.body {
-                OwnedBody::Test {
-                    passed,
-                    name,
-                    detail,
-                } => Some(TestResult {
-                    name: name.clone(),
-                    passed: *passed,
-                    detail: detail.clone(),
-                }),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// Named counters (`Counter` records), in report order.
-    pub fn counters(&self) -> Vec<(u16, &str, u64)> {
-        self.records
-            .iter()
-            .filter_map(|r| match &r.body {
-                OwnedBody::Counter { name, value } => Some((r.cpu, name.as_str(), *value)),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// The last value of counter `name`, if the guest sent one.
-    pub fn counter(&self, name: &str) -> Option<u64> {
-        self.counters()
-            .into_iter()
-            .rev()
-            .find(|(_, n, _)| *n == name)
-            .map(|(_, _, v)| v)
-    }
-
-    /// The csd-lock stalls the guest reported, one per stall id.
-    pub fn csd_stalls(&self) -> Vec<crate::stalls::CsdStall> {
-        crate::stalls::collect(&self.records)
-    }
-
-    /// Warnings of the smp core, in report order.
-    pub fn warnings(&self) -> Vec<(u16, WarnKind, u64)> {
-        self.records
-            .iter()
-            .filter_map(|r| match r.body {
-                OwnedBody::Warn { kind, detail, .. } => Some((r.cpu, kind, detail)),
-                _ => None,
-            })
-            .collect()
     }
 
     /// A one-paragraph explanation of an abnormal end (empty on success):
@@ -253,8 +155,8 @@ impl Outcome {
                 t.as_secs_f64()
             ),
         };
-        for r in &self.records {
-            if let OwnedBody::Exception {
+        for r in self.records.iter() {
+            if let Body::Exception {
                 vector,
                 error_code,
                 rip,

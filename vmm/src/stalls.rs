@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::outcome::{OwnedBody, OwnedRecord};
+use crate::records::{OwnedBody, OwnedRecord};
 
 /// One stall: who waited for whom, how often it was reported, whether the
 /// IPI was re-sent, and whether (and when) the lock got unstuck.
@@ -47,10 +47,10 @@ pub fn collect(records: &[OwnedRecord]) -> Vec<CsdStall> {
                 info,
                 target_running,
                 ..
-            } => (id, target, func, info, target_running),
+            } => (id, target.0, func, info, target_running),
             OwnedBody::CsdUnstuck {
                 id, target, func, ..
-            } => (id, target, func, 0, 0),
+            } => (id, target.0, func, 0, 0),
             _ => continue,
         };
         let i = *index.entry((r.vcpu, id)).or_insert_with(|| {
@@ -135,7 +135,7 @@ mod tests {
     fn stall(id: u32, nth: u32, resent: bool, ms: u64) -> OwnedBody {
         OwnedBody::CsdStall {
             id,
-            target: 1,
+            target: shared::CpuId(1),
             func: 0x1000,
             info: 2,
             waited_ns: ms * 1_000_000,
@@ -155,7 +155,7 @@ mod tests {
                 0,
                 OwnedBody::CsdUnstuck {
                     id: 1,
-                    target: 1,
+                    target: shared::CpuId(1),
                     func: 0x1000,
                     waited_ns: 450_000_000,
                     reports: 2,
@@ -185,7 +185,7 @@ mod tests {
                     i % 4,
                     OwnedBody::CsdUnstuck {
                         id: i,
-                        target: 1,
+                        target: shared::CpuId(1),
                         func: 0x1000,
                         waited_ns: 2_000_000,
                         reports: 1,

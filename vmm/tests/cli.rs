@@ -130,6 +130,9 @@ fn every_argument_rejects_invalid_values() {
         (&["--run", "a;b"], "--run"),
         (&["--run", "a b"], "--run"),
         (&["--run", "ünïcode"], "--run"),
+        (&["--run", "Demo"], "unknown scenario"),
+        (&["--cmdline", "run=selftest"], "--cmdline run=selftest"),
+        (&["--cmdline", "maxcpus=1 run"], "--cmdline run="),
         (&["--timeout", "0"], "--timeout"),
         (&["--timeout=-1"], "--timeout"),
         (&["--timeout", "nan"], "--timeout"),
@@ -176,6 +179,14 @@ fn every_argument_rejects_invalid_values() {
         (&["--fault", "drop-ipi:nan"], "at most 1"),
         (&["--json", "/tmp/x.json"], "--run bench"),
         (&["--plot", "/tmp/x.svg"], "--run bench"),
+        (
+            &["--junit", "/tmp/x.xml"],
+            "--junit needs a scenario with test cases",
+        ),
+        (
+            &["--junit", "/tmp/x.xml", "--run", "bench"],
+            "--run selftest",
+        ),
         (&["--pin=yes"], "--pin"),
         (&["--quiet=yes"], "--quiet"),
         (&["--verbose=3"], "--verbose"),
@@ -186,6 +197,64 @@ fn every_argument_rejects_invalid_values() {
         .filter_map(|(args, want)| check_rejected(args, want))
         .collect();
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// An unknown `--run` is refused before any VM exists (nothing on
+/// stdout, no guest console), with every scenario listed.
+#[test]
+fn unknown_scenario_is_refused_with_the_list() {
+    let out = vmm(&["--run", "nosuch", "--cpus", "2"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(out.stdout.is_empty(), "a VM ran: {:?}", out.stdout);
+    assert!(err.contains("'nosuch'") && err.contains("--run"), "{err}");
+    for s in shared::Scenario::ALL {
+        assert!(err.contains(s.name()), "{err:?} lacks {}", s.name());
+    }
+}
+
+/// `--junit` writes a file a JUnit reader accepts, one testcase per case,
+/// and the summary line counts the same cases.
+#[test]
+fn junit_report_and_summary() {
+    let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli-selftest.xml");
+    let _ = std::fs::remove_file(&path);
+    let out = vmm(&[
+        "--cpus",
+        "1",
+        "--run",
+        "selftest",
+        "--quiet",
+        "--junit",
+        path.to_str().expect("UTF-8 path"),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let line = stdout
+        .lines()
+        .find(|l| l.ends_with(" skipped"))
+        .expect("a summary line");
+    let summary: Vec<usize> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let [passed, failed, skipped] = summary[..] else {
+        panic!("{line:?}")
+    };
+    // Exactly this shape, alone on its line.
+    assert_eq!(
+        line,
+        format!("{passed} passed, {failed} failed, {skipped} skipped")
+    );
+    assert!(passed > 0 && failed == 0 && skipped > 0, "{stdout}");
+    let xml = std::fs::read_to_string(&path).expect("--junit wrote the file");
+    let report = quick_junit::Report::deserialize_from_str(&xml).expect("valid JUnit");
+    let [suite] = &report.test_suites[..] else {
+        panic!("{report:?}")
+    };
+    assert_eq!(suite.name.as_str(), "smpcall selftest, 1 CPU");
+    assert_eq!(suite.test_cases.len(), passed + skipped);
+    assert_eq!((suite.skipped, suite.failures), (skipped, 0));
 }
 
 /// Every file of the malformed-ELF corpus is refused with its clear error.

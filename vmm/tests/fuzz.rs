@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use shared::record::{Body, RECORD_MAX, Record, WarnKind};
+use shared::record::{Body, RECORD_MAX, Record, Verdict, WarnKind};
 
 struct Rng(u64);
 
@@ -94,9 +94,11 @@ fn encoded(body: Body<&str>) -> Vec<u8> {
 
 fn builtin_seeds(target: &str) -> Vec<Vec<u8>> {
     let records = vec![
-        encoded(Body::CpuOnline { apic_id: 3 }),
+        encoded(Body::CpuOnline {
+            apic_id: shared::ApicId(3),
+        }),
         encoded(Body::Test {
-            passed: true,
+            verdict: Verdict::Skip,
             name: "case",
             detail: "détail",
         }),
@@ -117,7 +119,7 @@ fn builtin_seeds(target: &str) -> Vec<Vec<u8>> {
         }),
         encoded(Body::CsdStall {
             id: 1,
-            target: 2,
+            target: shared::CpuId(2),
             func: 0x10_1000,
             info: 3,
             waited_ns: 5_000_000,
@@ -127,7 +129,7 @@ fn builtin_seeds(target: &str) -> Vec<Vec<u8>> {
         }),
         encoded(Body::CsdUnstuck {
             id: 1,
-            target: 2,
+            target: shared::CpuId(2),
             func: 0x10_1000,
             waited_ns: 9_000_000,
             reports: 2,

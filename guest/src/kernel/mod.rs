@@ -155,7 +155,7 @@ pub fn boot() -> Boot {
         report::exit(GuestStatus::Crashed);
     }
     report::send(Body::CpuOnline {
-        apic_id: x2apic::id().0,
+        apic_id: x2apic::id(),
     });
     let _ = SMP.set_cpu_online(cpu0, true);
     if let Some(kind) = params.crash {

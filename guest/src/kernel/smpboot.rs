@@ -66,7 +66,7 @@ extern "C" fn ap_entry(cpu: u64) -> ! {
     SMP.run_pending_calls();
     // Report before marking online: once online, the boot CPU may finish
     // and end the VM before a later report would get out.
-    report::send(Body::CpuOnline { apic_id: apic_id.0 });
+    report::send(Body::CpuOnline { apic_id });
     // Interrupts are still off: nothing runs here before the CPU is
     // online, and the flag is published with release semantics.
     let _ = SMP.set_cpu_online(cpu, true);

@@ -15,7 +15,7 @@
 use shared::bootinfo::BootInfo;
 use shared::layout::{IDENTITY_MAP_SIZE, PAGE_SIZE};
 use shared::ports::{CONSOLE_CHUNK_MAX, CONSOLE_HEADER, Port};
-use shared::record::{Body, HEADER_LEN, RECORD_MAX, Record};
+use shared::record::{Body, HEADER_LEN, RECORD_MAX, Record, Verdict};
 use shared::status::GuestStatus;
 
 use crate::arch::x86_64::{cpu, percpu};
@@ -87,7 +87,7 @@ fn records(mem_size: u64) {
     let me = percpu::this_cpu().0 as u16;
     let mut buf = Buf::new();
     let test = Body::Test {
-        passed: true,
+        verdict: Verdict::Pass,
         name: "n",
         detail: "d",
     };
@@ -198,7 +198,7 @@ pub fn run(info: &BootInfo) -> GuestStatus {
     // Still heard after all that: a valid line and a valid record.
     kprintln!("hostile: the VMM still listens");
     report::send(Body::Test {
-        passed: true,
+        verdict: Verdict::Pass,
         name: "hostile-survived",
         detail: "a valid record after the abuse",
     });

@@ -10,27 +10,26 @@ pub mod selftest;
 pub mod torture;
 pub mod wait;
 
+use shared::Scenario;
 use shared::status::GuestStatus;
 
 use crate::kernel::Boot;
 use crate::kprintln;
 
-/// Runs the scenario the command line names.
+/// Runs the scenario the boot information names.
 pub fn run(boot: &Boot) -> GuestStatus {
     let params = &boot.params;
-    match params.scenario {
-        "demo" => demo::run(),
-        "selftest" => selftest::run(),
-        "wait" => wait::run(params.wait_ms),
-        "hotplug" => hotplug_cases::run(params, boot.present),
-        "bench" => bench::run(params),
-        "torture" => torture::run(boot.cmdline()),
-        "hostile" => hostile::run(boot.info),
-        other => {
-            kprintln!(
-                "unknown scenario {other:?}; known: demo, selftest, hotplug, wait, torture, hostile, bench"
-            );
-            GuestStatus::BadRequest
-        }
+    let Ok(scenario) = Scenario::try_from(boot.info.scenario) else {
+        kprintln!("unknown scenario number {}", boot.info.scenario);
+        return GuestStatus::BadRequest;
+    };
+    match scenario {
+        Scenario::Demo => demo::run(),
+        Scenario::Selftest => selftest::run(),
+        Scenario::Wait => wait::run(params.wait_ms),
+        Scenario::Hotplug => hotplug_cases::run(params, boot.present),
+        Scenario::Bench => bench::run(params),
+        Scenario::Torture => torture::run(boot.cmdline()),
+        Scenario::Hostile => hostile::run(boot.info),
     }
 }

@@ -74,7 +74,8 @@ pub trait Arch: Sync {
     /// only every few dozen spins of a wait, never on the fast paths.
     fn now_ns(&self) -> u64;
 
-    /// Delivers a warning or a stall report to the host. Called with
+    /// Delivers a warning or a stall report about this CPU (the WARN fired
+    /// here; this CPU is the stall's waiter) to the host. Called with
     /// interrupts in any state, also from the IPI handler: it must not take
     /// locks that the interrupted code may hold, and should be cheap.
     fn report(&self, event: Event);

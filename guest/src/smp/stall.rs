@@ -112,7 +112,7 @@ impl<A: Arch> Smp<A> {
             }
         }
         if watch.id != 0 {
-            self.csd_unstuck(csd, this, &watch);
+            self.csd_unstuck(csd, &watch);
         }
     }
 
@@ -167,12 +167,11 @@ impl<A: Arch> Smp<A> {
         watch.func = func as usize;
         self.arch.report(Event::CsdStall {
             id: watch.id,
-            waiter: this,
             target,
-            func: func as usize,
-            info,
+            func: watch.func as u64,
+            info: info as u64,
             waited_ns: now - start,
-            target_running: running,
+            target_running: running as u64,
             nth: watch.reports,
             resent_ipi: resend,
         });
@@ -184,16 +183,15 @@ impl<A: Arch> Smp<A> {
 
     #[cold]
     #[inline(never)]
-    fn csd_unstuck(&self, csd: &Csd, this: CpuId, watch: &Watch) {
+    fn csd_unstuck(&self, csd: &Csd, watch: &Watch) {
         let now = self.arch.now_ns();
         // Relaxed: diagnostic count, see `csd_lock_wait_toolong`.
         self.csd_lock_stuck.fetch_sub(1, Ordering::Relaxed);
         self.arch.report(Event::CsdUnstuck {
             id: watch.id,
-            waiter: this,
             // Only this CPU writes `dst` (before it queues the csd).
             target: CpuId(csd.dst()),
-            func: watch.func,
+            func: watch.func as u64,
             waited_ns: now.saturating_sub(watch.start.unwrap_or(now)),
             reports: watch.reports,
         });

@@ -131,7 +131,6 @@ impl<A: Arch> Smp<A> {
     pub(crate) fn warn(&self, cpu: CpuId, kind: WarnKind, detail: u64) {
         let count = self.count_warn(cpu, kind);
         self.arch.report(Event::Warn {
-            cpu,
             kind,
             count,
             detail,

@@ -25,6 +25,7 @@ pub(super) fn write(
     info.mem_size = config.mem_mib << 20;
     info.cpu_count = config.cpus;
     info.cmdline_len = cmdline.len() as u32;
+    info.scenario = config.scenario as u32;
     if cpuid::has_pv_send_ipi(supported) {
         info.features |= FEATURE_PV_SEND_IPI;
     }

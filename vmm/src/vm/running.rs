@@ -146,7 +146,7 @@ impl Running {
         let hotplug = threads::spawn_hotplug_driver(&config, started, &channel, ctl, events);
         let options = api::Options {
             cpus: config.cpus,
-            exit_ends_run: config.scenario == "wait",
+            exit_ends_run: config.scenario == shared::Scenario::Wait,
             limits: api::Limits::default(),
         };
         let api = listener.map(|l| threads::spawn_api(l, &channel, ctl, options));

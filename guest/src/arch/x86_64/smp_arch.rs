@@ -4,7 +4,6 @@
 //! and the TSC.
 
 use shared::CpuId;
-use shared::record::Body;
 use shared::vectors;
 
 use super::ipi::IpiDelivery;
@@ -107,29 +106,23 @@ impl Arch for X86 {
     }
 
     fn report(&self, event: Event) {
+        // The event is the record: sent as it is, then described.
+        report::send(event);
+        let this = percpu::this_cpu();
         match event {
             Event::Warn {
-                cpu,
                 kind,
                 count,
                 detail,
-            } => {
-                report::send(Body::Warn {
-                    kind,
-                    count,
-                    detail,
-                });
-                kprintln!(
-                    "WARNING: {} on CPU {} (#{}, detail {:#x})",
-                    kind.name(),
-                    cpu,
-                    count,
-                    detail
-                );
-            }
+            } => kprintln!(
+                "WARNING: {} on CPU {} (#{}, detail {:#x})",
+                kind.name(),
+                this,
+                count,
+                detail
+            ),
             Event::CsdStall {
                 id,
-                waiter,
                 target,
                 func,
                 info,
@@ -137,57 +130,36 @@ impl Arch for X86 {
                 target_running,
                 nth,
                 resent_ipi,
-            } => {
-                report::send(Body::CsdStall {
-                    id,
-                    target: target.0,
-                    func: func as u64,
-                    info: info as u64,
-                    waited_ns,
-                    target_running: target_running as u64,
-                    nth,
-                    resent_ipi,
-                });
-                kprintln!(
-                    "csd: {} non-responsive CSD lock (#{}) on CPU#{}, waiting {} ns for CPU#{} {:#x}({:#x}); target {}{}",
-                    if nth == 1 { "Detected" } else { "Continued" },
-                    id,
-                    waiter,
-                    waited_ns,
-                    target,
-                    func,
-                    info,
-                    if target_running == 0 {
-                        "unresponsive"
-                    } else {
-                        "handling a request"
-                    },
-                    if resent_ipi { "; re-sent the IPI" } else { "" }
-                );
-            }
-            Event::CsdUnstuck {
+            } => kprintln!(
+                "csd: {} non-responsive CSD lock (#{}) on CPU#{}, waiting {} ns for CPU#{} {:#x}({:#x}); target {}{}",
+                if nth == 1 { "Detected" } else { "Continued" },
                 id,
-                waiter,
+                this,
+                waited_ns,
                 target,
                 func,
+                info,
+                if target_running == 0 {
+                    "unresponsive"
+                } else {
+                    "handling a request"
+                },
+                if resent_ipi { "; re-sent the IPI" } else { "" }
+            ),
+            Event::CsdUnstuck {
+                id,
+                target,
                 waited_ns,
-                reports,
-            } => {
-                report::send(Body::CsdUnstuck {
-                    id,
-                    target: target.0,
-                    func: func as u64,
-                    waited_ns,
-                    reports,
-                });
-                kprintln!(
-                    "csd: CSD lock (#{}) got unstuck on CPU#{}, CPU#{} released the lock after {} ns",
-                    id,
-                    waiter,
-                    target,
-                    waited_ns
-                );
-            }
+                ..
+            } => kprintln!(
+                "csd: CSD lock (#{}) got unstuck on CPU#{}, CPU#{} released the lock after {} ns",
+                id,
+                this,
+                target,
+                waited_ns
+            ),
+            // The core reports no other kind.
+            _ => {}
         }
     }
 }

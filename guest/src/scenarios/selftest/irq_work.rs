@@ -83,11 +83,7 @@ pub fn queue_on() -> CaseResult {
         "irq_work_queue_on(self) returned false"
     );
     ran(&REMOTE, me, 1, "queue_on(self)")?;
-    let Some(t) = others().last() else {
-        return Ok(text!(
-            "queue_on(self) ran here with irqs off (no other CPU online)"
-        ));
-    };
+    let t = others().last().ok_or_else(|| text!("no other CPU"))?;
     reset();
     ensure!(
         SMP.irq_work_queue_on(&REMOTE, t),

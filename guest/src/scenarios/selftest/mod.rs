@@ -1,12 +1,14 @@
 //! In-guest self-tests of the smp core: one named case per semantic, run
 //! on real vCPUs with real x2APIC IPIs, each reported to the VMM as a
-//! `Test` record and a `PASS name` / `FAIL name: detail` console line.
+//! `Test` record (pass, fail or skip) and a `PASS name` / `FAIL name:
+//! detail` / `SKIP name: reason` console line.
 //!
 //! Cases run one after the other on the boot CPU, in task context with
 //! interrupts enabled; the other CPUs idle (`sti; hlt`) and take part
 //! through IPIs, parks and tasks (see `harness.rs`). Every wait has a
-//! deadline. A case that needs more CPUs than are online is not run and
-//! not reported; the console says which ones were not applicable.
+//! deadline. A case that needs more CPUs than are online (one that could
+//! not exercise its behaviour here) is not run: it is reported skipped,
+//! with what it needs.
 //!
 //! Besides its own checks, the runner fails a case if a WARN fired on any
 //! CPU that the case did not declare, or if a parked CPU had to give up on
@@ -48,7 +50,7 @@ mod warn;
 
 use core::sync::atomic::Ordering;
 
-use shared::record::{Body, WarnKind};
+use shared::record::{Body, Verdict, WarnKind};
 use shared::status::GuestStatus;
 use shared::{CpuId, MAX_CPUS};
 
@@ -151,7 +153,7 @@ const CASES: &[Case] = &[
     ),
     case(
         "kick-all-cpus-sync",
-        Needs::Nothing,
+        Needs::Cpus(2),
         many::kick_all_cpus_sync,
     ),
     case("any-prefers-self", Needs::Nothing, any::prefers_self),
@@ -170,7 +172,7 @@ const CASES: &[Case] = &[
         Needs::Nothing,
         irq_work::queue_local,
     ),
-    case("irq-work-queue-on", Needs::Nothing, irq_work::queue_on),
+    case("irq-work-queue-on", Needs::Cpus(2), irq_work::queue_on),
     Case {
         warns: &[WarnKind::WaitWithIrqsDisabled],
         ..case(
@@ -263,7 +265,7 @@ fn unexpected_warn(
     None
 }
 
-fn run_case(case: &Case) -> bool {
+fn run_case(case: &Case) -> Verdict {
     let warns = warn_snapshot();
     let park_timeouts = PARK_TIMEOUTS.load(Ordering::SeqCst);
     let online = SMP.online_mask();
@@ -292,21 +294,26 @@ fn run_case(case: &Case) -> bool {
     if let (Ok(_), Some(p)) = (&result, problem) {
         result = Err(p);
     }
-    let (passed, detail) = match &result {
-        Ok(t) => (true, t.as_str()),
-        Err(t) => (false, t.as_str()),
+    let (verdict, detail) = match &result {
+        Ok(t) => (Verdict::Pass, t.as_str()),
+        Err(t) => (Verdict::Fail, t.as_str()),
     };
+    report_case(case.name, verdict, detail);
+    verdict
+}
+
+/// Reports one case's verdict as a `Test` record and a console line.
+fn report_case(name: &str, verdict: Verdict, detail: &str) {
     report::send(Body::Test {
-        passed,
-        name: case.name,
+        verdict,
+        name,
         detail,
     });
-    if passed {
-        kprintln!("PASS {}", case.name);
-    } else {
-        kprintln!("FAIL {}: {}", case.name, detail);
+    match verdict {
+        Verdict::Pass => kprintln!("PASS {name}"),
+        Verdict::Fail => kprintln!("FAIL {name}: {detail}"),
+        Verdict::Skip => kprintln!("SKIP {name}: {detail}"),
     }
-    passed
 }
 
 /// Runs every applicable case; success only if all of them passed.
@@ -326,23 +333,20 @@ pub fn run() -> GuestStatus {
     }
     let (mut passed, mut failed, mut skipped) = (0u32, 0u32, 0u32);
     for case in CASES {
-        if let Err(why) = applicable(case.needs) {
-            skipped += 1;
-            kprintln!(
-                "selftest: not applicable with {} online CPUs: {} ({})",
-                online.weight(),
-                case.name,
-                why.as_str()
-            );
-            continue;
-        }
-        if run_case(case) {
-            passed += 1;
-        } else {
-            failed += 1;
+        let verdict = match applicable(case.needs) {
+            Ok(()) => run_case(case),
+            Err(why) => {
+                report_case(case.name, Verdict::Skip, why.as_str());
+                Verdict::Skip
+            }
+        };
+        match verdict {
+            Verdict::Pass => passed += 1,
+            Verdict::Fail => failed += 1,
+            Verdict::Skip => skipped += 1,
         }
     }
-    kprintln!("selftest: {passed} passed, {failed} failed, {skipped} not applicable");
+    kprintln!("selftest: {passed} passed, {failed} failed, {skipped} skipped");
     if failed == 0 && passed > 0 {
         GuestStatus::Success
     } else {

@@ -23,7 +23,7 @@ use crate::kernel::{SMP, idle};
 use crate::{kprintln, report, time};
 use account::{c, e};
 use config::Config;
-use shared::record::Body;
+use shared::record::{Body, Verdict};
 use shared::status::GuestStatus;
 
 /// How long the leader waits for the invokers to stop.
@@ -239,7 +239,11 @@ fn send_records(verdict: Option<&str>) {
         ),
     );
     report::send(Body::Test {
-        passed: verdict.is_none(),
+        verdict: if verdict.is_none() {
+            Verdict::Pass
+        } else {
+            Verdict::Fail
+        },
         name: "scftorture",
         detail: detail.as_str(),
     });

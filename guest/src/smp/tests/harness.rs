@@ -92,7 +92,8 @@ pub struct Ipis {
 /// [`Arch`] for host threads.
 pub struct HostArch {
     cpus: Vec<HostCpu>,
-    events: Mutex<Vec<Event>>,
+    /// Every event with the CPU that reported it.
+    events: Mutex<Vec<(CpuId, Event)>>,
     start: Instant,
     stop: AtomicBool,
     /// `send_call_function_ipi_mask` calls.
@@ -250,7 +251,7 @@ impl Arch for HostArch {
     }
 
     fn report(&self, event: Event) {
-        self.events.lock().unwrap().push(event);
+        self.events.lock().unwrap().push((self.this_cpu(), event));
     }
 }
 
@@ -367,17 +368,23 @@ impl Machine {
 
     /// Every event reported so far.
     pub fn events(&self) -> Vec<Event> {
-        self.arch().events.lock().unwrap().clone()
+        let events = self.arch().events.lock().unwrap();
+        events.iter().map(|&(_, e)| e).collect()
+    }
+
+    /// The CPUs that reported events, in report order.
+    pub fn reporters(&self) -> Vec<CpuId> {
+        let events = self.arch().events.lock().unwrap();
+        events.iter().map(|&(cpu, _)| cpu).collect()
     }
 
     /// The reported WARNs as (cpu, kind, detail).
     pub fn warns(&self) -> Vec<(u32, WarnKind, u64)> {
-        self.events()
-            .into_iter()
-            .filter_map(|e| match e {
-                Event::Warn {
-                    cpu, kind, detail, ..
-                } => Some((cpu.0, kind, detail)),
+        let events = self.arch().events.lock().unwrap();
+        events
+            .iter()
+            .filter_map(|&(cpu, e)| match e {
+                Event::Warn { kind, detail, .. } => Some((cpu.0, kind, detail)),
                 _ => None,
             })
             .collect()
