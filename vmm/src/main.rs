@@ -38,10 +38,12 @@ const STALLS_SHOWN: usize = 8;
 #[command(name = "vmm", version, after_help = EXIT_CODES)]
 struct Cli {
     /// Number of vCPUs (present CPUs).
-    #[arg(long, default_value_t = 1, value_name = "N")]
+    #[arg(long, default_value_t = 1, value_name = "N", allow_negative_numbers = true,
+          value_parser = |s: &str| whole::<u32>(s))]
     cpus: u32,
     /// Guest memory in MiB.
-    #[arg(long, default_value_t = shared::layout::DEFAULT_MEM >> 20, value_name = "MIB")]
+    #[arg(long, default_value_t = shared::layout::DEFAULT_MEM >> 20, value_name = "MIB",
+          allow_negative_numbers = true, value_parser = |s: &str| whole::<u64>(s))]
     mem: u64,
     /// Extra words for the guest command line (e.g. "maxcpus=2 nosmp").
     #[arg(long, default_value = "", value_name = "WORDS")]
@@ -59,20 +61,27 @@ struct Cli {
     run: Scenario,
     /// Watchdog: stop the guest after this many seconds and print each
     /// vCPU's state.
-    #[arg(long, default_value_t = 120.0, value_name = "SECS")]
+    #[arg(
+        long,
+        default_value_t = 120.0,
+        value_name = "SECS",
+        allow_negative_numbers = true
+    )]
     timeout: f64,
     /// NUMA nodes as CPU lists, one per node: "0-3,4-7" is two nodes.
     #[arg(long, value_name = "SPEC")]
     numa: Option<String>,
     /// APIC id of CPU n is n * STRIDE (keeps CPU numbers and APIC ids apart).
-    #[arg(long, default_value_t = 1, value_name = "STRIDE")]
+    #[arg(long, default_value_t = 1, value_name = "STRIDE", allow_negative_numbers = true,
+          value_parser = |s: &str| whole::<u32>(s))]
     apic_stride: u32,
     /// Hotplug schedule while the guest runs: "100ms:off 3; 250ms:on 3"
     /// (times from the start; s or ms).
     #[arg(long, value_name = "SCHEDULE")]
     hotplug: Option<String>,
     /// Take a random CPU offline or online every MS milliseconds.
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_name = "MS", allow_negative_numbers = true,
+          value_parser = |s: &str| whole::<u64>(s))]
     hotplug_churn: Option<u64>,
     /// Serve a control socket: line-delimited JSON such as
     /// {"cpu":3,"state":"offline"}, {"stats":true}, {"exit":true}.
@@ -92,7 +101,7 @@ struct Cli {
     #[arg(long, value_name = "PATH")]
     junit: Option<PathBuf>,
     /// With --run torture: how long the invokers run (default 5 s).
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
     duration: Option<f64>,
     /// Inject a fault (repeatable): stall:CPU:MS[@AT] stops vCPU CPU for
     /// MS ms (AT ms after the guest is ready); spurious-ipi:RATE sends RATE
@@ -115,6 +124,46 @@ fn scenario(name: &str) -> Result<Scenario, String> {
         let names: Vec<_> = Scenario::names().collect();
         format!("unknown scenario; one of: {}", names.join(", "))
     })
+}
+
+/// A whole-number option's value: decimal digits only (no sign), and it
+/// must fit `T`. The range of the option is checked later, by name.
+fn whole<T: TryFrom<u64>>(s: &str) -> Result<T, String> {
+    if s.starts_with('-') && s.len() > 1 && s[1..].bytes().all(|b| b.is_ascii_digit()) {
+        return Err("must not be negative".into());
+    }
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("not a whole number".into());
+    }
+    s.parse::<u64>()
+        .ok()
+        .and_then(|n| T::try_from(n).ok())
+        .ok_or_else(|| "too large".into())
+}
+
+/// Parses the command line; an error other than --help / --version is
+/// one line, `vmm: ...`, naming the option, and exit 2 (clap's own report
+/// spans several lines with usage and tips).
+fn parse_cli() -> Result<Cli, String> {
+    use clap::error::ErrorKind;
+    match Cli::try_parse() {
+        Ok(cli) => Ok(cli),
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            e.exit()
+        }
+        Err(e) => Err(one_line(&e.to_string())),
+    }
+}
+
+/// The first line of a clap error, without its "error: " prefix.
+fn one_line(report: &str) -> String {
+    let line = report
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("bad arguments");
+    let line = line.strip_prefix("error: ").unwrap_or(line);
+    format!("{line} (see --help)")
 }
 
 /// A `--timeout` / `--duration` value: more than 0, at most a day.
@@ -206,7 +255,13 @@ fn bench_report(cli: &Cli, config: &VmConfig, outcome: &vmm::Outcome) -> Result<
 }
 
 fn main() -> ProcessExit {
-    let cli = Cli::parse();
+    let cli = match parse_cli() {
+        Ok(cli) => cli,
+        Err(msg) => {
+            eprintln!("vmm: {msg}");
+            return ProcessExit::from(ExitCode::Usage as u8);
+        }
+    };
     let level = match cli.verbose {
         0 => "warn",
         1 => "info",

@@ -10,10 +10,9 @@ fn vmm(args: &[&str]) -> Output {
 }
 
 fn usage_error(args: &[&str], want: &str) {
-    let out = vmm(args);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
-    assert!(err.contains(want), "{args:?}: {err:?} lacks {want:?}");
+    if let Some(problem) = check_rejected(args, want) {
+        panic!("{problem}");
+    }
 }
 
 #[test]
@@ -82,16 +81,22 @@ fn crash_exits_3_and_hang_exits_4() {
     assert!(err.contains("timeout") && err.contains("vCPU 1"), "{err}");
 }
 
-/// Runs `args`; it must exit 2 with `want` on the first line of stderr and
-/// without a panic. Returns what is wrong, if anything.
+/// Runs `args`; it must exit 2 with exactly one line on stderr, starting
+/// `vmm: ` and containing `want`, without running a VM (nothing on
+/// stdout). Returns what is wrong, if anything.
 fn check_rejected(args: &[&str], want: &str) -> Option<String> {
     let out = vmm(args);
     let err = String::from_utf8_lossy(&out.stderr);
-    let first = err.lines().next().unwrap_or("");
-    if out.status.code() != Some(2) || !first.contains(want) || err.contains("panicked") {
+    let lines: Vec<&str> = err.lines().collect();
+    let one = match lines[..] {
+        [line] => line.starts_with("vmm: ") && line.contains(want),
+        _ => false,
+    };
+    if out.status.code() != Some(2) || !one || !out.stdout.is_empty() {
         return Some(format!(
-            "{args:?}: exit {:?}, first line {first:?}, wanted {want:?}",
-            out.status.code()
+            "{args:?}: exit {:?}, stderr {err:?}, stdout {} bytes; wanted one line with {want:?}",
+            out.status.code(),
+            out.stdout.len()
         ));
     }
     None
@@ -112,6 +117,10 @@ fn every_argument_rejects_invalid_values() {
     let cases: &[(&[&str], &str)] = &[
         (&["--cpus", "0"], "--cpus must be at least 1"),
         (&["--cpus=-3"], "--cpus"),
+        (&["--cpus", "-3"], "'--cpus <N>': must not be negative"),
+        (&["--cpus", "-1"], "'--cpus <N>': must not be negative"),
+        (&["--cpus", "+2"], "'--cpus <N>': not a whole number"),
+        (&["--cpus"], "--cpus"),
         (&["--cpus", "many"], "--cpus"),
         (&["--cpus", ""], "--cpus"),
         (&["--cpus", "65"], "at most 64"),
@@ -119,6 +128,7 @@ fn every_argument_rejects_invalid_values() {
         (&["--mem", "0"], "--mem 0 MiB is too small"),
         (&["--mem", "1"], "--mem 1 MiB is too small"),
         (&["--mem=-1"], "--mem"),
+        (&["--mem", "-1"], "'--mem <MIB>': must not be negative"),
         (&["--mem", "abc"], "--mem"),
         (&["--mem", "1025"], "--mem 1025 MiB is too large"),
         (&["--mem", "18446744073709551615"], "is too large"),
@@ -135,6 +145,7 @@ fn every_argument_rejects_invalid_values() {
         (&["--cmdline", "maxcpus=1 run"], "--cmdline run="),
         (&["--timeout", "0"], "--timeout"),
         (&["--timeout=-1"], "--timeout"),
+        (&["--timeout", "-1"], "--timeout -1: must be more than 0"),
         (&["--timeout", "nan"], "--timeout"),
         (&["--timeout", "inf"], "--timeout"),
         (&["--timeout", "1e9"], "--timeout"),
@@ -147,6 +158,7 @@ fn every_argument_rejects_invalid_values() {
         (&["--apic-stride", "0"], "--apic-stride"),
         (&["--apic-stride", "17"], "--apic-stride 17"),
         (&["--apic-stride=-1"], "--apic-stride"),
+        (&["--apic-stride", "-1"], "--apic-stride"),
         (&["--hotplug", ""], "--hotplug"),
         (&["--hotplug", "100ms"], "--hotplug"),
         (&["--hotplug", "x:off 1", "--cpus", "2"], "bad time"),
@@ -154,17 +166,25 @@ fn every_argument_rejects_invalid_values() {
         (&["--hotplug", "10:up 1", "--cpus", "2"], "'off' or 'on'"),
         (&["--hotplug-churn", "0"], "--hotplug-churn"),
         (&["--hotplug-churn=-5"], "--hotplug-churn"),
+        (&["--hotplug-churn", "-5"], "--hotplug-churn"),
         (&["--hotplug-churn", "often"], "--hotplug-churn"),
         (
             &["--api-sock", "/nonexistent-dir/vmm.sock", "--quiet"],
             "--api-sock /nonexistent-dir/vmm.sock",
         ),
         (&["--api-sock", &regular, "--quiet"], "not a socket"),
-        (&["--duration", "0"], "--duration"),
+        (&["--duration", "0", "--run", "torture"], "--duration"),
         (&["--duration=-1"], "--duration"),
+        (
+            &["--duration", "-1", "--run", "torture"],
+            "--duration -1: must be more than 0",
+        ),
         (&["--duration", "nan"], "--duration"),
         (&["--duration", "long"], "--duration"),
-        (&["--duration", "200"], "less than --timeout"),
+        (
+            &["--duration", "200", "--run", "torture"],
+            "less than --timeout",
+        ),
         (&["--fault", "bogus"], "--fault"),
         (&["--fault", "melt:1"], "unknown fault"),
         (
