@@ -116,6 +116,25 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The kernel path is not a regular file (a device, FIFO, directory,
+    /// socket): it is never read, and never opened blocking.
+    #[error("--kernel {path}: not a regular file ({kind})")]
+    KernelNotRegular {
+        /// The kernel path.
+        path: PathBuf,
+        /// What it is instead.
+        kind: &'static str,
+    },
+    /// The kernel file is larger than guest memory: it cannot fit.
+    #[error("--kernel {path}: {size} bytes is larger than guest memory ({limit} bytes, --mem)")]
+    KernelTooLarge {
+        /// The kernel path.
+        path: PathBuf,
+        /// Its size (at least this; it may still be growing).
+        size: u64,
+        /// Guest memory in bytes.
+        limit: u64,
+    },
     /// The kernel is not an ELF this VMM can load.
     #[error("--kernel {path}: {reason}")]
     KernelInvalid {

@@ -114,6 +114,11 @@ fn every_argument_rejects_invalid_values() {
     let regular = dir.join("cli-not-a-socket");
     std::fs::write(&regular, b"x").expect("temp file");
     let regular = regular.to_string_lossy().into_owned();
+    let sparse = dir.join("cli-sparse-kernel");
+    std::fs::File::create(&sparse)
+        .and_then(|f| f.set_len(20 << 30))
+        .expect("sparse file");
+    let sparse = sparse.to_string_lossy().into_owned();
     let cases: &[(&[&str], &str)] = &[
         (&["--cpus", "0"], "--cpus must be at least 1"),
         (&["--cpus=-3"], "--cpus"),
@@ -134,8 +139,23 @@ fn every_argument_rejects_invalid_values() {
         (&["--mem", "18446744073709551615"], "is too large"),
         (&["--cmdline", &"x".repeat(5000)], "--cmdline is 5"),
         (&["--kernel", "/nonexistent"], "--kernel /nonexistent"),
-        (&["--kernel", "/"], "--kernel /"),
-        (&["--kernel", "/dev/null"], "not an ELF file"),
+        (
+            &["--kernel", "/"],
+            "--kernel /: not a regular file (a directory)",
+        ),
+        (
+            &["--kernel", "/dev/null"],
+            "not a regular file (a character device)",
+        ),
+        (
+            &["--kernel", "/dev/zero"],
+            "--kernel /dev/zero: not a regular file",
+        ),
+        (
+            &["--kernel", &sparse],
+            "21474836480 bytes is larger than guest memory",
+        ),
+        (&["--kernel", &regular], "not an ELF file"),
         (&["--run", ""], "--run"),
         (&["--run", "a;b"], "--run"),
         (&["--run", "a b"], "--run"),

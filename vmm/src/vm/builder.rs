@@ -103,10 +103,7 @@ fn read_kernel(config: &VmConfig) -> Result<GuestKernel> {
     let (bytes, path) = match &config.kernel {
         Kernel::Embedded => (Cow::Borrowed(EMBEDDED_GUEST), PathBuf::from("<embedded>")),
         Kernel::Path(p) => {
-            let bytes = std::fs::read(p).map_err(|source| Error::KernelRead {
-                path: p.clone(),
-                source,
-            })?;
+            let bytes = read_kernel_file(p, config.mem_mib << 20)?;
             (Cow::Owned(bytes), p.clone())
         }
     };
@@ -115,6 +112,74 @@ fn read_kernel(config: &VmConfig) -> Result<GuestKernel> {
         reason,
     })?;
     Ok(GuestKernel { bytes, path, image })
+}
+
+/// What a file that is not regular is, for the error.
+fn file_kind(t: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a file"
+    }
+}
+
+/// Reads the `--kernel` file, at most `limit` bytes (guest memory): only a
+/// regular file, checked before it is opened (a FIFO would block the open,
+/// a device would never end) and again on the opened descriptor (the path
+/// may have changed in between); opened non-blocking; its size checked
+/// before reading and the read bounded, in case the file grows.
+fn read_kernel_file(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let read_err = |source| Error::KernelRead {
+        path: path.to_path_buf(),
+        source,
+    };
+    let check = |meta: &std::fs::Metadata| {
+        if !meta.is_file() {
+            return Err(Error::KernelNotRegular {
+                path: path.to_path_buf(),
+                kind: file_kind(meta.file_type()),
+            });
+        }
+        if meta.len() > limit {
+            return Err(Error::KernelTooLarge {
+                path: path.to_path_buf(),
+                size: meta.len(),
+                limit,
+            });
+        }
+        Ok(())
+    };
+    check(&std::fs::metadata(path).map_err(read_err)?)?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(read_err)?;
+    let meta = file.metadata().map_err(read_err)?;
+    check(&meta)?;
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    if bytes.len() as u64 > limit {
+        return Err(Error::KernelTooLarge {
+            path: path.to_path_buf(),
+            size: bytes.len() as u64,
+            limit,
+        });
+    }
+    Ok(bytes)
 }
 
 /// The guest's memory size in bytes, if it holds `image` with headroom.
@@ -184,6 +249,47 @@ fn set_cpuid(vcpus: &[VcpuFd], apic_ids: &[ApicId], supported: &CpuId, tsc_khz: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn kernel_error(path: &Path, limit: u64) -> String {
+        match read_kernel_file(path, limit) {
+            Ok(b) => panic!("{} read: {} bytes", path.display(), b.len()),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn kernel_files_are_regular_and_bounded() {
+        let dir = std::env::temp_dir().join(format!("vmm-kernel-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // A device is refused before it is read (/dev/zero never ends).
+        let e = kernel_error(Path::new("/dev/zero"), 1 << 20);
+        assert!(e.contains("not a regular file (a character device)"), "{e}");
+        let e = kernel_error(&dir, 1 << 20);
+        assert!(e.contains("not a regular file (a directory)"), "{e}");
+        // A FIFO with no writer: opening it blocking would hang here.
+        let fifo = dir.join("fifo");
+        let _ = std::fs::remove_file(&fifo);
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = kernel_error(&fifo, 1 << 20);
+        assert!(e.contains("not a regular file (a FIFO)"), "{e}");
+        // A sparse file larger than guest memory is refused by its size,
+        // without reading it.
+        let big = dir.join("sparse");
+        let f = std::fs::File::create(&big).unwrap();
+        f.set_len(20 << 30).unwrap();
+        let e = kernel_error(&big, 64 << 20);
+        assert!(
+            e.contains("21474836480 bytes is larger than guest memory (67108864 bytes"),
+            "{e}"
+        );
+        // One byte over the limit is refused; at the limit it is read.
+        f.set_len(4097).unwrap();
+        assert!(kernel_error(&big, 4096).contains("4097 bytes is larger"));
+        assert_eq!(read_kernel_file(&big, 4097).unwrap().len(), 4097);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn apic_ids_follow_the_stride() {
