@@ -104,7 +104,7 @@ fn event_results(o: &Outcome) -> Vec<(Change, u32, i32)> {
 
 #[test]
 fn maxcpus_2_then_the_other_four_at_run_time() {
-    let o = schedule(6, "maxcpus=2", "0:on 2; 0:on 3; 0:on 4; 0:on 5");
+    let o = schedule(6, "maxcpus=2", "0ms:on 2; 0ms:on 3; 0ms:on 4; 0ms:on 5");
     assert_success(&o);
     assert_console(&o, "Brought up 2 CPUs");
     assert!(
@@ -120,11 +120,20 @@ fn maxcpus_2_then_the_other_four_at_run_time() {
 
 #[test]
 fn schedule_takes_cpus_down_and_up_and_refuses_bad_changes() {
-    let o = schedule(
+    let mut c = config(4, Scenario::Wait, "");
+    c.hotplug = parse_schedule(
+        "10ms:off 3; 20ms:off 3; 30ms:on 3; 40ms:on 3; 60ms:off 2; 70ms:off 1",
         4,
-        "",
-        "10ms:off 3; 20ms:off 3; 30ms:on 3; 40ms:on 3; 50ms:off 0; 60ms:off 2; 70ms:off 1",
-    );
+    )
+    .unwrap();
+    // `--hotplug` refuses CPU 0 when parsed; the guest must refuse it too.
+    c.hotplug.push(vmm::hotplug_driver::Step {
+        at: Duration::from_millis(50),
+        change: Change::Offline,
+        cpu: 0,
+    });
+    c.hotplug.sort_by_key(|s| s.at);
+    let o = run(&c);
     assert_success(&o);
     use Change::{Offline, Online};
     assert_eq!(
@@ -146,7 +155,7 @@ fn schedule_takes_cpus_down_and_up_and_refuses_bad_changes() {
 
 #[test]
 fn nosmp_cpus_cannot_be_brought_up() {
-    let o = schedule(3, "nosmp", "0:on 1");
+    let o = schedule(3, "nosmp", "0ms:on 1");
     assert_eq!(
         event_results(&o),
         [(Change::Online, 1, -22)],
@@ -240,7 +249,7 @@ fn an_ap_that_does_not_come_up_is_cancelled_and_can_be_retried() {
     // request for CPU 1 times out the same way and is refused (-EIO), and
     // the VM stays healthy.
     let mut c = config(3, Scenario::Wait, "stuck_ap=1 ap_timeout_ms=200");
-    c.hotplug = parse_schedule("0:on 1; 0:off 2; 0:on 2", 3).unwrap();
+    c.hotplug = parse_schedule("0ms:on 1; 0ms:off 2; 0ms:on 2", 3).unwrap();
     let o = run(&c);
     assert_success(&o);
     assert_console(&o, "CPU 1 (APIC id 0x1) did not come online within 200 ms");

@@ -86,40 +86,76 @@ impl Event {
     }
 }
 
-fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
+/// Latest time a step may have: a day, as `--timeout`.
+pub const SCHEDULE_MAX: Duration = Duration::from_secs(86_400);
+
+/// A step's TIME: a whole number with its unit, `ms` or `s` (`250ms`,
+/// `2s`); no sign, no fraction, no bare number.
+fn parse_time(s: &str) -> Result<Duration, String> {
     let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
         (n, 1)
     } else if let Some(n) = s.strip_suffix('s') {
         (n, 1000)
     } else {
-        (s, 1)
+        return Err(format!("time {s:?} needs a unit: ms or s (e.g. {s}ms)"));
     };
-    let v: u64 = num.trim().parse().ok()?;
-    Some(Duration::from_millis(v.checked_mul(scale)?))
+    if num.contains('.') {
+        return Err(format!(
+            "time {s:?}: whole numbers only (write 1500ms, not 1.5s)"
+        ));
+    }
+    let ms = whole(num)
+        .and_then(|v| v.checked_mul(scale))
+        .ok_or_else(|| format!("time {s:?} is not a whole number of ms or s"))?;
+    let at = Duration::from_millis(ms);
+    if at > SCHEDULE_MAX {
+        return Err(format!(
+            "time {s:?} is later than {}s",
+            SCHEDULE_MAX.as_secs()
+        ));
+    }
+    Ok(at)
 }
 
-/// Parses a schedule: `TIME:off CPU` or `TIME:on CPU` steps separated by
-/// `;`, TIME in ms (`100ms`, `100`) or s (`2s`), CPU below `cpus`.
+/// Decimal digits only (`u64::from_str` would take a `+`).
+fn whole(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// Parses a schedule: steps `TIME:ACTION CPU` separated by `;` (blanks
+/// around the parts are ignored, an empty step too). TIME is from the
+/// start, a whole number with its unit (`100ms`, `2s`); ACTION is `off`
+/// (`offline`) or `on` (`online`); CPU is 1 to `cpus - 1` (CPU 0, the boot
+/// CPU, never goes offline).
 pub fn parse_schedule(spec: &str, cpus: u32) -> Result<Vec<Step>, String> {
     let mut steps = Vec::new();
     for part in spec.split(';').map(str::trim).filter(|p| !p.is_empty()) {
         let (time, action) = part
             .split_once(':')
             .ok_or_else(|| format!("{part:?}: expected TIME:off CPU or TIME:on CPU"))?;
-        let at = parse_duration(time).ok_or_else(|| format!("{part:?}: bad time {time:?}"))?;
+        let at = parse_time(time.trim()).map_err(|e| format!("{part:?}: bad {e}"))?;
         let mut words = action.split_whitespace();
         let change = match words.next() {
             Some("off" | "offline") => Change::Offline,
             Some("on" | "online") => Change::Online,
             _ => return Err(format!("{part:?}: the action is 'off' or 'on'")),
         };
-        let cpu: u32 = words
+        let cpu = words
             .next()
-            .and_then(|c| c.parse().ok())
+            .and_then(whole)
+            .and_then(|c| u32::try_from(c).ok())
             .ok_or_else(|| format!("{part:?}: expected a CPU number"))?;
         if words.next().is_some() {
             return Err(format!("{part:?}: unexpected words after the CPU"));
+        }
+        if cpu == 0 {
+            return Err(format!(
+                "{part:?}: CPU 0 (the boot CPU) is always online; the CPU is 1 to {}",
+                cpus.saturating_sub(1)
+            ));
         }
         if cpu >= cpus {
             return Err(format!(
@@ -268,17 +304,45 @@ mod tests {
                 },
             ]
         );
-        for bad in [
-            "",
-            "100ms",
-            "x:off 1",
-            "10:up 1",
-            "10:off",
-            "10:off 9",
-            "10:off 1 2",
-            "10:off -1",
+        assert_eq!(
+            parse_schedule(" 2s : on 1 ;; 0ms:offline 3;", 4).unwrap(),
+            [
+                Step {
+                    at: Duration::ZERO,
+                    change: Change::Offline,
+                    cpu: 3
+                },
+                Step {
+                    at: Duration::from_secs(2),
+                    change: Change::Online,
+                    cpu: 1
+                },
+            ]
+        );
+        for (bad, why) in [
+            ("", "empty schedule"),
+            ("100ms", "expected TIME"),
+            ("x:off 1", "needs a unit"),
+            ("xs:off 1", "not a whole number"),
+            ("100:off 3", "needs a unit"),
+            ("1.5s:off 3", "whole numbers only"),
+            ("+5ms:off 3", "not a whole number"),
+            ("-5ms:off 3", "not a whole number"),
+            ("100 ms:off 3", "not a whole number"),
+            ("86401s:off 3", "later than 86400s"),
+            ("99999999999999999999s:off 3", "not a whole number"),
+            ("10ms:up 1", "'off' or 'on'"),
+            ("10ms:off", "expected a CPU number"),
+            ("10ms:off +1", "expected a CPU number"),
+            ("10ms:off -1", "expected a CPU number"),
+            ("10ms:off 9", "CPU 9 does not exist"),
+            ("10ms:off 4", "CPU 4 does not exist"),
+            ("100ms:off 0", "CPU 0 (the boot CPU) is always online"),
+            ("100ms:on 0", "CPU 0 (the boot CPU) is always online"),
+            ("10ms:off 1 2", "unexpected words"),
         ] {
-            assert!(parse_schedule(bad, 4).is_err(), "{bad:?}");
+            let e = parse_schedule(bad, 4).expect_err(bad);
+            assert!(e.contains(why), "{bad:?}: {e:?} lacks {why:?}");
         }
     }
 }

@@ -182,8 +182,24 @@ fn every_argument_rejects_invalid_values() {
         (&["--hotplug", ""], "--hotplug"),
         (&["--hotplug", "100ms"], "--hotplug"),
         (&["--hotplug", "x:off 1", "--cpus", "2"], "bad time"),
-        (&["--hotplug", "10:off 9", "--cpus", "2"], "does not exist"),
-        (&["--hotplug", "10:up 1", "--cpus", "2"], "'off' or 'on'"),
+        (
+            &["--hotplug", "10ms:off 9", "--cpus", "2"],
+            "does not exist",
+        ),
+        (&["--hotplug", "10ms:up 1", "--cpus", "2"], "'off' or 'on'"),
+        (
+            &["--hotplug", "100ms:off 0", "--cpus", "2"],
+            "CPU 0 (the boot CPU)",
+        ),
+        (
+            &["--hotplug", "100ms:off 4", "--cpus", "4"],
+            "CPU 4 does not exist",
+        ),
+        (&["--hotplug", "100:off 3", "--cpus", "4"], "needs a unit"),
+        (
+            &["--hotplug", "1.5s:off 3", "--cpus", "4"],
+            "whole numbers only",
+        ),
         (&["--hotplug-churn", "0"], "--hotplug-churn"),
         (&["--hotplug-churn=-5"], "--hotplug-churn"),
         (&["--hotplug-churn", "-5"], "--hotplug-churn"),
