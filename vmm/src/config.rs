@@ -51,7 +51,8 @@ pub struct VmConfig {
     /// Faults to inject while the guest runs (`--fault`).
     pub faults: Vec<crate::fault::Fault>,
     /// How long `run=torture` runs (`--duration`; passed to the guest as
-    /// `torture.duration_ms=`).
+    /// `torture.duration_ms=`), or when the host finishes `run=wait`
+    /// (after the hotplug schedule, if that ends later; churn stops then).
     pub duration: Option<Duration>,
     /// Pin each vCPU thread to a host CPU (round robin over the CPUs this
     /// process may use).
@@ -94,7 +95,14 @@ impl VmConfig {
     pub fn guest_cmdline(&self) -> String {
         let mut words = Vec::new();
         if let Some(d) = self.duration {
-            words.push(format!("torture.duration_ms={}", d.as_millis()));
+            if self.scenario == Scenario::Wait {
+                // The host finishes the wait at `d`; the guest's own limit
+                // (60 s by default) must not end it first: the watchdog
+                // is the backstop.
+                words.push(format!("wait_ms={}", self.timeout.as_millis()));
+            } else {
+                words.push(format!("torture.duration_ms={}", d.as_millis()));
+            }
         }
         if !self.cmdline.trim().is_empty() {
             words.push(self.cmdline.trim().to_string());
@@ -160,6 +168,20 @@ impl VmConfig {
                 d.as_secs_f64(),
                 self.timeout.as_secs_f64()
             )));
+        }
+        if self.scenario == Scenario::Wait && self.duration.is_none() && self.api_sock.is_none() {
+            if self.hotplug_churn.is_some() {
+                return Err(Error::EndlessWait(
+                    "with --hotplug-churn never ends: add --duration SECS \
+                     (or --api-sock, and end it with {\"exit\":true})",
+                ));
+            }
+            if self.hotplug.is_empty() {
+                return Err(Error::EndlessWait(
+                    "needs an end: a --hotplug schedule, --duration SECS, \
+                     or --api-sock (and {\"exit\":true})",
+                ));
+            }
         }
         if self.apic_stride == 0 || self.apic_stride > 16 {
             return Err(Error::BadApicStride(self.apic_stride));
@@ -259,5 +281,49 @@ mod tests {
             ..VmConfig::with_cpus(1)
         };
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn wait_needs_an_end() {
+        let wait = |churn, duration, api: bool, schedule: bool| VmConfig {
+            scenario: Scenario::Wait,
+            hotplug_churn: churn,
+            duration,
+            api_sock: api.then(|| PathBuf::from("/tmp/x.sock")),
+            hotplug: if schedule {
+                crate::hotplug_driver::parse_schedule("10ms:off 1", 2).unwrap()
+            } else {
+                Vec::new()
+            },
+            ..VmConfig::with_cpus(2)
+        };
+        let ms = Some(Duration::from_millis(100));
+        let secs = Some(Duration::from_secs(2));
+        for (c, why) in [
+            (wait(ms, None, false, false), "never ends"),
+            (wait(ms, None, false, true), "never ends"),
+            (wait(None, None, false, false), "needs an end"),
+        ] {
+            match c.validate() {
+                Err(e @ Error::EndlessWait(_)) => assert!(e.to_string().contains(why), "{e}"),
+                other => panic!("{c:?}: {other:?}"),
+            }
+        }
+        for c in [
+            wait(ms, secs, false, false),
+            wait(ms, None, true, false),
+            wait(None, None, false, true),
+            wait(None, secs, false, false),
+        ] {
+            assert!(c.validate().is_ok(), "{c:?}");
+        }
+        // The guest's wait outlasts the host's --duration.
+        let c = wait(ms, secs, false, false);
+        assert_eq!(c.guest_cmdline(), "wait_ms=120000");
+        let c = VmConfig {
+            scenario: Scenario::Torture,
+            ..wait(None, secs, false, false)
+        };
+        assert_eq!(c.guest_cmdline(), "torture.duration_ms=2000");
     }
 }

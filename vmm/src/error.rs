@@ -70,6 +70,9 @@ pub enum Error {
     /// A bad `--fault`.
     #[error("--fault {0}")]
     BadFault(String),
+    /// `--run wait` with nothing that would end it.
+    #[error("--run wait {0}")]
+    EndlessWait(&'static str),
     /// A bad `--duration`.
     #[error("--duration {0}")]
     BadDuration(String),

@@ -171,20 +171,31 @@ pub fn parse_schedule(spec: &str, cpus: u32) -> Result<Vec<Step>, String> {
     Ok(steps)
 }
 
-/// Carries out `config`'s hotplug schedule from `start`, then its churn;
-/// without churn, once the schedule is done, asks a guest running `wait`
-/// to finish. Stops early when `stopped()`.
+/// Carries out `config`'s hotplug schedule from `start`, then its churn.
+/// A guest running `wait` is asked to finish: after the schedule without
+/// churn; at `config.duration` (or after the schedule, if later) with it,
+/// the churn stopping then. Stops early when `stopped()`.
 pub fn drive(
     channel: &Channel,
     config: &VmConfig,
     start: Instant,
     stopped: &dyn Fn() -> bool,
 ) -> Vec<Event> {
+    let wait = config.scenario == shared::Scenario::Wait;
+    let end = config.duration.filter(|_| wait).map(|d| start + d);
     let mut events = run_schedule(channel, &config.hotplug, start, stopped);
     if let Some(period) = config.hotplug_churn {
-        events.extend(churn(channel, config.cpus, period, start, stopped));
-    } else if config.scenario == shared::Scenario::Wait && !stopped() {
-        let _ = channel.request(Op::Finish, 0, REQUEST_TIMEOUT);
+        events.extend(churn(channel, config.cpus, period, start, end, stopped));
+    }
+    if wait && (config.hotplug_churn.is_none() || end.is_some()) {
+        if let Some(end) = end {
+            while !stopped() && Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(5).min(end - Instant::now()));
+            }
+        }
+        if !stopped() {
+            let _ = channel.request(Op::Finish, 0, REQUEST_TIMEOUT);
+        }
     }
     events
 }
@@ -229,12 +240,13 @@ pub fn run_schedule(
 }
 
 /// Every `period`, toggles a random CPU other than 0 (offline if it is
-/// online, else online), until `stopped()`.
+/// online, else online), until `stopped()` or `until`.
 pub fn churn(
     channel: &Channel,
     cpus: u32,
     period: Duration,
     start: Instant,
+    until: Option<Instant>,
     stopped: &dyn Fn() -> bool,
 ) -> Vec<Event> {
     let mut events = Vec::new();
@@ -244,7 +256,7 @@ pub fn churn(
     let mut online = vec![true; cpus as usize];
     let mut rng = 0x2545_f491_4f6c_dd1du64 ^ start.elapsed().as_nanos() as u64;
     let mut next = start + period;
-    while !stopped() {
+    while !stopped() && until.is_none_or(|u| Instant::now() < u) {
         if Instant::now() < next {
             std::thread::sleep(Duration::from_millis(2).min(next - Instant::now()));
             continue;

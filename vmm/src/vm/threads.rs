@@ -133,7 +133,8 @@ pub(super) fn spawn_faults(
     )
 }
 
-/// Starts the hotplug driver if `config` has a schedule or churn; it
+/// Starts the hotplug driver if `config` has a schedule or churn, or is a
+/// `wait` with `--duration` (the driver finishes it); it
 /// leaves what happened in `events`.
 pub(super) fn spawn_hotplug_driver(
     config: &VmConfig,
@@ -142,7 +143,8 @@ pub(super) fn spawn_hotplug_driver(
     ctl: &Arc<Control>,
     events: &Arc<Mutex<Vec<Event>>>,
 ) -> Option<JoinHandle<()>> {
-    if config.hotplug.is_empty() && config.hotplug_churn.is_none() {
+    let timed_wait = config.scenario == shared::Scenario::Wait && config.duration.is_some();
+    if config.hotplug.is_empty() && config.hotplug_churn.is_none() && !timed_wait {
         return None;
     }
     let (channel, ctl, events) = (channel.clone(), ctl.clone(), events.clone());
