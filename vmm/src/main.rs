@@ -1,5 +1,7 @@
 //! `vmm`: boot the smpcall guest on N KVM vCPUs and run a scenario.
 
+use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode as ProcessExit;
 use std::time::Duration;
@@ -12,8 +14,11 @@ use vmm::{Kernel, VmConfig};
 const EXIT_CODES: &str = "\
 Exit codes:
   0  success: the guest ran the scenario and reported success
-  1  the guest reported a failure (a failed self-test)
-  2  usage or configuration error (bad arguments, bad --kernel, no /dev/kvm)
+  1  the guest reported a failure (a failed self-test), or a --fault was
+     not injected (the run ended before it was due)
+  2  usage or configuration error (bad arguments, an option for another
+     scenario, bad --kernel, an output path that cannot be written, no
+     /dev/kvm), said in one line
   3  the guest crashed (exception, triple fault, failed entry), wrote a meaningless
      exit status (as --run hostile does), or KVM failed
   4  timeout: the watchdog stopped a guest that did not finish (--timeout)
@@ -75,11 +80,13 @@ struct Cli {
     #[arg(long, default_value_t = 1, value_name = "STRIDE", allow_negative_numbers = true,
           value_parser = |s: &str| whole::<u32>(s))]
     apic_stride: u32,
-    /// Hotplug schedule while the guest runs: "100ms:off 3; 250ms:on 3"
-    /// (times from the start; s or ms).
+    /// Hotplug schedule while the guest runs: "100ms:off 3; 250ms:on 3":
+    /// TIME:off|on CPU steps, TIME from the start as a whole number with
+    /// its unit (ms or s; no fractions), CPU 1 to N-1.
     #[arg(long, value_name = "SCHEDULE")]
     hotplug: Option<String>,
-    /// Take a random CPU offline or online every MS milliseconds.
+    /// Take a random CPU (not 0) offline or online every MS milliseconds
+    /// (with --run wait: until --duration).
     #[arg(long, value_name = "MS", allow_negative_numbers = true,
           value_parser = |s: &str| whole::<u64>(s))]
     hotplug_churn: Option<u64>,
@@ -91,16 +98,21 @@ struct Cli {
     #[arg(long)]
     pin: bool,
     /// With --run bench: also write the report as JSON (schema in README).
+    /// Checked before the VM starts: a regular file, or a new one in an
+    /// existing directory, and not the same file as --plot.
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
-    /// With --run bench: also draw the latency distributions as SVG.
+    /// With --run bench: also draw the latency distributions as SVG
+    /// (checked as --json).
     #[arg(long, value_name = "PATH")]
     plot: Option<PathBuf>,
     /// With a scenario that has test cases (selftest, hotplug, torture):
-    /// also write the cases as a JUnit XML report.
+    /// also write the cases as a JUnit XML report (checked as --json).
     #[arg(long, value_name = "PATH")]
     junit: Option<PathBuf>,
-    /// With --run torture: how long the invokers run (default 5 s).
+    /// With --run torture: how long the invokers run (default 5 s); with
+    /// --run wait: when the host ends the wait (churn stops then). Less
+    /// than --timeout.
     #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
     duration: Option<f64>,
     /// Inject a fault (repeatable): stall:CPU:MS[@AT] stops vCPU CPU for
@@ -108,6 +120,8 @@ struct Cli {
     /// call-function IPIs a second to random vCPUs; drop-ipi:P drops a
     /// fraction P of the guest's call-function IPIs (if this host's KVM
     /// lets the VMM trap the x2APIC ICR; else skipped, with one line).
+    /// A stall or spurious-ipi that the run ended before is said in one
+    /// line and exits 1.
     #[arg(long, value_name = "SPEC")]
     fault: Vec<String>,
     /// Do not copy the guest console to stdout.
@@ -177,6 +191,67 @@ fn seconds(flag: &str, secs: f64) -> Result<Duration, String> {
     }
 }
 
+/// A scenario-specific option: its flag, whether it was given, the
+/// scenarios it applies to and what they have in common.
+struct ScenarioOption {
+    flag: &'static str,
+    given: fn(&Cli) -> bool,
+    applies: fn(Scenario) -> bool,
+    what: &'static str,
+}
+
+/// Which option applies to which scenario: the one rule, for every
+/// scenario-specific option (README's table). Any other use is refused,
+/// never silently ignored. The other options apply to every scenario.
+const SCENARIO_OPTIONS: &[ScenarioOption] = &[
+    ScenarioOption {
+        flag: "--json",
+        given: |c| c.json.is_some(),
+        applies: |s| s == Scenario::Bench,
+        what: "the benchmark's report",
+    },
+    ScenarioOption {
+        flag: "--plot",
+        given: |c| c.plot.is_some(),
+        applies: |s| s == Scenario::Bench,
+        what: "the benchmark's latencies",
+    },
+    ScenarioOption {
+        flag: "--junit",
+        given: |c| c.junit.is_some(),
+        applies: Scenario::has_cases,
+        what: "scenarios with test cases",
+    },
+    ScenarioOption {
+        flag: "--duration",
+        given: |c| c.duration.is_some(),
+        applies: |s| matches!(s, Scenario::Torture | Scenario::Wait),
+        what: "how long the torture runs, or when the host ends a wait",
+    },
+];
+
+/// Refuses a scenario-specific option given with a scenario it does not
+/// apply to.
+fn scenario_options(cli: &Cli) -> Result<(), String> {
+    for o in SCENARIO_OPTIONS {
+        if (o.given)(cli) && !(o.applies)(cli.run) {
+            let with: Vec<_> = Scenario::ALL
+                .iter()
+                .filter(|s| (o.applies)(**s))
+                .map(|s| s.name())
+                .collect();
+            return Err(format!(
+                "{} applies only to --run {} ({}), not to --run {}",
+                o.flag,
+                with.join("|"),
+                o.what,
+                cli.run.name()
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn config(cli: &Cli) -> Result<VmConfig, String> {
     let timeout = seconds("--timeout", cli.timeout)?;
     let hotplug = match &cli.hotplug {
@@ -184,20 +259,7 @@ fn config(cli: &Cli) -> Result<VmConfig, String> {
             .map_err(|e| format!("--hotplug: {e}"))?,
         None => Vec::new(),
     };
-    if (cli.json.is_some() || cli.plot.is_some()) && cli.run != Scenario::Bench {
-        return Err("--json and --plot need --run bench".into());
-    }
-    if cli.junit.is_some() && !cli.run.has_cases() {
-        let with: Vec<_> = Scenario::ALL
-            .iter()
-            .filter(|s| s.has_cases())
-            .map(|s| s.name())
-            .collect();
-        return Err(format!(
-            "--junit needs a scenario with test cases (--run {})",
-            with.join(", --run ")
-        ));
-    }
+    scenario_options(cli)?;
     let duration = cli.duration.map(|d| seconds("--duration", d)).transpose()?;
     let faults = cli
         .fault
@@ -227,15 +289,167 @@ fn config(cli: &Cli) -> Result<VmConfig, String> {
     })
 }
 
+/// An output file (`--json`, `--plot`, `--junit`), opened for writing
+/// before the VM starts, so that a path that cannot be written is refused
+/// at once, not after the whole run.
+struct Output {
+    flag: &'static str,
+    path: PathBuf,
+    file: File,
+    /// This run created it (removed again if the run writes nothing).
+    created: bool,
+}
+
+impl Output {
+    /// Opens `path` for writing without truncating it yet: a regular file
+    /// (checked before opening, so a FIFO cannot block, and again on the
+    /// opened descriptor), or a new one in an existing, writable directory.
+    fn open(flag: &'static str, path: &Path) -> Result<Output, String> {
+        let name = || format!("{flag} {}", path.display());
+        let not_regular = |m: &std::fs::Metadata| {
+            let kind = if m.is_dir() {
+                "a directory"
+            } else {
+                "a device, FIFO or socket"
+            };
+            format!("{}: not a regular file ({kind})", name())
+        };
+        match std::fs::metadata(path) {
+            Ok(m) if !m.is_file() => return Err(not_regular(&m)),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("{}: {e}", name())),
+        }
+        let open = |new: bool| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(new)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(path)
+        };
+        let (file, created) = match open(true) {
+            Ok(f) => (f, true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => (
+                open(false).map_err(|e| format!("{}: cannot write: {e}", name()))?,
+                false,
+            ),
+            Err(e) => return Err(format!("{}: cannot create: {e}", name())),
+        };
+        let out = Output {
+            flag,
+            path: path.to_path_buf(),
+            file,
+            created,
+        };
+        match out.file.metadata() {
+            Ok(m) if m.is_file() => Ok(out),
+            Ok(m) => Err(not_regular(&m)),
+            Err(e) => Err(format!("{}: {e}", name())),
+        }
+    }
+
+    /// Replaces the file's contents with `bytes`.
+    fn write(&mut self, bytes: &[u8]) -> Result<(), String> {
+        use std::io::{Seek, Write};
+        let name = format!("{} {}", self.flag, self.path.display());
+        self.file
+            .set_len(0)
+            .and_then(|()| self.file.rewind())
+            .and_then(|()| self.file.write_all(bytes))
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| format!("{name}: {e}"))
+    }
+
+    /// Removes the file if this run created it and wrote nothing.
+    fn discard(self) {
+        if self.created {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// The output files of a run, opened up front.
+#[derive(Default)]
+struct Outputs {
+    json: Option<Output>,
+    plot: Option<Output>,
+    junit: Option<Output>,
+}
+
+impl Outputs {
+    /// Opens every output `cli` asks for; two that are the same file (by
+    /// device and inode, whatever the paths) are refused.
+    fn open(cli: &Cli) -> Result<Outputs, String> {
+        use std::os::unix::fs::MetadataExt;
+        let mut outs = Outputs::default();
+        let wanted = [
+            ("--json", &cli.json),
+            ("--plot", &cli.plot),
+            ("--junit", &cli.junit),
+        ];
+        for (flag, path) in wanted {
+            let Some(path) = path else { continue };
+            let out = match Output::open(flag, path) {
+                Ok(o) => o,
+                Err(e) => {
+                    outs.discard();
+                    return Err(e);
+                }
+            };
+            let id = |o: &Output| o.file.metadata().ok().map(|m| (m.dev(), m.ino()));
+            let same = outs
+                .iter()
+                .find(|o| id(o).is_some() && id(o) == id(&out))
+                .map(|o| {
+                    format!(
+                        "{} and {} are the same file ({})",
+                        o.flag,
+                        flag,
+                        path.display()
+                    )
+                });
+            match flag {
+                "--json" => outs.json = Some(out),
+                "--plot" => outs.plot = Some(out),
+                _ => outs.junit = Some(out),
+            }
+            if let Some(msg) = same {
+                outs.discard();
+                return Err(msg);
+            }
+        }
+        Ok(outs)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Output> {
+        [&self.json, &self.plot, &self.junit].into_iter().flatten()
+    }
+
+    /// Removes the files this run created (it is not going to write them).
+    fn discard(self) {
+        for o in [self.json, self.plot, self.junit].into_iter().flatten() {
+            o.discard();
+        }
+    }
+}
+
 /// Writes `--junit`: the run's test cases as JUnit XML.
-fn junit_report(path: &Path, config: &VmConfig, tests: &[vmm::TestResult]) -> Result<(), String> {
+fn junit_report(
+    out: &mut Output,
+    config: &VmConfig,
+    tests: &[vmm::TestResult],
+) -> Result<(), String> {
     let report = vmm::junit::report(config.scenario, config.cpus, tests);
     let xml = report.to_string().map_err(|e| e.to_string())?;
-    std::fs::write(path, xml).map_err(|e| format!("--junit {}: {e}", path.display()))
+    out.write(xml.as_bytes())
 }
 
 /// Prints the benchmark table and writes `--json` / `--plot`.
-fn bench_report(cli: &Cli, config: &VmConfig, outcome: &vmm::Outcome) -> Result<(), String> {
+fn bench_report(
+    outs: &mut Outputs,
+    config: &VmConfig,
+    outcome: &vmm::Outcome,
+) -> Result<(), String> {
     let info = vmm::bench::RunInfo {
         host: vmm::host::info(),
         vcpus: config.cpus,
@@ -243,13 +457,12 @@ fn bench_report(cli: &Cli, config: &VmConfig, outcome: &vmm::Outcome) -> Result<
     };
     let report = vmm::bench::Report::new(info, &outcome.bench);
     print!("{}", report.table());
-    if let Some(path) = &cli.json {
+    if let Some(out) = &mut outs.json {
         let text = serde_json::to_string_pretty(&report.json()).map_err(|e| e.to_string())?;
-        std::fs::write(path, text + "\n").map_err(|e| format!("--json {}: {e}", path.display()))?;
+        out.write((text + "\n").as_bytes())?;
     }
-    if let Some(path) = &cli.plot {
-        std::fs::write(path, vmm::bench::plot::svg(&report))
-            .map_err(|e| format!("--plot {}: {e}", path.display()))?;
+    if let Some(out) = &mut outs.plot {
+        out.write(vmm::bench::plot::svg(&report).as_bytes())?;
     }
     Ok(())
 }
@@ -270,7 +483,10 @@ fn main() -> ProcessExit {
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
 
-    let config = match config(&cli) {
+    // Everything is checked before the output files are opened (created),
+    // and they before the VM starts.
+    let checked = config(&cli).and_then(|c| c.validate().map(|()| c).map_err(|e| e.to_string()));
+    let (config, mut outputs) = match checked.and_then(|c| Ok((c, Outputs::open(&cli)?))) {
         Ok(c) => c,
         Err(msg) => {
             eprintln!("vmm: {msg}");
@@ -298,7 +514,7 @@ fn main() -> ProcessExit {
             // A failed --json / --plot write exits 2, unless the guest
             // failed: then its code (1, 3, 4) wins, with its diagnosis.
             if cli.run == Scenario::Bench
-                && let Err(msg) = bench_report(&cli, &config, &outcome)
+                && let Err(msg) = bench_report(&mut outputs, &config, &outcome)
             {
                 eprintln!("vmm: {msg}");
                 if outcome.exit_code() == ExitCode::Success {
@@ -331,8 +547,8 @@ fn main() -> ProcessExit {
                 println!("{}", vmm::CaseCounts::of(&tests));
             }
             // As --json: a failed write exits 2 unless the guest failed.
-            if let Some(path) = &cli.junit
-                && let Err(msg) = junit_report(path, &config, &tests)
+            if let Some(out) = &mut outputs.junit
+                && let Err(msg) = junit_report(out, &config, &tests)
             {
                 eprintln!("vmm: {msg}");
                 if outcome.exit_code() == ExitCode::Success {
@@ -347,6 +563,7 @@ fn main() -> ProcessExit {
             ProcessExit::from(outcome.exit_code() as u8)
         }
         Err(e) => {
+            outputs.discard();
             eprintln!("vmm: {e}");
             ProcessExit::from(e.exit_code() as u8)
         }

@@ -119,6 +119,10 @@ fn every_argument_rejects_invalid_values() {
         .and_then(|f| f.set_len(20 << 30))
         .expect("sparse file");
     let sparse = sparse.to_string_lossy().into_owned();
+    let dir_s = dir.to_string_lossy().into_owned();
+    let same = dir.join("cli-same.json").to_string_lossy().into_owned();
+    let same_again = dir.join(".").join("cli-same.json");
+    let same_again = same_again.to_string_lossy().into_owned();
     let cases: &[(&[&str], &str)] = &[
         (&["--cpus", "0"], "--cpus must be at least 1"),
         (&["--cpus=-3"], "--cpus"),
@@ -237,7 +241,40 @@ fn every_argument_rejects_invalid_values() {
         (&["--plot", "/tmp/x.svg"], "--run bench"),
         (
             &["--junit", "/tmp/x.xml"],
-            "--junit needs a scenario with test cases",
+            "--junit applies only to --run selftest|hotplug|torture",
+        ),
+        (
+            &["--duration", "5"],
+            "--duration applies only to --run wait|torture",
+        ),
+        (
+            &["--duration", "5", "--run", "selftest"],
+            "not to --run selftest",
+        ),
+        (
+            &["--run", "wait", "--hotplug-churn", "100", "--cpus", "2"],
+            "never ends",
+        ),
+        (&["--run", "wait", "--cpus", "2"], "--run wait needs an end"),
+        (
+            &["--run", "bench", "--json", "/nonexistent/x.json"],
+            "--json /nonexistent/x.json: cannot create",
+        ),
+        (
+            &["--run", "bench", "--plot", "/dev/full"],
+            "--plot /dev/full: not a regular file",
+        ),
+        (
+            &["--run", "selftest", "--junit", "/dev/full"],
+            "--junit /dev/full: not a regular file",
+        ),
+        (
+            &["--run", "bench", "--json", &dir_s],
+            "not a regular file (a directory)",
+        ),
+        (
+            &["--run", "bench", "--json", &same, "--plot", &same_again],
+            "--json and --plot are the same file",
         ),
         (
             &["--junit", "/tmp/x.xml", "--run", "bench"],
@@ -253,6 +290,52 @@ fn every_argument_rejects_invalid_values() {
         .filter_map(|(args, want)| check_rejected(args, want))
         .collect();
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Output files are checked before the VM starts; a refused one leaves no
+/// file behind that the run created, and an existing file is left as it
+/// was.
+#[test]
+fn output_paths_are_checked_before_the_run() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let json = dir.join("cli-early.json");
+    let _ = std::fs::remove_file(&json);
+    let json_s = json.to_string_lossy().into_owned();
+    rejected(
+        &["--run", "bench", "--json", &json_s, "--plot", "/dev/full"],
+        "--plot /dev/full: not a regular file",
+    );
+    assert!(!json.exists(), "a refused run left {json_s} behind");
+    std::fs::write(&json, b"keep").expect("temp file");
+    rejected(
+        &["--run", "bench", "--json", &json_s, "--plot", &json_s],
+        "same file",
+    );
+    assert_eq!(std::fs::read(&json).expect("still there"), b"keep");
+}
+
+/// `--run wait` with churn ends at `--duration`, with success.
+#[test]
+fn wait_with_churn_ends_at_duration() {
+    let out = vmm(&[
+        "--cpus",
+        "2",
+        "--run",
+        "wait",
+        "--hotplug-churn",
+        "50",
+        "--duration",
+        "1",
+        "--quiet",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("hotplug: "), "no churn: {stdout}");
 }
 
 /// An unknown `--run` is refused before any VM exists (nothing on
