@@ -542,6 +542,9 @@ fn main() -> ProcessExit {
             for line in outcome.faults.lines() {
                 println!("{line}");
             }
+            for line in &outcome.faults.not_injected {
+                eprintln!("vmm: {line}");
+            }
             let tests = outcome.records.tests();
             if !tests.is_empty() {
                 println!("{}", vmm::CaseCounts::of(&tests));

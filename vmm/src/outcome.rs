@@ -115,9 +115,13 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// The process exit code this outcome maps to.
+    /// The process exit code this outcome maps to. A run whose guest
+    /// succeeded but that did not inject a requested fault does not pass.
     pub fn exit_code(&self) -> ExitCode {
         match self.ending {
+            Ending::GuestExit(GuestStatus::Success) if !self.faults.not_injected.is_empty() => {
+                ExitCode::GuestFailure
+            }
             Ending::GuestExit(GuestStatus::Success) => ExitCode::Success,
             Ending::GuestExit(GuestStatus::Failure | GuestStatus::BadRequest) => {
                 ExitCode::GuestFailure

@@ -338,6 +338,30 @@ fn wait_with_churn_ends_at_duration() {
     assert!(stdout.contains("hotplug: "), "no churn: {stdout}");
 }
 
+/// A requested fault the run ended before is said in one line, and the
+/// run fails (exit 1) although the guest succeeded. The stall is due after
+/// the watchdog's --timeout, so it can never be injected.
+#[test]
+fn a_fault_not_injected_fails_the_run() {
+    let out = vmm(&[
+        "--cpus",
+        "2",
+        "--timeout",
+        "60",
+        "--fault",
+        "stall:1:300@99999",
+        "--quiet",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        lines,
+        ["vmm: --fault stall:1:300@99999 was not injected: the run ended before it was due"],
+        "{err}"
+    );
+}
+
 /// An unknown `--run` is refused before any VM exists (nothing on
 /// stdout, no guest console), with every scenario listed.
 #[test]

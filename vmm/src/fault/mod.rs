@@ -118,6 +118,23 @@ impl Fault {
     }
 }
 
+impl std::fmt::Display for Fault {
+    /// The `--fault` spec that parses back to it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fault::Stall { cpu, duration, at } => {
+                write!(f, "stall:{cpu}:{}", duration.as_millis())?;
+                match at {
+                    Some(at) => write!(f, "@{}", at.as_millis()),
+                    None => Ok(()),
+                }
+            }
+            Fault::SpuriousIpi { per_sec } => write!(f, "spurious-ipi:{per_sec}"),
+            Fault::DropIpi { probability } => write!(f, "drop-ipi:{probability}"),
+        }
+    }
+}
+
 /// A stall that happened.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StallEvent {
@@ -142,9 +159,39 @@ pub struct FaultReport {
     pub ipis_dropped: u64,
     /// Faults that could not be injected here, one line each.
     pub skipped: Vec<String>,
+    /// Requested faults the run ended before (a stall not yet due, a
+    /// spurious-ipi that sent none), one line each: the run does not pass
+    /// ([`crate::Outcome::exit_code`]).
+    pub not_injected: Vec<String>,
 }
 
 impl FaultReport {
+    /// Notes each of `requested` that this report does not show injected
+    /// in [`FaultReport::not_injected`]. A `drop-ipi` this host cannot
+    /// trap is `skipped`, not missing; one it traps is in place all run.
+    pub fn check_injected(&mut self, requested: &[Fault]) {
+        let mut stalls: Vec<u32> = self.stalls.iter().map(|s| s.cpu).collect();
+        let spurious: u64 = self.spurious_ipis.iter().sum();
+        for f in requested {
+            let done = match f {
+                Fault::Stall { cpu, .. } => match stalls.iter().position(|c| c == cpu) {
+                    Some(i) => {
+                        stalls.swap_remove(i);
+                        true
+                    }
+                    None => false,
+                },
+                Fault::SpuriousIpi { .. } => spurious > 0,
+                Fault::DropIpi { .. } => true,
+            };
+            if !done {
+                self.not_injected.push(format!(
+                    "--fault {f} was not injected: the run ended before it was due"
+                ));
+            }
+        }
+    }
+
     /// One line per thing done or skipped, for the CLI.
     pub fn lines(&self) -> Vec<String> {
         let mut out: Vec<String> = self
@@ -307,6 +354,7 @@ impl Injector {
             icr_writes: self.icr_writes.load(Ordering::Relaxed),
             ipis_dropped: self.dropped.load(Ordering::Relaxed),
             skipped: lock(&self.skipped).clone(),
+            not_injected: Vec::new(),
         }
     }
 }
@@ -416,6 +464,47 @@ mod tests {
     use super::*;
 
     #[test]
+    fn faults_not_injected_are_named() {
+        let stall = |cpu| StallEvent {
+            cpu,
+            at: Duration::from_millis(5),
+            lasted: Duration::from_millis(1),
+        };
+        let requested: Vec<Fault> = [
+            "stall:1:300@99999",
+            "stall:1:100",
+            "stall:2:5",
+            "spurious-ipi:1",
+            "drop-ipi:0.5",
+        ]
+        .iter()
+        .map(|s| Fault::parse(s).unwrap())
+        .collect();
+        let mut r = FaultReport {
+            stalls: vec![stall(1)],
+            spurious_ipis: vec![0, 0, 0],
+            ..FaultReport::default()
+        };
+        r.check_injected(&requested);
+        // One stall of CPU 1 happened: one of the two is missing.
+        assert_eq!(
+            r.not_injected,
+            [
+                "--fault stall:1:100 was not injected: the run ended before it was due",
+                "--fault stall:2:5 was not injected: the run ended before it was due",
+                "--fault spurious-ipi:1 was not injected: the run ended before it was due",
+            ]
+        );
+        let mut r = FaultReport {
+            stalls: vec![stall(2), stall(1), stall(1)],
+            spurious_ipis: vec![0, 3, 0],
+            ..FaultReport::default()
+        };
+        r.check_injected(&requested);
+        assert!(r.not_injected.is_empty(), "{:?}", r.not_injected);
+    }
+
+    #[test]
     fn parses_specs() {
         assert_eq!(
             Fault::parse("stall:1:500").unwrap(),
@@ -441,6 +530,14 @@ mod tests {
             Fault::parse("drop-ipi:0.25").unwrap(),
             Fault::DropIpi { probability: 0.25 }
         );
+        for spec in [
+            "stall:1:500",
+            "stall:0:20@300",
+            "spurious-ipi:7",
+            "drop-ipi:0.25",
+        ] {
+            assert_eq!(Fault::parse(spec).unwrap().to_string(), spec);
+        }
         for bad in [
             "",
             "stall",

@@ -185,7 +185,8 @@ impl Running {
         if let Some(path) = &self.config.api_sock {
             let _ = std::fs::remove_file(path);
         }
-        let outcome = self.state.outcome(ending, &stuck, self.started);
+        let mut outcome = self.state.outcome(ending, &stuck, self.started);
+        outcome.faults.check_injected(&self.config.faults);
         drop(self.channel);
         if stuck.vcpus > 0 {
             // A thread may still be inside KVM_RUN: keep its VM and memory.
