@@ -105,6 +105,9 @@ impl<'a> BootParams<'a> {
             match key {
                 // The scenario is in the boot information, not here.
                 "run" => warn("the host chooses the scenario (vmm --run); ignored"),
+                // Switches: a value (`hang=0`) would look as if it
+                // turned them off; it is refused, not ignored silently.
+                "nosmp" | "hang" if value.is_some() => warn("takes no value; ignored"),
                 "nosmp" => {
                     p.max_cpus = Some(0);
                     p.smp_disabled = true;
@@ -315,5 +318,20 @@ mod tests {
         let p = BootParams::parse("crash=pf hang");
         assert_eq!(p.crash, Some(Crash::PageFault));
         assert!(p.hang);
+    }
+
+    #[test]
+    fn switches_take_no_value() {
+        let p = BootParams::parse("hang=0 nosmp=1 hang=");
+        assert!(!p.hang && !p.smp_disabled && p.max_cpus.is_none());
+        let w: Vec<_> = p.warnings().map(|w| (w.key, w.value, w.problem)).collect();
+        assert_eq!(
+            w,
+            [
+                ("hang", Some("0"), "takes no value; ignored"),
+                ("nosmp", Some("1"), "takes no value; ignored"),
+                ("hang", Some(""), "takes no value; ignored"),
+            ]
+        );
     }
 }

@@ -362,6 +362,34 @@ fn a_fault_not_injected_fails_the_run() {
     );
 }
 
+/// Guest command-line warnings name the real problem: a switch given a
+/// value (which does not turn it on: the run does not hang), a weight
+/// that is not a number.
+#[test]
+fn cmdline_warnings_name_the_problem() {
+    let out = vmm(&[
+        "--cpus",
+        "1",
+        "--run",
+        "torture",
+        "--duration",
+        "0.5",
+        "--timeout",
+        "60",
+        "--cmdline",
+        "hang=0 scf.weight_all=abc scf.weight_many=-2",
+    ]);
+    let console = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{console}");
+    for want in [
+        "warning: hang=0: takes no value; ignored",
+        "scftorture: scf.weight_all=abc: is not a number (a weight, -1 or more); ignored",
+        "scftorture: scf.weight_many=-2: is negative; a weight is -1 (unset) or more; ignored",
+    ] {
+        assert!(console.contains(want), "{want:?} not in\n{console}");
+    }
+}
+
 /// An unknown `--run` is refused before any VM exists (nothing on
 /// stdout, no guest console), with every scenario listed.
 #[test]

@@ -3,7 +3,7 @@
 //! random choice of an operation, plus this kernel's `torture.duration_ms=`
 //! and `torture.stat_ms=` (or scftorture's `scf.stat_interval=` seconds).
 
-use shared::cmdline::{Param, params, parse_u64};
+use shared::cmdline::{NumberError, Param, params, parse_u64};
 
 use crate::kprintln;
 
@@ -64,14 +64,24 @@ pub struct Config {
     nsel: usize,
 }
 
-fn signed(value: Option<&str>) -> Option<i64> {
-    let v = value?;
-    match v.strip_prefix('-') {
-        Some(rest) => parse_u64(Some(rest))
-            .ok()
-            .and_then(|n| i64::try_from(n).ok())
-            .map(|n| -n),
-        None => parse_u64(Some(v)).ok().and_then(|n| i64::try_from(n).ok()),
+/// A weight: a whole number, -1 (unset) or more; else what is wrong.
+fn weight(value: Option<&str>) -> Result<i64, &'static str> {
+    let (negative, digits) = match value {
+        Some(v) => v.strip_prefix('-').map_or((false, v), |rest| (true, rest)),
+        None => (false, ""),
+    };
+    let n = match parse_u64(Some(digits)) {
+        Ok(n) => n,
+        Err(NumberError::Missing) => return Err("needs a value (a weight, -1 or more)"),
+        Err(NumberError::Invalid) => return Err("is not a number (a weight, -1 or more)"),
+        Err(NumberError::Overflow) => return Err("is too large for a weight"),
+    };
+    let n = i64::try_from(n).map_err(|_| "is too large for a weight")?;
+    match (negative, n) {
+        (false, n) => Ok(n),
+        (true, 0) => Ok(0),
+        (true, 1) => Ok(-1),
+        (true, _) => Err("is negative; a weight is -1 (unset) or more"),
     }
 }
 
@@ -85,9 +95,11 @@ impl Config {
         let mut stat_ms = 0;
         for Param { key, value } in params(cmdline) {
             if let Some(i) = OPS.iter().position(|(_, k)| *k == key) {
-                match signed(value) {
-                    Some(w) if w >= -1 => raw[i] = w,
-                    _ => kprintln!("scftorture: {key}: a weight is -1 or more; ignored"),
+                match weight(value) {
+                    Ok(w) => raw[i] = w,
+                    Err(why) => {
+                        kprintln!("scftorture: {key}={}: {why}; ignored", value.unwrap_or(""))
+                    }
                 }
                 continue;
             }
