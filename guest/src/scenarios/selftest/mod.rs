@@ -142,6 +142,11 @@ const CASES: &[Case] = &[
     ),
     case("wait-iff-enqueued", Needs::Cpus(2), many::wait_iff_enqueued),
     case(
+        "sync-released-after-callback",
+        Needs::Cpus(2),
+        many::sync_released_after_callback,
+    ),
+    case(
         "on-each-cpu-cond-predicate",
         Needs::Nothing,
         many::cond_predicate,
