@@ -169,6 +169,13 @@ impl<A: Arch> Smp<A> {
         self.csd_lock_timeout_ns.load(Ordering::Relaxed)
     }
 
+    /// How many csd-lock stalls were detected so far (each counted at its
+    /// first report; Linux's `csd_bug_count`).
+    pub fn csd_stalls_detected(&self) -> u32 {
+        // Relaxed: a diagnostic count; nothing is published through it.
+        self.csd_bug_count.load(Ordering::Relaxed)
+    }
+
     /// Whether some csd-lock wait is currently reported as stuck (Linux's
     /// `csd_lock_is_stuck`, for other watchdogs to stay quiet).
     pub fn csd_lock_is_stuck(&self) -> bool {
