@@ -59,6 +59,12 @@ wire_enum! {
     }
 }
 
+/// Name of the [`Body::Counter`] the self-test sends after its cases: how
+/// many csd-lock stalls its cases provoked on purpose (detected while a
+/// case had lowered the stall timeout), so that the VMM can tell them from
+/// real ones.
+pub const PROVOKED_STALLS_COUNTER: &str = "selftest.provoked_csd_stalls";
+
 wire_records! {
     /// A record's payload; `S` is `&str` when decoded in place, `String` for
     /// the host's owned copies. Each variant's fields are its wire payload,

@@ -219,3 +219,37 @@ fn malformed_boot_parameters_warn_and_boot() {
     assert_console(&o, "warning: nr_cpus=-1");
     assert_console(&o, "Brought up 2 CPUs");
 }
+
+/// The demo's text after an optional `[cpuN] ` console prefix.
+fn demo_text(line: &str) -> &str {
+    match line.strip_prefix("[cpu") {
+        Some(rest) => rest.split_once("] ").map_or(line, |(_, t)| t),
+        None => line,
+    }
+}
+
+/// The demo's summary ("N demo callbacks ran") is the sum of its per-CPU
+/// table, and both count the "ran ..." lines its callbacks printed.
+#[test]
+fn demo_summary_agrees_with_its_per_cpu_table() {
+    let o = run(&config(4, Scenario::Demo, ""));
+    assert_success(&o);
+    let lines: Vec<&str> = o.console.lines().map(demo_text).collect();
+    let summary: u64 = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("demo: ")?.split_once(" demo callbacks ran"))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or_else(|| panic!("no summary line\n{}", explain(&o)));
+    let rows: Vec<u64> = lines
+        .iter()
+        .filter_map(|l| l.trim_start().strip_prefix("CPU "))
+        .filter_map(|l| l.rsplit_once(" / "))
+        .map(|(_, run)| run.trim().parse().expect("callbacks column"))
+        .collect();
+    assert_eq!(rows.len(), 4, "one table row per CPU\n{}", explain(&o));
+    let printed = lines.iter().filter(|l| l.starts_with("  ran ")).count() as u64;
+    assert_eq!(rows.iter().sum::<u64>(), summary, "{}", explain(&o));
+    assert_eq!(printed, summary, "{}", explain(&o));
+    // Every CPU ran some: single, many, on_each_cpu... reach all four.
+    assert!(rows.iter().all(|&r| r > 0), "{rows:?}\n{}", explain(&o));
+}

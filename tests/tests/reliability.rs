@@ -213,32 +213,49 @@ fn spurious_ipis_are_counted_and_harmless() {
     assert!(counter(&o, "scf.empty_ipis") > 0, "{}", explain(&o));
 }
 
+/// Stalls in `o` all got unstuck, and some only through a re-sent IPI.
+fn stalls_recovered_by_resends(o: &Outcome) {
+    let stalls = o.records.csd_stalls();
+    assert!(stalls.iter().any(|s| s.resends > 0), "{}", explain(o));
+    assert!(
+        stalls.iter().all(|s| s.unstuck_after.is_some()),
+        "{}",
+        explain(o)
+    );
+}
+
 #[test]
-fn dropped_ipis_are_recovered_by_the_stall_detector() {
-    // The VMM's drop (where this host's KVM can trap the ICR) and the
-    // guest's own (always available).
-    let mut c = torture(4, "ipi_drop=200 csd_lock_timeout=20");
+fn guest_dropped_ipis_are_recovered_by_the_stall_detector() {
+    // The guest drops IPIs itself (`ipi_drop`): available on every host.
+    let o = run(&torture(4, "ipi_drop=200 csd_lock_timeout=20"));
+    torture_passed(&o);
+    assert!(counter(&o, "scf.ipis_dropped") > 0, "{}", explain(&o));
+    stalls_recovered_by_resends(&o);
+}
+
+/// The VMM's `drop-ipi` fault needs a KVM that lets the VMM trap x2APIC
+/// ICR writes. Where it cannot, the VMM skips the fault (one line) and so
+/// does this test: it prints `SKIPPED: <reason>` and checks only that the
+/// skip was reported and that nothing was trapped; it does not pass as if
+/// IPIs had been dropped. (The guest-side drop, tested above, exercises
+/// the same recovery on every host.)
+#[test]
+fn vmm_dropped_ipis_are_recovered_by_the_stall_detector_or_skipped() {
+    let mut c = torture(4, "csd_lock_timeout=20");
     c.faults = vec![Fault::DropIpi { probability: 0.2 }];
     let o = run(&c);
     torture_passed(&o);
     let f = &o.faults;
-    if f.skipped.is_empty() {
-        assert!(f.icr_writes > 0 && f.ipis_dropped > 0, "{f:?}");
-    } else {
-        assert_eq!(f.icr_writes, 0, "{f:?}");
-        assert!(
-            f.skipped.len() == 1 && f.skipped[0].contains("drop-ipi"),
-            "{f:?}"
-        );
+    if let Some(reason) = f.skipped.iter().find(|s| s.contains("drop-ipi")) {
+        assert_eq!(f.skipped.len(), 1, "{f:?}");
+        assert_eq!(f.icr_writes, 0, "skipped, yet ICR writes trapped: {f:?}");
+        assert_eq!(f.ipis_dropped, 0, "skipped, yet IPIs dropped: {f:?}");
+        eprintln!("SKIPPED: {reason}");
+        return;
     }
-    assert!(counter(&o, "scf.ipis_dropped") > 0, "{}", explain(&o));
-    let stalls = o.records.csd_stalls();
-    assert!(stalls.iter().any(|s| s.resends > 0), "{}", explain(&o));
-    assert!(
-        stalls.iter().all(|s| s.unstuck_after.is_some()),
-        "{}",
-        explain(&o)
-    );
+    assert!(f.skipped.is_empty(), "{f:?}");
+    assert!(f.icr_writes > 0 && f.ipis_dropped > 0, "{f:?}");
+    stalls_recovered_by_resends(&o);
 }
 
 #[test]

@@ -41,6 +41,24 @@ fn selftest_2_cpus() {
     for name in NEED_A_SECOND_CPU {
         assert_eq!(verdict(&o, name), Some(Verdict::Pass), "{}", explain(&o));
     }
+    // The stall cases say how many stalls they provoked on purpose, and
+    // the VMM's summary then calls every reported stall provoked.
+    let stalls = o.records.csd_stalls();
+    let provoked = o
+        .records
+        .counter(shared::record::PROVOKED_STALLS_COUNTER)
+        .unwrap_or_else(|| panic!("no provoked-stalls counter\n{}", explain(&o)));
+    assert!(
+        provoked >= 1,
+        "wait-iff-enqueued provokes one\n{}",
+        explain(&o)
+    );
+    assert_eq!(provoked, stalls.len() as u64, "{}", explain(&o));
+    let (line, explained) = vmm::stalls::summary(&stalls, Some(provoked));
+    assert!(
+        explained && line.contains("all provoked on purpose"),
+        "{line}"
+    );
 }
 
 #[test]

@@ -523,20 +523,20 @@ fn main() -> ProcessExit {
             }
             let stalls = outcome.records.csd_stalls();
             if !stalls.is_empty() {
-                let unstuck = stalls.iter().filter(|s| s.unstuck_after.is_some()).count();
-                let resends: u32 = stalls.iter().map(|s| s.resends).sum();
-                println!(
-                    "csd-lock stalls: {} reported, {unstuck} got unstuck, IPI re-sent {resends} times",
-                    stalls.len()
-                );
+                let provoked = outcome
+                    .records
+                    .counter(shared::record::PROVOKED_STALLS_COUNTER);
+                let (line, explained) = vmm::stalls::summary(&stalls, provoked);
+                println!("{line}");
                 // The ones never unstuck first, then the first few others.
                 let (stuck, rest): (Vec<_>, Vec<_>) =
                     stalls.iter().partition(|s| s.unstuck_after.is_none());
-                for s in stuck.iter().chain(rest.iter().take(STALLS_SHOWN)) {
+                let shown = if explained { 0 } else { STALLS_SHOWN };
+                for s in stuck.iter().chain(rest.iter().take(shown)) {
                     println!("{s}");
                 }
-                if rest.len() > STALLS_SHOWN {
-                    println!("... and {} more unstuck stalls", rest.len() - STALLS_SHOWN);
+                if rest.len() > shown && !explained {
+                    println!("... and {} more unstuck stalls", rest.len() - shown);
                 }
             }
             for line in outcome.faults.lines() {

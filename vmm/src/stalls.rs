@@ -88,6 +88,30 @@ pub fn collect(records: &[OwnedRecord]) -> Vec<CsdStall> {
     out
 }
 
+/// The CLI's summary of `stalls`: one line, and whether every stall is
+/// explained by it (then the per-stall lines add nothing). `provoked` is
+/// the guest's count of stalls its self-test cases provoked on purpose
+/// ([`shared::record::PROVOKED_STALLS_COUNTER`]), if it sent one.
+pub fn summary(stalls: &[CsdStall], provoked: Option<u64>) -> (String, bool) {
+    let n = stalls.len();
+    let unstuck = stalls.iter().filter(|s| s.unstuck_after.is_some()).count();
+    let resends: u32 = stalls.iter().map(|s| s.resends).sum();
+    let provoked = provoked.unwrap_or(0);
+    if provoked == n as u64 && unstuck == n {
+        let line = format!(
+            "csd-lock stalls: {n} reported, all provoked on purpose by the stall self-test cases (all got unstuck, IPI re-sent {resends} times)"
+        );
+        return (line, true);
+    }
+    let mut line = format!(
+        "csd-lock stalls: {n} reported, {unstuck} got unstuck, IPI re-sent {resends} times"
+    );
+    if provoked > 0 {
+        line += &format!(" ({provoked} provoked on purpose by self-test cases)");
+    }
+    (line, false)
+}
+
 impl std::fmt::Display for CsdStall {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -200,5 +224,41 @@ mod tests {
                 .all(|s| s.reports == 1 && s.unstuck_after.is_some())
         );
         assert_eq!((s[5].id, s[5].waiter), (5, 1));
+    }
+
+    fn unstuck(id: u32, ms: u64) -> OwnedBody {
+        OwnedBody::CsdUnstuck {
+            id,
+            target: shared::CpuId(1),
+            func: 0x1000,
+            waited_ns: ms * 1_000_000,
+            reports: 1,
+        }
+    }
+
+    #[test]
+    fn summary_says_when_every_stall_was_provoked() {
+        let records = [
+            rec(0, stall(1, 1, false, 25)),
+            rec(0, unstuck(1, 30)),
+            rec(0, stall(2, 1, true, 25)),
+            rec(0, unstuck(2, 40)),
+        ];
+        let stalls = collect(&records);
+        let (line, explained) = summary(&stalls, Some(2));
+        assert!(explained, "{line}");
+        assert!(
+            line.contains("2 reported, all provoked on purpose"),
+            "{line}"
+        );
+        // One not provoked: the plain summary, and the stalls are listed.
+        let (line, explained) = summary(&stalls, Some(1));
+        assert!(!explained, "{line}");
+        assert!(
+            line.contains("2 got unstuck") && line.contains("1 provoked"),
+            "{line}"
+        );
+        let (line, explained) = summary(&stalls, None);
+        assert!(!explained && !line.contains("provoked"), "{line}");
     }
 }

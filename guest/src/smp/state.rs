@@ -143,6 +143,17 @@ impl<A: Arch> Smp<A> {
         &self.cfd_csds[this.index() % MAX_CPUS].0[cpu.index() % MAX_CPUS]
     }
 
+    /// Whether the call that `caller` queued to `cpu` through
+    /// `smp_call_function_many` and friends is still in flight: its cfd csd
+    /// is locked. While a waiting call's function runs on `cpu` this holds
+    /// (its waiter may return only after the function); the tests check it
+    /// from inside that function.
+    ///
+    /// Context: any. A snapshot; an invalid CPU is masked like the others.
+    pub fn many_call_in_flight(&self, caller: CpuId, cpu: CpuId) -> bool {
+        self.cfd_csd(caller, cpu).is_locked()
+    }
+
     /// Sets the csd-lock stall timeout; 0 turns the detector off.
     ///
     /// Context: any.
@@ -156,6 +167,13 @@ impl<A: Arch> Smp<A> {
     pub fn csd_lock_timeout_ns(&self) -> u64 {
         // Relaxed: see `set_csd_lock_timeout_ns`.
         self.csd_lock_timeout_ns.load(Ordering::Relaxed)
+    }
+
+    /// How many csd-lock stalls were detected so far (each counted at its
+    /// first report; Linux's `csd_bug_count`).
+    pub fn csd_stalls_detected(&self) -> u32 {
+        // Relaxed: a diagnostic count; nothing is published through it.
+        self.csd_bug_count.load(Ordering::Relaxed)
     }
 
     /// Whether some csd-lock wait is currently reported as stuck (Linux's

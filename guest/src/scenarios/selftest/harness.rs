@@ -169,11 +169,17 @@ impl Default for RunCounts {
 /// The csd-lock stall timeout a case lowers to provoke a stall report.
 pub const SHORT_CSD_TIMEOUT_NS: u64 = 20_000_000;
 
+/// Stalls detected while some case had lowered the timeout on purpose
+/// (see [`ShortCsdTimeout`]); the runner reports the total to the VMM.
+pub static PROVOKED_STALLS: AtomicU32 = AtomicU32::new(0);
+
 /// Lowers the csd-lock stall timeout to [`SHORT_CSD_TIMEOUT_NS`] for a
 /// case that provokes a stall report on purpose (announced on the
-/// console first); dropping it puts the previous timeout back.
+/// console first); dropping it puts the previous timeout back and counts
+/// the stalls detected meanwhile in [`PROVOKED_STALLS`].
 pub struct ShortCsdTimeout {
     prev: u64,
+    stalls: u32,
 }
 
 impl ShortCsdTimeout {
@@ -181,14 +187,17 @@ impl ShortCsdTimeout {
     pub fn new(case: &str) -> Self {
         crate::kprintln!("selftest: {case}: a csd-lock stall report follows on purpose");
         let prev = SMP.csd_lock_timeout_ns();
+        let stalls = SMP.csd_stalls_detected();
         SMP.set_csd_lock_timeout_ns(SHORT_CSD_TIMEOUT_NS);
-        ShortCsdTimeout { prev }
+        ShortCsdTimeout { prev, stalls }
     }
 }
 
 impl Drop for ShortCsdTimeout {
     fn drop(&mut self) {
         SMP.set_csd_lock_timeout_ns(self.prev);
+        let n = SMP.csd_stalls_detected().wrapping_sub(self.stalls);
+        PROVOKED_STALLS.fetch_add(n, Ordering::SeqCst);
     }
 }
 

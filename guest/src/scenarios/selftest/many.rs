@@ -326,3 +326,75 @@ pub fn kick_all_cpus_sync() -> CaseResult {
         CpuList(others)
     ))
 }
+
+/// What [`check_in_flight`] saw on the target: 0 not run, 1 its call still
+/// in flight, 2 already released.
+static SYNC_SEEN: AtomicU32 = AtomicU32::new(0);
+static SYNC_RETURNED: AtomicBool = AtomicBool::new(false);
+static SYNC_BACK_DURING_CB: AtomicBool = AtomicBool::new(false);
+
+/// On the caller (run locally, after queueing): tell the parked target to
+/// go on. On the target: look at its own cfd csd and the waiter.
+fn check_in_flight(_: usize) {
+    let caller = CpuId(CALLER.load(Ordering::SeqCst));
+    if this_cpu() == caller {
+        harness::signal();
+        return;
+    }
+    let in_flight = SMP.many_call_in_flight(caller, this_cpu());
+    SYNC_SEEN.store(if in_flight { 1 } else { 2 }, Ordering::SeqCst);
+    SYNC_BACK_DURING_CB.store(SYNC_RETURNED.load(Ordering::SeqCst), Ordering::SeqCst);
+}
+
+/// A waiting call that shares its target's queue with an async call is
+/// released only after its function: while the function runs on the
+/// target, its csd is still locked and the waiter has not returned.
+///
+/// The target is parked (irqs off) with an async call queued; then
+/// `on_each_cpu_mask({me, t}, wait)` queues behind it (the local run tells
+/// the target to go on), so the target's flush finds two csds: the
+/// general path, not the lone-SYNC one (checked: one flush ran both). The
+/// function checks its own csd, so an early unlock fails this every time.
+pub fn sync_released_after_callback() -> CaseResult {
+    let me = this_cpu();
+    let t = others().last().ok_or_else(|| text!("no other CPU"))?;
+    CALLER.store(me.0, Ordering::SeqCst);
+    SYNC_SEEN.store(0, Ordering::SeqCst);
+    SYNC_RETURNED.store(false, Ordering::SeqCst);
+    SYNC_BACK_DURING_CB.store(false, Ordering::SeqCst);
+    let parked = park_with_full_queue(t, Until::Signal)?;
+    // The park's own flush was counted when it started.
+    let before = SMP.stats(t);
+    SMP.on_each_cpu_mask(CpuMask::of(me).with(t), check_in_flight, 0, true);
+    SYNC_RETURNED.store(true, Ordering::SeqCst);
+    let end = parked.wait_end();
+    ensure!(
+        end == END_SIGNAL,
+        "parked CPU {t} ended its park with code {end}, want {END_SIGNAL}"
+    );
+    ensure!(
+        wait_for(|| FILLER_RAN.load(Ordering::SeqCst)),
+        "the filler call never ran on CPU {t}"
+    );
+    let after = SMP.stats(t);
+    let (kicks, runs) = (
+        after.kicks_taken - before.kicks_taken,
+        after.callbacks_run - before.callbacks_run,
+    );
+    ensure!(
+        kicks == 1 && runs == 2,
+        "CPU {t} took {kicks} flushes running {runs} functions, want one flush of both (the general path)"
+    );
+    let seen = SYNC_SEEN.load(Ordering::SeqCst);
+    ensure!(
+        seen == 1,
+        "the waiting call's csd was already unlocked while its function ran on CPU {t} (seen {seen}: 0 not run, 2 unlocked)"
+    );
+    ensure!(
+        !SYNC_BACK_DURING_CB.load(Ordering::SeqCst),
+        "the waiter returned while its function ran on CPU {t}"
+    );
+    Ok(text!(
+        "CPU {t} flushed an async call and on_each_cpu_mask(wait)'s csd together; that csd was still locked while its function ran"
+    ))
+}

@@ -50,7 +50,7 @@ mod warn;
 
 use core::sync::atomic::Ordering;
 
-use shared::record::{Body, Verdict, WarnKind};
+use shared::record::{Body, PROVOKED_STALLS_COUNTER, Verdict, WarnKind};
 use shared::status::GuestStatus;
 use shared::{CpuId, MAX_CPUS};
 
@@ -141,6 +141,11 @@ const CASES: &[Case] = &[
         many::skips_self_and_offline,
     ),
     case("wait-iff-enqueued", Needs::Cpus(2), many::wait_iff_enqueued),
+    case(
+        "sync-released-after-callback",
+        Needs::Cpus(2),
+        many::sync_released_after_callback,
+    ),
     case(
         "on-each-cpu-cond-predicate",
         Needs::Nothing,
@@ -347,6 +352,11 @@ pub fn run() -> GuestStatus {
         }
     }
     kprintln!("selftest: {passed} passed, {failed} failed, {skipped} skipped");
+    // For the VMM's summary: which stall reports were provoked on purpose.
+    report::send(Body::Counter {
+        name: PROVOKED_STALLS_COUNTER,
+        value: u64::from(harness::PROVOKED_STALLS.load(Ordering::SeqCst)),
+    });
     if failed == 0 && passed > 0 {
         GuestStatus::Success
     } else {

@@ -69,7 +69,9 @@ fn many_senders_one_target_run_each_call_exactly_once() {
         );
     }
     assert!(wait_until(|| COUNT.iter().all(|c| c.load(Relaxed) >= 1)));
-    std::thread::sleep(std::time::Duration::from_millis(5));
+    // Every call is queued (the senders are done); a task-context flush on
+    // CPU 0 runs whatever is still there, so nothing can run after it.
+    m.run_on(0, || smp().run_pending_calls());
     assert!(
         COUNT.iter().all(|c| c.load(Relaxed) == 1),
         "some call ran twice"
@@ -227,7 +229,11 @@ fn mixed_random_workload_with_self_and_offline_targets() {
         w.wait();
     }
     assert!(wait_until(|| RAN.load(Relaxed) == EXPECTED.load(Relaxed)));
-    std::thread::sleep(std::time::Duration::from_millis(5));
+    // Every call is queued (the workers are done); a task-context flush on
+    // each online CPU runs whatever is still there: nothing can run later.
+    for cpu in online {
+        m.run_on(cpu.0, || smp().run_pending_calls());
+    }
     assert_eq!(RAN.load(Relaxed), EXPECTED.load(Relaxed));
     assert_eq!(m.ipis(4), Default::default(), "offline CPU got an IPI");
     m.assert_clean();

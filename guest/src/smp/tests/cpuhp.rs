@@ -290,7 +290,12 @@ fn synchronize_senders_waits_for_a_sender_inside_its_window() {
         s.arch().irq_restore(flags);
         ran
     });
-    std::thread::sleep(std::time::Duration::from_millis(50));
+    // CPU 2 spins (interrupts off, so only in `synchronize_senders`) or,
+    // if it did not wait, is done: either is observed, no delay decides.
+    assert!(
+        m.wait_spinning_or(2, || done.load(SeqCst)),
+        "CPU 2 neither waits nor finished"
+    );
     assert!(
         !done.load(SeqCst),
         "the dying flush did not wait for the sender"

@@ -73,6 +73,9 @@ pub struct HostCpu {
     pub dropped: AtomicU64,
     /// Interrupts this CPU took.
     pub handled: AtomicU64,
+    /// [`Arch::cpu_relax`] calls on this CPU: it grows only while the CPU
+    /// spins in some wait loop of the core.
+    relaxes: AtomicU64,
     /// [`Arch::set_running`]'s word.
     running: AtomicUsize,
     drop_next: AtomicU32,
@@ -242,6 +245,7 @@ impl Arch for HostArch {
     }
 
     fn cpu_relax(&self) {
+        self.cpu(this_cpu().0).relaxes.fetch_add(1, SeqCst);
         self.take_interrupts();
         thread::yield_now();
     }
@@ -353,6 +357,22 @@ impl Machine {
     /// or spurious IPI).
     pub fn send_ipi(&self, cpu: u32) {
         self.arch().raise(CpuId(cpu), |c| &c.pending_single);
+    }
+
+    /// Waits until `cpu` is observed spinning in a wait loop of the core
+    /// (two more [`Arch::cpu_relax`] calls start after this was called, so
+    /// at least one whole turn of the loop ran meanwhile); false if it
+    /// did not within [`TIMEOUT`]. An event, not a delay: "it is still
+    /// waiting" can then be checked without sleeping.
+    pub fn wait_spinning(&self, cpu: u32) -> bool {
+        self.wait_spinning_or(cpu, || false)
+    }
+
+    /// [`Self::wait_spinning`], or until `other` holds (whichever first).
+    pub fn wait_spinning_or(&self, cpu: u32, mut other: impl FnMut() -> bool) -> bool {
+        let c = self.arch().cpu(cpu);
+        let start = c.relaxes.load(SeqCst);
+        wait_until(|| other() || c.relaxes.load(SeqCst) >= start + 2)
     }
 
     /// IPI counts of `cpu`.

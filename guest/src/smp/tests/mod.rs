@@ -16,3 +16,4 @@ mod many;
 mod offline;
 mod single;
 mod stall;
+mod sync_release;

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 use super::harness::{Machine, addr, smp, this_cpu, wait_until};
-use crate::smp::{CpuId, Csd, Event, WarnKind};
+use crate::smp::{Arch, CpuId, Csd, Event, WarnKind};
 
 #[test]
 fn ipi_on_offline_cpu_is_reported_with_its_pending_callbacks() {
@@ -97,8 +97,13 @@ fn task_context_flush_runs_calls_whose_ipi_was_lost() {
             .unwrap()
     });
     assert_eq!(m.ipis(1).dropped, 1);
-    std::thread::sleep(std::time::Duration::from_millis(10));
-    assert_eq!(RAN.load(Relaxed), 0, "ran without an IPI");
+    // CPU 1 passes a point where it takes pending interrupts (interrupts
+    // on): had the IPI got through, the call would have run by now.
+    let ran = m.run_on(1, || {
+        smp().arch().cpu_relax();
+        RAN.load(Relaxed)
+    });
+    assert_eq!(ran, 0, "ran without an IPI");
     m.run_on(1, || smp().run_pending_calls());
     assert_eq!(RAN.load(Relaxed), 1);
     // Nothing queued: returns at once.

@@ -246,7 +246,9 @@ fn waiting_call_to_a_cpu_with_a_nonempty_queue_sends_no_ipi() {
             .unwrap();
         RAN.load(Relaxed)
     });
-    assert!(!waiter.finished_within(std::time::Duration::from_millis(20)));
+    assert!(wait_until(|| m.smp.stats(CpuId(2)).calls_queued == 1));
+    assert!(m.wait_spinning(2), "the waiter is not waiting");
+    assert!(!waiter.finished_within(std::time::Duration::ZERO));
     assert_eq!(m.ipis(1).single, 1, "second call found the queue non-empty");
     hold.release();
     assert_eq!(waiter.wait(), 2);
