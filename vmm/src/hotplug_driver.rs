@@ -272,6 +272,7 @@ pub fn churn(
         let result = channel
             .request(change.op(), cpu, REQUEST_TIMEOUT)
             .map(|r| r.result);
+        log::info!("hotplug churn: {} CPU {cpu}: {result:?}", change.name());
         match result {
             Ok(result::OK) | Ok(result::EALREADY) => {
                 online[cpu as usize] = change == Change::Online

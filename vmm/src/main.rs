@@ -252,6 +252,47 @@ fn scenario_options(cli: &Cli) -> Result<(), String> {
     Ok(())
 }
 
+/// The host's hotplug requests: each `--hotplug` step on its own line, the
+/// `--hotplug-churn` (hundreds of requests) as one summary line.
+fn report_hotplug(config: &VmConfig, events: &[vmm::hotplug_driver::Event]) {
+    let (steps, churn) = events.split_at(config.hotplug.len().min(events.len()));
+    for e in steps {
+        let what = match &e.result {
+            Ok(0) => "done".to_string(),
+            Ok(errno) => format!(
+                "refused ({})",
+                vmm::hotplug_driver::errno_text(*errno, e.cpu, e.change)
+            ),
+            Err(err) => err.to_string(),
+        };
+        println!(
+            "hotplug: {:>7.1} ms {} CPU {}: {what}",
+            e.at.as_secs_f64() * 1e3,
+            e.change.name(),
+            e.cpu
+        );
+    }
+    if config.hotplug_churn.is_some() {
+        let done = |c| {
+            churn
+                .iter()
+                .filter(|e| e.change == c && e.result == Ok(0))
+                .count()
+        };
+        let refused = churn
+            .iter()
+            .filter(|e| matches!(e.result, Ok(r) if r != 0))
+            .count();
+        let failed = churn.iter().filter(|e| e.result.is_err()).count();
+        println!(
+            "hotplug churn: {} requests: {} offline, {} online done, {refused} refused, {failed} failed",
+            churn.len(),
+            done(vmm::hotplug_driver::Change::Offline),
+            done(vmm::hotplug_driver::Change::Online),
+        );
+    }
+}
+
 fn config(cli: &Cli) -> Result<VmConfig, String> {
     let timeout = seconds("--timeout", cli.timeout)?;
     let hotplug = match &cli.hotplug {
@@ -495,22 +536,7 @@ fn main() -> ProcessExit {
     };
     match vmm::run(&config) {
         Ok(outcome) => {
-            for e in &outcome.hotplug {
-                let what = match &e.result {
-                    Ok(0) => "done".to_string(),
-                    Ok(errno) => format!(
-                        "refused ({})",
-                        vmm::hotplug_driver::errno_text(*errno, e.cpu, e.change)
-                    ),
-                    Err(err) => err.to_string(),
-                };
-                println!(
-                    "hotplug: {:>7.1} ms {} CPU {}: {what}",
-                    e.at.as_secs_f64() * 1e3,
-                    e.change.name(),
-                    e.cpu
-                );
-            }
+            report_hotplug(&config, &outcome.hotplug);
             // A failed --json / --plot write exits 2, unless the guest
             // failed: then its code (1, 3, 4) wins, with its diagnosis.
             if cli.run == Scenario::Bench

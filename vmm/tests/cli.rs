@@ -335,7 +335,22 @@ fn wait_with_churn_ends_at_duration() {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("hotplug: "), "no churn: {stdout}");
+    // The churn is one summary line, not a line per request.
+    let summary: Vec<_> = stdout
+        .lines()
+        .filter(|l| l.starts_with("hotplug churn: "))
+        .collect();
+    assert_eq!(summary.len(), 1, "{stdout}");
+    let requests: u32 = summary[0]["hotplug churn: ".len()..]
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(requests > 0, "no churn: {stdout}");
+    assert!(
+        !stdout.lines().any(|l| l.starts_with("hotplug: ")),
+        "{stdout}"
+    );
 }
 
 /// A requested fault the run ended before is said in one line, and the
