@@ -40,9 +40,12 @@ struct Cli {
     /// Number of vCPUs (present CPUs).
     #[arg(long, default_value_t = 1, value_name = "N")]
     cpus: u32,
-    /// Guest memory in MiB.
-    #[arg(long, default_value_t = shared::layout::DEFAULT_MEM >> 20, value_name = "MIB")]
-    mem: u64,
+    /// Guest memory in MiB [default: 64, or what the CPUs need when more:
+    /// 16 MiB + 128 KiB per CPU + 32 bytes per pair of CPUs, e.g. 176 at
+    /// --cpus 1024]. Less than the kernel and the CPUs need is refused,
+    /// naming the amount.
+    #[arg(long, value_name = "MIB")]
+    mem: Option<u64>,
     /// Extra words for the guest command line (e.g. "maxcpus=2 nosmp").
     #[arg(long, default_value = "", value_name = "WORDS")]
     cmdline: String,
@@ -84,7 +87,8 @@ struct Cli {
     /// With --run bench: also write the report as JSON (schema in README).
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
-    /// With --run bench: also draw the latency distributions as SVG.
+    /// With --run bench: also draw the latency distributions as SVG, and
+    /// the fan-out curve next to it (PATH with "-fanout" before ".svg").
     #[arg(long, value_name = "PATH")]
     plot: Option<PathBuf>,
     /// With a scenario that has test cases (selftest, hotplug, torture):
@@ -186,11 +190,17 @@ fn junit_report(path: &Path, config: &VmConfig, tests: &[vmm::TestResult]) -> Re
 }
 
 /// Prints the benchmark table and writes `--json` / `--plot`.
-fn bench_report(cli: &Cli, config: &VmConfig, outcome: &vmm::Outcome) -> Result<(), String> {
+fn bench_report(
+    cli: &Cli,
+    config: &VmConfig,
+    outcome: &vmm::Outcome,
+    boot: vmm::boot_times::BootCurve,
+) -> Result<(), String> {
     let info = vmm::bench::RunInfo {
         host: vmm::host::info(),
         vcpus: config.cpus,
         cmdline: config.guest_cmdline(),
+        boot: Some(boot),
     };
     let report = vmm::bench::Report::new(info, &outcome.bench);
     print!("{}", report.table());
@@ -201,11 +211,15 @@ fn bench_report(cli: &Cli, config: &VmConfig, outcome: &vmm::Outcome) -> Result<
     if let Some(path) = &cli.plot {
         std::fs::write(path, vmm::bench::plot::svg(&report))
             .map_err(|e| format!("--plot {}: {e}", path.display()))?;
+        let fanout = vmm::bench::fanout_plot::sibling_path(path);
+        std::fs::write(&fanout, vmm::bench::fanout_plot::svg(&report))
+            .map_err(|e| format!("--plot {}: {e}", fanout.display()))?;
     }
     Ok(())
 }
 
 fn main() -> ProcessExit {
+    let process_start = std::time::Instant::now();
     let cli = Cli::parse();
     let level = match cli.verbose {
         0 => "warn",
@@ -242,8 +256,10 @@ fn main() -> ProcessExit {
             }
             // A failed --json / --plot write exits 2, unless the guest
             // failed: then its code (1, 3, 4) wins, with its diagnosis.
+            let boot = outcome.boot.since(process_start);
+            log::info!("{}", boot.line("vmm start"));
             if cli.run == Scenario::Bench
-                && let Err(msg) = bench_report(&cli, &config, &outcome)
+                && let Err(msg) = bench_report(&cli, &config, &outcome, boot)
             {
                 eprintln!("vmm: {msg}");
                 if outcome.exit_code() == ExitCode::Success {
