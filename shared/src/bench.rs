@@ -92,6 +92,22 @@ wire_enum! {
         SingleWaitIdlePoll = 14 => "single-wait/idle-poll",
         /// `single-wait` with the target halted (when booted `idle=poll`).
         SingleWaitIdleHalt = 15 => "single-wait/idle-halt",
+        /// The measuring loop around an empty operation (Yury Norov's
+        /// ipi_benchmark `DRY_RUN`).
+        DryRun = 16 => "dry-run",
+        /// `smp_call_function_many(wait)` to all others under the boot IPI
+        /// mode, each callback taking and releasing one shared spinlock
+        /// (ipi_benchmark's `POKE_ALL_LOCK`).
+        ManyWaitLock = 17 => "many-wait/lock",
+        /// A point of the fan-out curve: `smp_call_function_many(wait)` to
+        /// the first `target_count` other CPUs, `ipi=phys`. One result per
+        /// point.
+        FanoutPhys = 18 => "fanout/phys",
+        /// The same with `ipi=shorthand` (only at all others: below that
+        /// the shorthand does not apply and the send is `phys`).
+        FanoutShorthand = 19 => "fanout/shorthand",
+        /// The same with `ipi=cluster`.
+        FanoutCluster = 20 => "fanout/cluster",
     }
 }
 
@@ -99,6 +115,15 @@ impl Case {
     /// Internal cases calibrate the markers and are not reported as rows.
     pub const fn is_internal(self) -> bool {
         matches!(self, Case::Calibrate | Case::ProbeCalibrate)
+    }
+
+    /// Fan-out cases report one result per point of the curve (one per
+    /// target count) instead of one row.
+    pub const fn is_fanout(self) -> bool {
+        matches!(
+            self,
+            Case::FanoutPhys | Case::FanoutShorthand | Case::FanoutCluster
+        )
     }
 }
 
@@ -201,8 +226,10 @@ pub struct ResultHeader {
     pub idle_mode: IdleMode,
     /// The CPU that issued the operations.
     pub sender: u16,
-    /// The other CPUs taking part (bit n = CPU n).
+    /// The other CPUs taking part (bit n = CPU n; only CPUs below 64).
     pub targets: u64,
+    /// How many other CPUs take part (all of them, whatever their number).
+    pub target_count: u32,
     /// Operations in the final, measured round.
     pub iterations: u64,
     /// TSC cycles the final round took, from its first operation to the
@@ -250,7 +277,7 @@ impl ResultHeader {
         w.put(&self.ipis_sent);
         w.put(&self.ipis_skipped);
         w.put(&self.sample_count);
-        w.put(&Reserved::<4>);
+        w.put(&self.target_count);
         w.put(&self.samples_addr);
         debug_assert_eq!(w.finish(), Ok(RESULT_LEN));
         b
@@ -286,7 +313,7 @@ impl ResultHeader {
         let ipis_sent = field!("ipis_sent");
         let ipis_skipped = field!("ipis_skipped");
         let sample_count = field!("sample_count");
-        let Reserved::<4> = field!("reserved");
+        let target_count = field!("target_count");
         let h = ResultHeader {
             case,
             status,
@@ -294,6 +321,7 @@ impl ResultHeader {
             idle_mode,
             sender,
             targets,
+            target_count,
             iterations,
             total_cycles,
             tsc_khz,
@@ -314,6 +342,9 @@ impl ResultHeader {
         if usize::from(h.sender) >= crate::MAX_CPUS {
             return Err(BenchDecodeError::BadField("sender"));
         }
+        if h.target_count as usize >= crate::MAX_CPUS || h.targets.count_ones() > h.target_count {
+            return Err(BenchDecodeError::BadField("target_count"));
+        }
         Ok(h)
     }
 }
@@ -330,6 +361,7 @@ mod tests {
             idle_mode: IdleMode::Poll,
             sender: 3,
             targets: 0b1010,
+            target_count: 2,
             iterations: 1024,
             total_cycles: 123_456_789,
             tsc_khz: 2_596_098,
@@ -406,7 +438,8 @@ mod tests {
         assert_eq!(with(6, 7), Err(BenchDecodeError::BadField("ipi_mode")));
         assert_eq!(with(7, 7), Err(BenchDecodeError::BadField("idle_mode")));
         assert_eq!(with(10, 1), Err(BenchDecodeError::BadField("reserved")));
-        assert_eq!(with(64, 1), Err(BenchDecodeError::BadField("reserved")));
+        assert_eq!(with(11, 1), Err(BenchDecodeError::BadField("reserved")));
+        assert_eq!(with(67, 1), Err(BenchDecodeError::BadField("target_count")));
         let mut h = header();
         h.sample_count = MAX_SAMPLES as u32 + 1;
         h.iterations = u64::MAX;
@@ -422,10 +455,17 @@ mod tests {
         h.status = Status::Skipped;
         assert!(ResultHeader::decode(&h.encode()).is_ok());
         let mut h = header();
-        h.sender = 64;
+        h.sender = crate::MAX_CPUS as u16;
         assert_eq!(
             ResultHeader::decode(&h.encode()),
             Err(BenchDecodeError::BadField("sender"))
+        );
+        let mut h = header();
+        h.target_count = 1;
+        assert_eq!(
+            ResultHeader::decode(&h.encode()),
+            Err(BenchDecodeError::BadField("target_count")),
+            "fewer than the mask holds"
         );
     }
 

@@ -8,7 +8,7 @@ use shared::bench::Case;
 use smpcall_tests::{
     Scenario, assert_console, assert_success, config, explain, passed, run, run_serial, selftest,
 };
-use vmm::bench::{Report, RunInfo, plot};
+use vmm::bench::{Report, RunInfo, fanout_plot, plot};
 use vmm::{Outcome, VmConfig};
 
 fn bench(cpus: u32, cmdline: &str) -> (Outcome, Report) {
@@ -23,6 +23,7 @@ fn bench(cpus: u32, cmdline: &str) -> (Outcome, Report) {
         host: vmm::host::info(),
         vcpus: cpus,
         cmdline: c.guest_cmdline(),
+        boot: Some(o.boot.since(o.boot.build_started)),
     };
     let r = Report::new(info, &o.bench);
     (o, r)
@@ -101,7 +102,124 @@ fn check_schema(v: &Value) {
                 assert!(c["probe"]["section"][*n].is_number(), "probe.section.{n}");
             }
         }
+        assert!(c["target_count"].is_u64(), "{c:#}");
     }
+    for p in v["fanout"].as_array().expect("fanout") {
+        for k in [
+            "mode",
+            "case",
+            "status",
+            "targets",
+            "iterations",
+            "ns",
+            "mean_ns",
+            "ipis_sent_per_op",
+            "sender",
+            "targets_sum",
+            "targets_mean",
+        ] {
+            assert!(p.get(k).is_some(), "fanout field {k}: {p:#}");
+        }
+    }
+    let modes: Vec<&str> = v["ipi_benchmark"]
+        .as_array()
+        .expect("ipi_benchmark")
+        .iter()
+        .map(|r| r["mode"].as_str().expect("mode"))
+        .collect();
+    assert_eq!(
+        modes,
+        ["dry_run", "self", "unicast", "broadcast", "broadcast_lock"]
+    );
+    for r in v["ipi_benchmark"].as_array().unwrap() {
+        for k in [
+            "case",
+            "status",
+            "ns_per_op",
+            "p50_ns",
+            "ipis_sent_per_op",
+            "sender",
+        ] {
+            assert!(r.get(k).is_some(), "ipi_benchmark field {k}: {r:#}");
+        }
+    }
+    for k in ["halted", "spinning"] {
+        assert!(v["spin_vs_halt"].get(k).is_some(), "spin_vs_halt.{k}");
+    }
+    assert!(v.get("boot").is_some());
+}
+
+#[test]
+fn bench_at_16_cpus_draws_the_fanout_curve_and_the_ipi_benchmark_table() {
+    let (o, r) = bench(16, "");
+    let text = serde_json::to_string_pretty(&r.json()).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    check_schema(&v);
+    let points = v["fanout"].as_array().unwrap();
+    let curve = |mode: &str| -> Vec<u64> {
+        points
+            .iter()
+            .filter(|p| p["mode"] == mode)
+            .map(|p| {
+                assert_eq!(p["status"], "ok", "{p:#}");
+                // Exact counts: every point sent instructions and every
+                // target took its IPI.
+                assert!(p["sender"]["insn_emulation"].as_f64() > Some(0.0), "{p:#}");
+                assert!(p["targets_sum"]["exits"].as_f64() > Some(0.0), "{p:#}");
+                assert_eq!(p["case"], format!("fanout/{mode}"));
+                p["targets"].as_u64().unwrap()
+            })
+            .collect()
+    };
+    assert_eq!(curve("phys"), [1, 2, 4, 8, 15], "{}", explain(&o));
+    assert_eq!(curve("cluster"), [1, 2, 4, 8, 15], "{}", explain(&o));
+    // The shorthand applies only to all others.
+    assert_eq!(curve("shorthand"), [15], "{}", explain(&o));
+    // A phys point sends one IPI per target (halted targets).
+    for p in points.iter().filter(|p| p["mode"] == "phys") {
+        assert_eq!(
+            p["ipis_sent_per_op"],
+            p["targets"].as_f64().unwrap(),
+            "{p:#}"
+        );
+    }
+    let rows = v["ipi_benchmark"].as_array().unwrap();
+    let cases: Vec<&str> = rows.iter().map(|r| r["case"].as_str().unwrap()).collect();
+    assert_eq!(
+        cases,
+        [
+            "dry-run",
+            "single-local",
+            "single-wait",
+            "many-wait/phys",
+            "many-wait/lock"
+        ]
+    );
+    for r in rows {
+        assert_eq!(r["status"], "ok", "{r:#}");
+        assert!(r["ns_per_op"].as_f64() > Some(0.0), "{r:#}");
+    }
+    assert_eq!(rows[4]["ipis_sent_per_op"], 15.0);
+    // Halted: the boot mode's single-wait; spinning: the polling target.
+    assert_eq!(v["spin_vs_halt"]["halted"]["case"], "single-wait");
+    assert_eq!(
+        v["spin_vs_halt"]["spinning"]["case"],
+        "single-wait/idle-poll"
+    );
+    // The bring-up curve: every CPU online, in order of time.
+    let online = v["boot"]["online_ms"].as_array().unwrap();
+    assert_eq!(online.len(), 16, "{:#}", v["boot"]);
+    let times: Vec<f64> = online.iter().map(|t| t["ms"].as_f64().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+    assert!(v["boot"]["per_ap_ms"].is_number());
+    let table = r.table();
+    assert!(
+        table.contains("fan-out") && table.contains("ipi_benchmark"),
+        "{table}"
+    );
+    let svg = fanout_plot::svg(&r);
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    assert!(svg.contains("cluster"));
 }
 
 #[test]
@@ -119,7 +237,7 @@ fn short_bench_at_4_cpus_reports_every_case_with_documented_json() {
         .collect();
     let want: Vec<&str> = Case::ALL
         .iter()
-        .filter(|c| !c.is_internal())
+        .filter(|c| !c.is_internal() && !c.is_fanout())
         .map(|c| c.name())
         .collect();
     let mut sorted = rows.clone();
@@ -145,6 +263,7 @@ fn short_bench_at_4_cpus_reports_every_case_with_documented_json() {
         ("many-wait/phys", 3),
         ("many-wait/shorthand", 3),
         ("many-wait/cluster", 3),
+        ("many-wait/lock", 3),
         ("on-each-cpu", 4),
     ] {
         let c = case(&v, name);

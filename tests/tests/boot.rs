@@ -141,9 +141,9 @@ fn bad_cpu_counts_are_refused() {
 #[test]
 fn bad_memory_sizes_are_refused() {
     let mut c = config(1, Scenario::Demo, "");
-    c.mem_mib = 1;
+    c.mem_mib = Some(1);
     assert!(matches!(setup_error(&c), Error::MemTooSmall { .. }));
-    c.mem_mib = 1 << 20;
+    c.mem_mib = Some(1 << 20);
     assert!(matches!(setup_error(&c), Error::MemTooLarge { .. }));
 }
 

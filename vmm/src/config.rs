@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use shared::Scenario;
 use shared::cmdline::CMDLINE_MAX;
-use shared::layout::{DEFAULT_MEM, MAX_MEM};
-use shared::{MAX_CPUS, Scenario};
+use shared::layout::MAX_MEM;
 
 use crate::error::{Error, Result};
 
@@ -25,8 +25,9 @@ pub enum Kernel {
 pub struct VmConfig {
     /// Number of vCPUs (present CPUs).
     pub cpus: u32,
-    /// Guest memory in MiB.
-    pub mem_mib: u64,
+    /// Guest memory in MiB; `None`: the default for the CPU count
+    /// (`shared::sizing::default_mem`: 64 MiB, more with many CPUs).
+    pub mem_mib: Option<u64>,
     /// Extra guest command-line words (`nosmp`, `maxcpus=2`, ...).
     pub cmdline: String,
     /// Scenario the guest runs (in its boot information).
@@ -63,7 +64,7 @@ impl Default for VmConfig {
     fn default() -> Self {
         VmConfig {
             cpus: 1,
-            mem_mib: DEFAULT_MEM >> 20,
+            mem_mib: None,
             cmdline: String::new(),
             scenario: Scenario::Demo,
             kernel: Kernel::Embedded,
@@ -115,19 +116,12 @@ impl VmConfig {
         if self.cpus == 0 {
             return Err(Error::NoCpus);
         }
-        if self.cpus as usize > MAX_CPUS {
-            return Err(Error::TooManyCpus {
-                requested: self.cpus,
-                limit: MAX_CPUS as u32,
-                why: "the guest's CPU masks",
-            });
-        }
+        crate::vm::CpuLimit::guest().check(self.cpus)?;
         let max_mib = MAX_MEM >> 20;
-        if self.mem_mib > max_mib {
-            return Err(Error::MemTooLarge {
-                mib: self.mem_mib,
-                max_mib,
-            });
+        if let Some(mib) = self.mem_mib
+            && mib > max_mib
+        {
+            return Err(Error::MemTooLarge { mib, max_mib });
         }
         // The scenario is in the boot information; a `run=` word would
         // look as if it chose one.
@@ -263,7 +257,7 @@ mod tests {
             Err(Error::NoCpus)
         ));
         assert!(matches!(
-            VmConfig::with_cpus(65).validate(),
+            VmConfig::with_cpus(shared::MAX_CPUS as u32 + 1).validate(),
             Err(Error::TooManyCpus { .. })
         ));
         let c = VmConfig {

@@ -12,20 +12,22 @@ pub enum Error {
     #[error("--cpus must be at least 1")]
     NoCpus,
     /// More vCPUs than KVM or the guest supports.
-    #[error("--cpus {requested}: at most {limit} vCPUs are supported here ({why})")]
+    #[error("--cpus {requested}: {limit}")]
     TooManyCpus {
         /// What was asked for.
         requested: u32,
-        /// The limit.
-        limit: u32,
-        /// Whose limit it is.
-        why: &'static str,
+        /// The limit that applies, and whose it is.
+        limit: crate::vm::CpuLimit,
     },
-    /// Guest memory smaller than the layout and kernel need.
-    #[error("--mem {mib} MiB is too small: this kernel needs at least {min_mib} MiB")]
+    /// Guest memory smaller than the layout, the kernel and the CPUs need.
+    #[error(
+        "--mem {mib} MiB is too small: this kernel with {cpus} CPUs needs at least {min_mib} MiB"
+    )]
     MemTooSmall {
         /// What was asked for.
         mib: u64,
+        /// The CPUs asked for.
+        cpus: u32,
         /// The smallest that works.
         min_mib: u64,
     },

@@ -7,7 +7,7 @@ use std::io::Write as _;
 use std::sync::Mutex;
 
 use shared::ports::{CONSOLE_CHUNK_MAX, CONSOLE_HEADER, Port};
-use shared::record::{self, HEADER_LEN, RECORD_MAX, Record};
+use shared::record::{self, Body, HEADER_LEN, RECORD_MAX, Record};
 use shared::status::GuestStatus;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -102,6 +102,8 @@ pub struct GuestIo {
     record_bytes: std::sync::atomic::AtomicUsize,
     errors: Mutex<(Vec<String>, usize)>,
     bench: Option<std::sync::Arc<crate::bench::Collector>>,
+    /// Each CPU's first `CpuOnline` record, stamped on arrival.
+    online_at: Mutex<Vec<(u32, std::time::Instant)>>,
 }
 
 impl GuestIo {
@@ -118,6 +120,7 @@ impl GuestIo {
             record_bytes: std::sync::atomic::AtomicUsize::new(0),
             errors: Mutex::new((Vec::new(), 0)),
             bench: None,
+            online_at: Mutex::new(Vec::new()),
         }
     }
 
@@ -286,6 +289,9 @@ impl GuestIo {
                     .fetch_add(data.len(), std::sync::atomic::Ordering::Relaxed);
                 let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
                 if records.len() < RECORDS_MAX && bytes < RECORD_BYTES_MAX {
+                    if let Body::CpuOnline { .. } = rec.body {
+                        self.stamp_online(cpu);
+                    }
                     records.push(OwnedRecord::new(cpu, &rec));
                 } else {
                     drop(records);
@@ -330,6 +336,24 @@ impl GuestIo {
             }
             buf.push(b);
         }
+    }
+
+    /// Notes when `cpu` first reported itself online (at most once per
+    /// vCPU, so the list stays bounded by the vCPU count).
+    fn stamp_online(&self, cpu: u32) {
+        let now = std::time::Instant::now();
+        let mut at = self.online_at.lock().unwrap_or_else(|p| p.into_inner());
+        if !at.iter().any(|&(c, _)| c == cpu) {
+            at.push((cpu, now));
+        }
+    }
+
+    /// Each CPU's first online report, in arrival order.
+    pub fn online_at(&self) -> Vec<(u32, std::time::Instant)> {
+        self.online_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Everything collected: console text (with unfinished lines), records,
@@ -533,6 +557,7 @@ mod tests {
             idle_mode: IdleMode::Halt,
             sender: 0,
             targets: 2,
+            target_count: 1,
             iterations: 2,
             total_cycles: 10,
             tsc_khz: 1000,

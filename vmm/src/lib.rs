@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod bench;
+pub mod boot_times;
 pub mod config;
 pub mod cpuid;
 pub mod elf;

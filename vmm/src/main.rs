@@ -46,10 +46,13 @@ struct Cli {
     #[arg(long, default_value_t = 1, value_name = "N", allow_negative_numbers = true,
           value_parser = |s: &str| whole::<u32>(s))]
     cpus: u32,
-    /// Guest memory in MiB.
-    #[arg(long, default_value_t = shared::layout::DEFAULT_MEM >> 20, value_name = "MIB",
-          allow_negative_numbers = true, value_parser = |s: &str| whole::<u64>(s))]
-    mem: u64,
+    /// Guest memory in MiB [default: 64, or what the CPUs need when more:
+    /// 16 MiB + 128 KiB per CPU + 32 bytes per pair of CPUs, e.g. 176 at
+    /// --cpus 1024]. Less than the kernel and the CPUs need is refused,
+    /// naming the amount.
+    #[arg(long, value_name = "MIB", allow_negative_numbers = true,
+          value_parser = |s: &str| whole::<u64>(s))]
+    mem: Option<u64>,
     /// Extra words for the guest command line (e.g. "maxcpus=2 nosmp").
     #[arg(long, default_value = "", value_name = "WORDS")]
     cmdline: String,
@@ -102,8 +105,9 @@ struct Cli {
     /// existing directory, and not the same file as --plot.
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
-    /// With --run bench: also draw the latency distributions as SVG
-    /// (checked as --json).
+    /// With --run bench: also draw the latency distributions as SVG, and
+    /// the fan-out curve next to it (PATH with "-fanout" before ".svg");
+    /// checked as --json.
     #[arg(long, value_name = "PATH")]
     plot: Option<PathBuf>,
     /// With a scenario that has test cases (selftest, hotplug, torture):
@@ -490,11 +494,13 @@ fn bench_report(
     outs: &mut Outputs,
     config: &VmConfig,
     outcome: &vmm::Outcome,
+    boot: vmm::boot_times::BootCurve,
 ) -> Result<(), String> {
     let info = vmm::bench::RunInfo {
         host: vmm::host::info(),
         vcpus: config.cpus,
         cmdline: config.guest_cmdline(),
+        boot: Some(boot),
     };
     let report = vmm::bench::Report::new(info, &outcome.bench);
     print!("{}", report.table());
@@ -504,11 +510,15 @@ fn bench_report(
     }
     if let Some(out) = &mut outs.plot {
         out.write(vmm::bench::plot::svg(&report).as_bytes())?;
+        let fanout = vmm::bench::fanout_plot::sibling_path(&out.path);
+        std::fs::write(&fanout, vmm::bench::fanout_plot::svg(&report))
+            .map_err(|e| format!("--plot {}: {e}", fanout.display()))?;
     }
     Ok(())
 }
 
 fn main() -> ProcessExit {
+    let process_start = std::time::Instant::now();
     let cli = match parse_cli() {
         Ok(cli) => cli,
         Err(msg) => {
@@ -539,8 +549,10 @@ fn main() -> ProcessExit {
             report_hotplug(&config, &outcome.hotplug);
             // A failed --json / --plot write exits 2, unless the guest
             // failed: then its code (1, 3, 4) wins, with its diagnosis.
+            let boot = outcome.boot.since(process_start);
+            log::info!("{}", boot.line("vmm start"));
             if cli.run == Scenario::Bench
-                && let Err(msg) = bench_report(&mut outputs, &config, &outcome)
+                && let Err(msg) = bench_report(&mut outputs, &config, &outcome, boot)
             {
                 eprintln!("vmm: {msg}");
                 if outcome.exit_code() == ExitCode::Success {

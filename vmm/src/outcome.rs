@@ -112,6 +112,8 @@ pub struct Outcome {
     /// What the guest's benchmark reported (`--run bench`), with the KVM
     /// counters around each case.
     pub bench: crate::bench::BenchRun,
+    /// When the VM came up and ended.
+    pub boot: crate::boot_times::BootTimes,
 }
 
 impl Outcome {

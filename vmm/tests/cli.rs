@@ -37,7 +37,7 @@ fn bad_arguments_exit_2_with_one_line() {
     usage_error(&["--cpus", "0"], "--cpus must be at least 1");
     usage_error(&["--cpus", "-3"], "'-3'");
     usage_error(&["--cpus", "many"], "--cpus");
-    usage_error(&["--cpus", "100"], "at most 64");
+    usage_error(&["--cpus", "100000"], "--cpus 100000: ");
     usage_error(&["--mem", "0"], "--mem");
     usage_error(&["--timeout", "0"], "--timeout");
     usage_error(&["--timeout", "nan"], "--timeout");
@@ -47,6 +47,60 @@ fn bad_arguments_exit_2_with_one_line() {
     usage_error(&["--kernel", "/nonexistent"], "--kernel /nonexistent");
     usage_error(&["--cmdline", &"x".repeat(5000)], "--cmdline");
     usage_error(&["--bogus"], "--bogus");
+}
+
+/// The one line of a refused run.
+fn refused(args: &[&str]) -> String {
+    let out = vmm(args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+    err
+}
+
+#[test]
+fn cpus_above_the_limit_exit_2_naming_whose_limit_it_is() {
+    let kvm = vmm::vm::open_kvm(std::path::Path::new(vmm::vm::KVM_DEVICE)).expect("/dev/kvm");
+    let limit = vmm::vm::CpuLimit::host(&kvm, 1);
+    for n in [limit.max + 1, 1025.max(limit.max + 1)] {
+        let err = refused(&["--cpus", &n.to_string()]);
+        assert!(
+            err.contains(&format!("--cpus {n}: {limit}")),
+            "{err:?} does not name {limit}"
+        );
+    }
+    // With a stride, the APIC ids run out first on a small KVM_CAP_MAX_VCPU_ID.
+    let strided = vmm::vm::CpuLimit::host(&kvm, 16);
+    let err = refused(&[
+        "--cpus",
+        &(strided.max + 1).to_string(),
+        "--apic-stride",
+        "16",
+    ]);
+    assert!(err.contains(&strided.to_string()), "{err:?}");
+}
+
+#[test]
+fn memory_too_small_for_the_cpus_is_refused_naming_the_amount() {
+    let err = refused(&["--cpus", "8", "--mem", "4", "--quiet"]);
+    assert!(
+        err.contains("--mem 4 MiB is too small") && err.contains("8 CPUs"),
+        "{err}"
+    );
+    let need: u64 = err
+        .split("at least ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no amount in {err:?}"));
+    // The amount named is enough.
+    let out = vmm(&["--cpus", "8", "--mem", &need.to_string(), "--quiet"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -271,6 +271,7 @@ mod tests {
             idle_mode: IdleMode::Halt,
             sender: 0,
             targets: 2,
+            target_count: 1,
             iterations: 8,
             total_cycles: 800,
             tsc_khz: 1_000_000,

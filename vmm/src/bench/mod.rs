@@ -4,9 +4,11 @@
 //! (`shared::bench`); [`collect`] snapshots every vCPU's KVM statistics at
 //! each marker and keeps the guest's results; [`report`] derives the numbers
 //! and [`render`] prints them as a table and JSON (schema in README.md,
-//! "Benchmark"); [`plot`] draws the latency distributions as SVG.
+//! "Benchmark"); [`plot`] draws the latency distributions as SVG, and
+//! [`fanout_plot`] the fan-out curve.
 
 pub mod collect;
+pub mod fanout_plot;
 pub mod plot;
 pub mod render;
 pub mod report;

@@ -18,13 +18,13 @@ const LEGEND_X: f64 = 660.0;
 /// Points drawn per line at most.
 const MAX_POINTS: usize = 400;
 
-const COLORS: [&str; 10] = [
+pub(super) const COLORS: [&str; 10] = [
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
     "#bcbd22", "#7f7f7f",
 ];
 
 /// Escapes text for SVG.
-fn esc(s: &str) -> String {
+pub(super) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -43,7 +43,7 @@ fn sig3(v: f64) -> String {
 }
 
 /// The label of a grid line at a power of ten `ns`.
-fn decade_label(ns: f64) -> String {
+pub(super) fn decade_label(ns: f64) -> String {
     if ns >= 1e6 {
         format!("{} ms", (ns / 1e6).round())
     } else if ns >= 1e3 {
@@ -54,7 +54,7 @@ fn decade_label(ns: f64) -> String {
 }
 
 /// A human time label for `ns`.
-fn label(ns: f64) -> String {
+pub(super) fn label(ns: f64) -> String {
     if ns >= 1e6 {
         format!("{} ms", sig3(ns / 1e6))
     } else if ns >= 1e3 {
@@ -220,14 +220,14 @@ pub fn svg(r: &Report) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::bench::report::tests::{sample_info, sample_run};
 
     /// Checks that tags nest and close, attributes are quoted, and no bare
     /// `&` or `<` appears in text: enough to catch what a hand-written SVG
     /// gets wrong.
-    fn well_formed(s: &str) -> Result<(), String> {
+    pub(in crate::bench) fn well_formed(s: &str) -> Result<(), String> {
         let mut stack: Vec<String> = Vec::new();
         let mut rest = s;
         while let Some(open) = rest.find('<') {

@@ -6,13 +6,51 @@ use std::fmt::Write as _;
 use serde_json::{Map, Value, json};
 use shared::bench::{Case, Status};
 
-use super::report::{Percentiles, Report, VcpuPart};
+use super::report::{CaseReport, Percentiles, Report, VcpuPart};
+use crate::boot_times::BootCurve;
 
 /// JSON schema id.
 pub const SCHEMA: &str = "smpcall-bench/1";
 
 fn percentiles(p: &Percentiles) -> Value {
     json!({"min": p.min, "p50": p.p50, "p90": p.p90, "p99": p.p99, "max": p.max})
+}
+
+fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn boot_json(b: &BootCurve) -> Value {
+    json!({
+        "from": "vmm start",
+        "build_started_ms": ms(b.build_started),
+        "vcpus_started_ms": ms(b.vcpus_started),
+        "online_ms": b.online.iter().map(|&(cpu, t)| json!({"cpu": cpu, "ms": ms(t)})).collect::<Vec<_>>(),
+        "all_online_ms": b.all_online().map(ms),
+        "per_ap_ms": b.per_ap().map(ms),
+        "ended_ms": ms(b.ended),
+    })
+}
+
+impl CaseReport {
+    /// The sender's counters per operation.
+    pub fn sender_part(&self) -> Option<&VcpuPart> {
+        self.vcpus.iter().find(|v| v.role == "sender")
+    }
+
+    /// Per counter, the sum and the mean over the target vCPUs per
+    /// operation (empty without counters or targets).
+    pub fn target_sum_and_mean(&self) -> (Vec<f64>, Vec<f64>) {
+        let tgts: Vec<&VcpuPart> = self.vcpus.iter().filter(|v| v.role == "target").collect();
+        let Some(first) = tgts.first() else {
+            return (Vec::new(), Vec::new());
+        };
+        let sum: Vec<f64> = (0..first.per_op.len())
+            .map(|i| tgts.iter().map(|v| v.per_op[i]).sum())
+            .collect();
+        let mean = sum.iter().map(|s| s / tgts.len() as f64).collect();
+        (sum, mean)
+    }
 }
 
 impl Report {
@@ -108,6 +146,11 @@ impl Report {
                 );
             }
         }
+        self.fanout_table(&mut s, insn, exits);
+        self.ipi_benchmark_table(&mut s, insn, exits);
+        if let Some(b) = &self.info.boot {
+            let _ = writeln!(s, "{}", b.line("vmm start"));
+        }
         let _ = writeln!(
             s,
             "per operation: snd = sender CPU (measuring loop subtracted), tgt = mean over target \
@@ -124,6 +167,84 @@ impl Report {
         s
     }
 
+    fn fanout_table(&self, s: &mut String, insn: Option<usize>, exits: Option<usize>) {
+        if self.fanout.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            s,
+            "fan-out: smp_call_function_many(wait) to the first N other CPUs\n{:<18} {:>4} {:>9} {:>9} {:>10} {:>7} {:>7} {:>5}",
+            "mode", "N", "p50 ns", "p99 ns", "snd insn", "snd ex", "tgt ex", "IPIs"
+        );
+        let at = |v: &[f64], i: Option<usize>| match i.and_then(|i| v.get(i)) {
+            Some(x) => format!("{:.1}", (x * 10.0).round() / 10.0 + 0.0),
+            None => "-".into(),
+        };
+        for c in &self.fanout {
+            if c.status != Status::Ok {
+                let _ = writeln!(s, "{:<18} {}", c.case.name(), c.status.name());
+                continue;
+            }
+            let snd = c
+                .sender_part()
+                .map(|v| v.per_op.clone())
+                .unwrap_or_default();
+            let (sum, _) = c.target_sum_and_mean();
+            let _ = writeln!(
+                s,
+                "{:<18} {:>4} {:>9.0} {:>9.0} {:>10} {:>7} {:>7} {:>5.2}",
+                c.case.name(),
+                c.target_count,
+                c.ns.p50,
+                c.ns.p99,
+                at(&snd, insn),
+                at(&snd, exits),
+                at(&sum, exits),
+                c.ipis_sent_per_op
+            );
+        }
+        let _ = writeln!(s, "  (tgt ex: summed over the N targets)");
+    }
+
+    fn ipi_benchmark_table(&self, s: &mut String, insn: Option<usize>, exits: Option<usize>) {
+        let _ = writeln!(
+            s,
+            "ipi_benchmark (Yury Norov's modes)\n{:<15} {:<20} {:>9} {:>9} {:>10} {:>7} {:>5}",
+            "mode", "case", "ns/op", "p50 ns", "snd insn", "snd ex", "IPIs"
+        );
+        for (mode, row) in self.ipi_benchmark() {
+            match row {
+                Some(c) if c.status == Status::Ok => {
+                    let snd = c
+                        .sender_part()
+                        .map(|v| v.per_op.clone())
+                        .unwrap_or_default();
+                    let at = |i: Option<usize>| match i.and_then(|i| snd.get(i)) {
+                        Some(x) => format!("{:.1}", (x * 10.0).round() / 10.0 + 0.0),
+                        None => "-".into(),
+                    };
+                    let _ = writeln!(
+                        s,
+                        "{:<15} {:<20} {:>9.0} {:>9.0} {:>10} {:>7} {:>5.2}",
+                        mode,
+                        c.case.name(),
+                        c.mean_ns,
+                        c.ns.p50,
+                        at(insn),
+                        at(exits),
+                        c.ipis_sent_per_op
+                    );
+                }
+                Some(c) => {
+                    let _ = writeln!(s, "{:<15} {:<20} {}", mode, c.case.name(), c.status.name());
+                }
+                None => {
+                    let _ = writeln!(s, "{mode:<15} -");
+                }
+            }
+        }
+    }
+
     /// The report as JSON (schema [`SCHEMA`]).
     pub fn json(&self) -> Value {
         let named = |v: &[f64]| -> Value {
@@ -134,32 +255,83 @@ impl Report {
             Value::Object(m)
         };
         let h = &self.info.host;
-        let cases: Vec<Value> = self
-            .cases
+        let case_json = |c: &CaseReport| {
+            json!({
+                "name": c.case.name(),
+                "status": c.status.name(),
+                "ipi_mode": c.ipi_mode.name(),
+                "idle_mode": c.idle_mode.name(),
+                "sender": c.sender,
+                "targets": c.targets,
+                "target_count": c.target_count,
+                "iterations": c.iterations,
+                "samples": c.samples,
+                "cycles": percentiles(&c.cycles),
+                "ns": percentiles(&c.ns),
+                "mean_ns": c.mean_ns,
+                "ipis_sent_per_op": c.ipis_sent_per_op,
+                "ipis_skipped_per_op": c.ipis_skipped_per_op,
+                "sender_background_exits_per_op": c.sender_background_exits,
+                "vcpus": c.vcpus.iter().map(|v| json!({
+                    "cpu": v.cpu, "role": v.role, "per_op": named(&v.per_op)
+                })).collect::<Vec<_>>(),
+                "probe": c.probe.as_ref().map(|p| json!({
+                    "cpu": c.sender, "pairs": c.probe_pairs, "section": named(p)
+                })),
+            })
+        };
+        let cases: Vec<Value> = self.cases.iter().map(case_json).collect();
+        let fanout: Vec<Value> = self
+            .fanout
             .iter()
             .map(|c| {
+                let (sum, mean) = c.target_sum_and_mean();
                 json!({
-                    "name": c.case.name(),
+                    "mode": c.ipi_mode.name(),
+                    "case": c.case.name(),
                     "status": c.status.name(),
-                    "ipi_mode": c.ipi_mode.name(),
-                    "idle_mode": c.idle_mode.name(),
-                    "sender": c.sender,
-                    "targets": c.targets,
+                    "targets": c.target_count,
                     "iterations": c.iterations,
-                    "samples": c.samples,
-                    "cycles": percentiles(&c.cycles),
                     "ns": percentiles(&c.ns),
                     "mean_ns": c.mean_ns,
                     "ipis_sent_per_op": c.ipis_sent_per_op,
-                    "ipis_skipped_per_op": c.ipis_skipped_per_op,
-                    "sender_background_exits_per_op": c.sender_background_exits,
-                    "vcpus": c.vcpus.iter().map(|v| json!({
-                        "cpu": v.cpu, "role": v.role, "per_op": named(&v.per_op)
-                    })).collect::<Vec<_>>(),
-                    "probe": c.probe.as_ref().map(|p| json!({
-                        "cpu": c.sender, "pairs": c.probe_pairs, "section": named(p)
-                    })),
+                    "sender": c.sender_part().map(|v| named(&v.per_op)),
+                    "targets_sum": (!sum.is_empty()).then(|| named(&sum)),
+                    "targets_mean": (!mean.is_empty()).then(|| named(&mean)),
                 })
+            })
+            .collect();
+        let ipi_benchmark: Vec<Value> = self
+            .ipi_benchmark()
+            .into_iter()
+            .map(|(mode, row)| {
+                json!({
+                    "mode": mode,
+                    "case": row.map(|c| c.case.name()),
+                    "status": row.map(|c| c.status.name()),
+                    "ns_per_op": row.map(|c| c.mean_ns),
+                    "p50_ns": row.map(|c| c.ns.p50),
+                    "ipis_sent_per_op": row.map(|c| c.ipis_sent_per_op),
+                    "sender": row.and_then(|c| c.sender_part()).map(|v| named(&v.per_op)),
+                })
+            })
+            .collect();
+        let spin_vs_halt: Map<String, Value> = self
+            .spin_vs_halt()
+            .into_iter()
+            .map(|(target, row)| {
+                let v = row.map(|c| {
+                    let (_, mean) = c.target_sum_and_mean();
+                    json!({
+                        "case": c.case.name(),
+                        "ns": percentiles(&c.ns),
+                        "ipis_sent_per_op": c.ipis_sent_per_op,
+                        "ipis_skipped_per_op": c.ipis_skipped_per_op,
+                        "sender": c.sender_part().map(|v| named(&v.per_op)),
+                        "target": (!mean.is_empty()).then(|| named(&mean)),
+                    })
+                });
+                (target.to_string(), v.unwrap_or(Value::Null))
             })
             .collect();
         json!({
@@ -186,6 +358,10 @@ impl Report {
                 "background_exits_per_s": self.background_exits_per_s,
             },
             "cases": cases,
+            "fanout": fanout,
+            "ipi_benchmark": ipi_benchmark,
+            "spin_vs_halt": spin_vs_halt,
+            "boot": self.info.boot.as_ref().map(boot_json),
         })
     }
 }

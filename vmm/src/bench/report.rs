@@ -16,6 +16,9 @@ pub struct RunInfo {
     pub vcpus: u32,
     /// The guest command line.
     pub cmdline: String,
+    /// How long the VM took to come up, from the vmm's start (`None` when
+    /// not measured).
+    pub boot: Option<crate::boot_times::BootCurve>,
 }
 
 /// Nearest-rank percentiles of a set of values.
@@ -93,8 +96,10 @@ pub struct CaseReport {
     pub idle_mode: IdleMode,
     /// The issuing CPU.
     pub sender: u32,
-    /// The other CPUs taking part.
+    /// The other CPUs taking part (those below 64).
     pub targets: Vec<u32>,
+    /// How many other CPUs take part.
+    pub target_count: u32,
     /// Operations in the measured round.
     pub iterations: u64,
     /// Samples the percentiles are over.
@@ -144,9 +149,21 @@ pub struct Report {
     /// the host takes anyway, e.g. for its timer ticks. Without it a long
     /// operation would be charged for them.
     pub background_exits_per_s: Option<f64>,
-    /// The measured cases.
+    /// The measured cases (one row each).
     pub cases: Vec<CaseReport>,
+    /// The fan-out curve: one point per mode and target count, in the
+    /// order measured.
+    pub fanout: Vec<CaseReport>,
 }
+
+/// Yury Norov's ipi_benchmark modes, and the case that is each.
+pub const IPI_BENCHMARK: [(&str, &str); 5] = [
+    ("dry_run", "dry-run"),
+    ("self", "single-local"),
+    ("unicast", "single-wait"),
+    ("broadcast", "many-wait/"),
+    ("broadcast_lock", "many-wait/lock"),
+];
 
 fn per_op(delta: &[u64], iterations: u64) -> Vec<f64> {
     delta
@@ -186,12 +203,13 @@ impl Report {
             (cycles > 0 && khz > 0).then(|| n as f64 * khz as f64 * 1e3 / cycles as f64)
         });
         let background = exits.zip(background_exits_per_s);
-        let cases = run
+        let report = |d| case_report(d, info.vcpus, &harness_per_op, &probe_overhead, background);
+        let (fanout, cases): (Vec<CaseReport>, Vec<CaseReport>) = run
             .cases
             .iter()
             .filter(|d| !d.header.case.is_internal())
-            .map(|d| case_report(d, info.vcpus, &harness_per_op, &probe_overhead, background))
-            .collect();
+            .map(report)
+            .partition(|c| c.case.is_fanout());
         Report {
             info,
             counters: run.counters.clone(),
@@ -202,7 +220,56 @@ impl Report {
             probe_overhead,
             background_exits_per_s,
             cases,
+            fanout,
         }
+    }
+
+    /// The IPI mode the guest booted with (that of `single-wait`).
+    pub fn boot_ipi_mode(&self) -> Option<IpiMode> {
+        self.cases
+            .iter()
+            .find(|c| c.case == Case::SingleWait)
+            .map(|c| c.ipi_mode)
+    }
+
+    /// The rows of ipi_benchmark's table: each mode with the case that is
+    /// it (`broadcast`: `many-wait` under the boot IPI mode), if reported.
+    pub fn ipi_benchmark(&self) -> Vec<(&'static str, Option<&CaseReport>)> {
+        let boot = self.boot_ipi_mode().unwrap_or(IpiMode::Phys);
+        IPI_BENCHMARK
+            .iter()
+            .map(|&(mode, name)| {
+                let row = if mode == "broadcast" {
+                    self.cases.iter().find(|c| {
+                        c.case.name().starts_with(name)
+                            && c.case != Case::ManyWaitLock
+                            && c.ipi_mode == boot
+                    })
+                } else {
+                    self.cases.iter().find(|c| c.case.name() == name)
+                };
+                (mode, row)
+            })
+            .collect()
+    }
+
+    /// The single round trip to a halted and to a spinning (polling)
+    /// target: `single-wait` in the boot idle mode, and the case of the
+    /// other mode.
+    pub fn spin_vs_halt(&self) -> [(&'static str, Option<&CaseReport>); 2] {
+        let find = |idle: IdleMode| {
+            self.cases.iter().find(|c| {
+                matches!(
+                    c.case,
+                    Case::SingleWait | Case::SingleWaitIdlePoll | Case::SingleWaitIdleHalt
+                ) && c.status == Status::Ok
+                    && c.idle_mode == idle
+            })
+        };
+        [
+            ("halted", find(IdleMode::Halt)),
+            ("spinning", find(IdleMode::Poll)),
+        ]
     }
 
     /// Index of a counter by name.
@@ -279,6 +346,7 @@ fn case_report(
     let mut sorted_ns: Vec<f64> = d.samples.iter().map(|&c| c as f64 * ns_per_cycle).collect();
     sorted_ns.sort_by(f64::total_cmp);
     let targets = cpus_of(h.targets);
+    let target_count = h.target_count;
     let parts = d
         .round
         .as_ref()
@@ -330,6 +398,7 @@ fn case_report(
         idle_mode: h.idle_mode,
         sender: u32::from(h.sender),
         targets,
+        target_count,
         iterations: h.iterations,
         samples: d.samples.len(),
         ns: cycles.scaled(ns_per_cycle),
@@ -373,6 +442,7 @@ pub(crate) mod tests {
             idle_mode: IdleMode::Halt,
             sender: 0,
             targets: 0b10,
+            target_count: 1,
             iterations,
             total_cycles: iterations * 2000,
             tsc_khz: 2_000_000,
@@ -428,6 +498,7 @@ pub(crate) mod tests {
             },
             vcpus: 2,
             cmdline: "run=bench".into(),
+            boot: None,
         }
     }
 

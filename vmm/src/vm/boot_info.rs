@@ -4,7 +4,7 @@
 use kvm_bindings::CpuId;
 use shared::ApicId;
 use shared::bootinfo::{BootInfo, FEATURE_PV_SEND_IPI};
-use vm_memory::GuestMemoryMmap;
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap};
 
 use crate::config::VmConfig;
 use crate::error::Result;
@@ -22,7 +22,8 @@ pub(super) fn write(
     let cmdline = config.guest_cmdline();
     let mut info = BootInfo::new();
     info.tsc_khz = u64::from(tsc_khz);
-    info.mem_size = config.mem_mib << 20;
+    // One region from address 0: its size is one past its last byte.
+    info.mem_size = mem.last_addr().0 + 1;
     info.cpu_count = config.cpus;
     info.cmdline_len = cmdline.len() as u32;
     info.scenario = config.scenario as u32;

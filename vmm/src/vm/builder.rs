@@ -17,14 +17,12 @@ use shared::layout;
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 use super::kvm::{check_cpu_limits, create_vm, kvm_err, open_kvm};
+use super::limits;
 use super::{EMBEDDED_GUEST, KVM_DEVICE, Vm, boot_info};
 use crate::config::{Kernel, VmConfig};
 use crate::elf::{self, KernelImage};
 use crate::error::{Error, Result};
 use crate::{api, cpuid, kick, memory, regs};
-
-/// Room the guest needs beyond its image (its own allocations, headroom).
-const MEM_HEADROOM: u64 = 2 << 20;
 
 /// Builds [`Vm`]s on one KVM device.
 #[derive(Clone, Debug)]
@@ -57,12 +55,16 @@ impl VmBuilder {
     /// Checks `config` and builds its VM; nothing runs until [`Vm::run`].
     /// Binds the control socket if `config` asks for one.
     pub fn build(&self, config: &VmConfig) -> Result<Vm> {
+        // KVM's limit first, where KVM opens: it may be below the guest's,
+        // which `validate` checks.
+        if let Ok(kvm) = open_kvm(&self.kvm_device) {
+            check_cpu_limits(&kvm, config)?;
+        }
         config.validate()?;
         let kernel = read_kernel(config)?;
-        let mem_size = mem_size(config, &kernel.image)?;
+        let mem_size = limits::mem_size(config, kernel.image.end)?;
         let kvm = open_kvm(&self.kvm_device)?;
         let apic_ids = apic_ids(config.cpus, config.apic_stride);
-        check_cpu_limits(&kvm, config, &apic_ids)?;
         kick::install()?;
         let listener = bind_api(config.api_sock.as_deref())?;
         let started = Instant::now();
@@ -80,8 +82,16 @@ impl VmBuilder {
         set_cpuid(&vcpus, &apic_ids, &supported, tsc_khz)?;
         boot_info::write(&mem, config, &apic_ids, tsc_khz, &supported)?;
         regs::setup_bsp(&vcpus[0], kernel.image.entry, layout::BOOT_INFO.start.0)?;
+        log::info!(
+            "{} vCPUs, {} MiB of guest memory",
+            config.cpus,
+            mem_size >> 20
+        );
         Ok(Vm {
-            config: config.clone(),
+            config: VmConfig {
+                mem_mib: Some(mem_size >> 20),
+                ..config.clone()
+            },
             started,
             mem,
             vm,
@@ -103,7 +113,11 @@ fn read_kernel(config: &VmConfig) -> Result<GuestKernel> {
     let (bytes, path) = match &config.kernel {
         Kernel::Embedded => (Cow::Borrowed(EMBEDDED_GUEST), PathBuf::from("<embedded>")),
         Kernel::Path(p) => {
-            let bytes = read_kernel_file(p, config.mem_mib << 20)?;
+            // The guest's memory bounds the file (the default: what the CPUs need).
+            let limit = config
+                .mem_mib
+                .map_or(shared::sizing::default_mem(config.cpus), |m| m << 20);
+            let bytes = read_kernel_file(p, limit)?;
             (Cow::Owned(bytes), p.clone())
         }
     };
@@ -180,19 +194,6 @@ fn read_kernel_file(path: &Path, limit: u64) -> Result<Vec<u8>> {
         });
     }
     Ok(bytes)
-}
-
-/// The guest's memory size in bytes, if it holds `image` with headroom.
-fn mem_size(config: &VmConfig, image: &KernelImage) -> Result<u64> {
-    let mem_size = config.mem_mib << 20;
-    let min = image.end.saturating_add(MEM_HEADROOM).div_ceil(1 << 20) << 20;
-    if mem_size < min {
-        return Err(Error::MemTooSmall {
-            mib: config.mem_mib,
-            min_mib: min >> 20,
-        });
-    }
-    Ok(mem_size)
 }
 
 fn bind_api(path: Option<&Path>) -> Result<Option<std::os::unix::net::UnixListener>> {

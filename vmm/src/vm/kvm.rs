@@ -8,10 +8,10 @@ use kvm_bindings::{
     KVM_X2APIC_API_USE_32BIT_IDS, kvm_enable_cap,
 };
 use kvm_ioctls::{Cap, Kvm, VmFd};
-use shared::ApicId;
 use shared::layout;
 use vm_memory::GuestMemoryMmap;
 
+use super::limits::CpuLimit;
 use crate::config::VmConfig;
 use crate::error::{Error, Result};
 use crate::memory;
@@ -51,26 +51,10 @@ pub(super) fn kvm_err(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Err
     move |source| Error::Kvm { op, source }
 }
 
-/// Checks that this host's KVM takes `config.cpus` vCPUs with the APIC ids
-/// `ids`.
-pub(super) fn check_cpu_limits(kvm: &Kvm, config: &VmConfig, ids: &[ApicId]) -> Result<()> {
-    let max_vcpus = kvm.get_max_vcpus() as u32;
-    if config.cpus > max_vcpus {
-        return Err(Error::TooManyCpus {
-            requested: config.cpus,
-            limit: max_vcpus,
-            why: "this host's KVM_CAP_MAX_VCPUS",
-        });
-    }
-    let max_id = kvm.get_max_vcpu_id() as u32;
-    if ids.last().is_some_and(|id| id.0 >= max_id) {
-        return Err(Error::TooManyCpus {
-            requested: config.cpus,
-            limit: max_id / config.apic_stride,
-            why: "this host's KVM_CAP_MAX_VCPU_ID with this APIC id stride",
-        });
-    }
-    Ok(())
+/// Checks that this host's KVM and the guest take `config.cpus` vCPUs
+/// with APIC ids `cpu * config.apic_stride`.
+pub(super) fn check_cpu_limits(kvm: &Kvm, config: &VmConfig) -> Result<()> {
+    CpuLimit::host(kvm, config.apic_stride).check(config.cpus)
 }
 
 /// Creates the VM: TSS, in-kernel irqchip, the x2APIC API, and `mem` as

@@ -7,6 +7,7 @@
 mod boot_info;
 mod builder;
 mod kvm;
+mod limits;
 mod running;
 mod threads;
 
@@ -21,6 +22,7 @@ use vm_memory::GuestMemoryMmap;
 
 pub use builder::{VmBuilder, apic_ids};
 pub use kvm::{open_error, open_kvm};
+pub use limits::{CpuLimit, CpuLimitSource};
 
 use crate::config::VmConfig;
 use crate::error::Result;

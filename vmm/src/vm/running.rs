@@ -13,6 +13,7 @@ use super::Vm;
 use super::threads::{self, Stuck, Threads};
 use crate::api;
 use crate::bench::Collector;
+use crate::boot_times::BootTimes;
 use crate::config::VmConfig;
 use crate::error::Result;
 use crate::fault::Injector;
@@ -48,6 +49,8 @@ struct RunState {
 struct Running {
     config: VmConfig,
     started: Instant,
+    /// When every vCPU thread had been started.
+    vcpus_started: Instant,
     state: RunState,
     threads: Threads,
     /// Kept until the vCPU threads are gone (leaked if one is stuck).
@@ -99,7 +102,15 @@ impl RunState {
         state
     }
 
-    fn outcome(&self, ending: Ending, stuck: &Stuck, started: Instant) -> Outcome {
+    /// `times`: the build's start, the vCPU threads' start, the end.
+    fn outcome(&self, ending: Ending, stuck: &Stuck, times: [Instant; 3]) -> Outcome {
+        let [started, vcpus_started, ended] = times;
+        let boot = BootTimes {
+            build_started: started,
+            vcpus_started,
+            online: self.io.online_at(),
+            ended,
+        };
         let hotplug = std::mem::take(&mut *lock(&self.hotplug));
         let (console, records, mut protocol_errors) = self.io.take();
         if stuck.vcpus > 0 {
@@ -121,6 +132,7 @@ impl RunState {
             hotplug,
             faults: self.injector.report(),
             bench: self.bench.take(),
+            boot,
         }
     }
 }
@@ -140,6 +152,7 @@ impl Running {
         } = vm;
         let ctl = &state.ctl;
         let vcpus = threads::spawn_vcpus(vcpus, &state.io, ctl, &state.bench, config.pin)?;
+        let vcpus_started = Instant::now();
         let faults = threads::spawn_faults(&config, &vcpus, &state.injector, &mem, ctl);
         let channel = Arc::new(request_channel(&mem, &vm, &apic_ids, ctl));
         let events = &state.hotplug;
@@ -159,6 +172,7 @@ impl Running {
         Ok(Running {
             config,
             started,
+            vcpus_started,
             state,
             threads,
             mem,
@@ -181,11 +195,14 @@ impl Running {
 
     /// Stops every thread and makes the outcome of `ending`.
     fn finish(self, ending: Ending) -> Outcome {
+        let ended = Instant::now();
         let stuck = self.threads.stop();
         if let Some(path) = &self.config.api_sock {
             let _ = std::fs::remove_file(path);
         }
-        let mut outcome = self.state.outcome(ending, &stuck, self.started);
+        let mut outcome =
+            self.state
+                .outcome(ending, &stuck, [self.started, self.vcpus_started, ended]);
         outcome.faults.check_injected(&self.config.faults);
         drop(self.channel);
         if stuck.vcpus > 0 {

@@ -42,3 +42,8 @@ pub fn kernel_top(cpu: CpuId) -> u64 {
 pub fn ist_top(cpu: CpuId, slot: usize) -> u64 {
     IST[cpu.index() % MAX_CPUS][slot % IST_COUNT].top()
 }
+
+const _: () = assert!(
+    (STACK_SIZE + IST_COUNT * IST_SIZE) as u64 <= shared::sizing::PER_CPU_MEM / 2,
+    "a CPU's stacks outgrew half its memory budget (shared::sizing::PER_CPU_MEM)"
+);

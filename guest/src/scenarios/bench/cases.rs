@@ -11,7 +11,7 @@ use super::harness::{Fail, marker, wait_until};
 use crate::arch::x86_64::x2apic::{self, Destination, Icr};
 use crate::arch::x86_64::{ipi, percpu};
 use crate::kernel::{SMP, ipi as delivery};
-use crate::smp::{Csd, IrqWork, SmpError};
+use crate::smp::{CpuMask, Csd, IrqWork, SmpError};
 
 /// The function every call runs: nothing, so that what is measured is the
 /// cross-call machinery itself.
@@ -97,6 +97,29 @@ pub fn single_async(target: CpuId, i: u64) -> Result<(), Fail> {
 #[inline(always)]
 pub fn many_wait() -> Result<(), Fail> {
     SMP.smp_call_function_many(SMP.online_mask(), nop, 0, true);
+    Ok(())
+}
+
+/// `fanout/*`: the CPUs of `targets`.
+#[inline(always)]
+pub fn many_wait_to(targets: CpuMask) -> Result<(), Fail> {
+    SMP.smp_call_function_many(targets, nop, 0, true);
+    Ok(())
+}
+
+/// The lock every `many-wait/lock` callback takes (ipi_benchmark's
+/// `POKE_ALL_LOCK`: the targets contend for one lock), with a count so
+/// that the critical section is not empty.
+static LOCK: spin::Mutex<u64> = spin::Mutex::new(0);
+
+fn take_lock(_: usize) {
+    *LOCK.lock() += 1;
+}
+
+/// `many-wait/lock`: every other online CPU takes [`LOCK`].
+#[inline(always)]
+pub fn many_wait_lock() -> Result<(), Fail> {
+    SMP.smp_call_function_many(SMP.online_mask(), take_lock, 0, true);
     Ok(())
 }
 

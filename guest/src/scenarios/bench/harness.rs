@@ -176,6 +176,7 @@ pub fn send_result(case: Case, status: Status, targets: CpuMask, m: Option<&Meas
         idle_mode: idle_mode_of(targets),
         sender: percpu::this_cpu().0 as u16,
         targets: targets.bits(),
+        target_count: targets.weight(),
         iterations: m.iterations,
         total_cycles: m.cycles,
         tsc_khz: time::khz(),

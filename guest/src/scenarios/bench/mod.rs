@@ -6,10 +6,15 @@
 //! x2APIC IPI and an acknowledgement in memory, no smp call layer);
 //! `single-wait`, and the same with the target in the other idle mode;
 //! `single-async` (throughput); `single-local`; `irq-work-on`;
-//! `many-wait` to all others under every IPI delivery mode available;
-//! `on-each-cpu`; `send-path` (guest instructions from the call to the ICR
-//! write, from probe markers). Each runs until one round takes `bench_ms=`
-//! (kvm-unit-tests' vmexit style).
+//! `many-wait` to all others under every IPI delivery mode available, and
+//! with a contended lock in the callback; `on-each-cpu`; the fan-out curve
+//! (`fanout/*`: `smp_call_function_many(wait)` to 1, 2, 4, ... and all
+//! other CPUs, one result per point); `send-path` (guest instructions from
+//! the call to the ICR write, from probe markers). `dry-run`, `single-local`,
+//! `single-wait`, `many-wait` and `many-wait/lock` are Yury Norov's
+//! ipi_benchmark cases. Each runs until one round takes `bench_ms=`
+//! (kvm-unit-tests' vmexit style); a fan-out point until one takes a
+//! quarter of that.
 
 mod cases;
 mod harness;
@@ -35,6 +40,9 @@ use crate::time;
 const CALIBRATE_OPS: u64 = 1024;
 /// Probe pairs per probed case.
 const PROBE_PAIRS: u32 = 32;
+/// A fan-out point's time goal is the case goal divided by this (there
+/// are a dozen points per mode).
+const FANOUT_GOAL_DIVISOR: u64 = 4;
 
 /// Runs one case and reports it; false if it failed.
 fn run_case(
@@ -182,6 +190,14 @@ pub fn run(params: &BootParams<'_>) -> GuestStatus {
         Err(why) => fail(Case::ProbeCalibrate, none, why),
     };
 
+    ok &= run_case(
+        Case::DryRun,
+        none,
+        Rounds::Goal(goal),
+        |_| Ok(()),
+        || Ok(()),
+    );
+
     let remote = [
         Case::RawPing,
         Case::SingleWait,
@@ -244,6 +260,17 @@ pub fn run(params: &BootParams<'_>) -> GuestStatus {
             });
         }
     }
+    if others.is_empty() {
+        skip(Case::ManyWaitLock, "needs 2 CPUs");
+    } else {
+        ok &= run_case(
+            Case::ManyWaitLock,
+            others,
+            Rounds::Goal(goal),
+            |_| cases::many_wait_lock(),
+            || Ok(()),
+        );
+    }
     ok &= run_case(
         Case::OnEachCpu,
         others.with(me),
@@ -251,6 +278,7 @@ pub fn run(params: &BootParams<'_>) -> GuestStatus {
         |_| cases::on_each_cpu(),
         || Ok(()),
     );
+    ok &= fanout(others, goal / FANOUT_GOAL_DIVISOR);
     match target {
         // A polling target would be woken without an IPI: probe the path
         // to a halted one.
@@ -267,6 +295,58 @@ pub fn run(params: &BootParams<'_>) -> GuestStatus {
     } else {
         GuestStatus::Failure
     }
+}
+
+/// The target counts of the fan-out curve below `n` other CPUs: 1, 2, 4,
+/// ... up to `n` itself.
+fn fanout_points(n: u32) -> impl Iterator<Item = u32> {
+    let powers = core::iter::successors(Some(1u32), |k| k.checked_mul(2));
+    powers
+        .take_while(move |&k| k < n)
+        .chain((n > 0).then_some(n))
+}
+
+/// The fan-out curve: `smp_call_function_many(wait)` to the first `k` of
+/// `others` for each point `k`, under each mask mode (the shorthand only
+/// at all others), one result per point.
+fn fanout(others: CpuMask, goal: u64) -> bool {
+    let n = others.weight();
+    let modes = [
+        (Case::FanoutPhys, IpiMode::Phys),
+        (Case::FanoutShorthand, IpiMode::Shorthand),
+        (Case::FanoutCluster, IpiMode::Cluster),
+    ];
+    let mut ok = true;
+    for (case, mode) in modes {
+        if n == 0 {
+            skip(case, "needs 2 CPUs");
+            continue;
+        }
+        if let Some(why) = mode_unavailable(mode) {
+            skip(case, why);
+            continue;
+        }
+        for k in fanout_points(n) {
+            // The shorthand applies only when the targets are all others.
+            if mode == IpiMode::Shorthand && k != n {
+                continue;
+            }
+            let mut targets = CpuMask::EMPTY;
+            for cpu in others.iter().take(k as usize) {
+                targets.set(cpu);
+            }
+            ok &= with_mode(mode, || {
+                run_case(
+                    case,
+                    targets,
+                    Rounds::Goal(goal),
+                    |_| cases::many_wait_to(targets),
+                    || Ok(()),
+                )
+            });
+        }
+    }
+    ok
 }
 
 /// The cases that need another CPU `t`.
