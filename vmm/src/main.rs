@@ -17,6 +17,10 @@ Exit codes:
   3  the guest crashed (exception, triple fault, failed entry), wrote a meaningless
      exit status (as --run hostile does), or KVM failed
   4  timeout: the watchdog stopped a guest that did not finish (--timeout)
+  130  SIGINT stopped the run (control socket removed, summary printed)
+  143  SIGTERM stopped the run (likewise)
+  159  a VMM thread made a syscall its seccomp filter forbids (--seccomp trap;
+       one line names the syscall number)
 
 Guest command-line words (--cmdline): nosmp, nr_cpus=N, maxcpus=N, as in Linux;
 run= is refused (the scenario is --run).
@@ -101,6 +105,14 @@ struct Cli {
     /// lets the VMM trap the x2APIC ICR; else skipped, with one line).
     #[arg(long, value_name = "SPEC")]
     fault: Vec<String>,
+    /// seccomp filters on every VMM thread, one allow-list per thread kind:
+    /// trap (a forbidden syscall stops the VMM, exit 159), log (allowed,
+    /// logged by the kernel's audit log), off.
+    #[arg(long, default_value = "trap", value_name = "MODE", value_parser = seccomp_mode)]
+    seccomp: vmm::seccomp::SeccompMode,
+    /// Test hook: vCPU 0's thread opens a file once its filter is in place.
+    #[arg(long, hide = true)]
+    seccomp_test_violation: bool,
     /// Do not copy the guest console to stdout.
     #[arg(long, short)]
     quiet: bool,
@@ -114,6 +126,14 @@ fn scenario(name: &str) -> Result<Scenario, String> {
     Scenario::from_name(name).ok_or_else(|| {
         let names: Vec<_> = Scenario::names().collect();
         format!("unknown scenario; one of: {}", names.join(", "))
+    })
+}
+
+/// A `--seccomp` value.
+fn seccomp_mode(name: &str) -> Result<vmm::seccomp::SeccompMode, String> {
+    vmm::seccomp::SeccompMode::from_name(name).ok_or_else(|| {
+        let names = vmm::seccomp::SeccompMode::NAMES;
+        format!("unknown seccomp mode; one of: {}", names.join(", "))
     })
 }
 
@@ -175,6 +195,11 @@ fn config(cli: &Cli) -> Result<VmConfig, String> {
         pin: cli.pin,
         faults,
         duration,
+        seccomp: vmm::seccomp::SeccompConfig {
+            mode: cli.seccomp,
+            main_thread: true,
+            test_violation: cli.seccomp_test_violation,
+        },
     })
 }
 
@@ -222,6 +247,10 @@ fn main() -> ProcessExit {
             return ProcessExit::from(ExitCode::Usage as u8);
         }
     };
+    if let Err(e) = vmm::stop_signal::install() {
+        eprintln!("vmm: cannot install the SIGINT/SIGTERM handlers: {e}");
+        return ProcessExit::from(ExitCode::Crashed as u8);
+    }
     match vmm::run(&config) {
         Ok(outcome) => {
             for e in &outcome.hotplug {
