@@ -214,6 +214,27 @@ impl Filters {
     }
 }
 
+/// Settles what glibc's malloc would otherwise look up lazily inside a
+/// filtered thread: the arena limit. Without `M_ARENA_MAX`, the thread
+/// that first needs a ninth arena calls `get_nprocs()`, which opens
+/// `/sys/devices/system/cpu/online` — a syscall no thread kind but the
+/// VMM's allows (seen under `cargo test`, and due with many vCPUs). Setting
+/// the limit to glibc's own default (8 arenas per online CPU) up front, on
+/// the unfiltered VMM thread, keeps malloc's behaviour and makes it never
+/// look. Call before starting filtered threads.
+pub fn settle_malloc() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: sysconf takes an integer name and touches no memory of ours.
+        let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1);
+        let arenas = libc::c_int::try_from(cpus.saturating_mul(8)).unwrap_or(libc::c_int::MAX);
+        // SAFETY: mallopt takes two integers; M_ARENA_MAX only sets a limit.
+        if unsafe { libc::mallopt(libc::M_ARENA_MAX, arenas) } != 1 {
+            log::warn!("seccomp: mallopt(M_ARENA_MAX, {arenas}) failed");
+        }
+    });
+}
+
 /// `PR_SET_NO_NEW_PRIVS` on the calling thread (inherited by the threads
 /// it creates): no exec may gain privileges.
 pub fn no_new_privs() -> std::io::Result<()> {

@@ -130,6 +130,9 @@ impl RunState {
 impl Running {
     fn start(vm: Vm) -> Result<Running> {
         let filters = Filters::compile(vm.config.seccomp).map_err(Error::Seccomp)?;
+        if vm.config.seccomp.mode != SeccompMode::Off {
+            crate::seccomp::settle_malloc();
+        }
         if vm.config.seccomp.mode == SeccompMode::Trap {
             crate::seccomp::install_sigsys().map_err(Error::SigsysHandler)?;
         }
