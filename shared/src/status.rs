@@ -28,6 +28,13 @@ pub enum ExitCode {
     Crashed = 3,
     /// The watchdog fired: the guest did not finish in time.
     Timeout = 4,
+    /// SIGINT stopped the run (128 + SIGINT, as a shell reports it).
+    Interrupted = 130,
+    /// SIGTERM stopped the run (128 + SIGTERM).
+    Terminated = 143,
+    /// A VMM thread made a syscall its seccomp filter forbids (128 +
+    /// SIGSYS: the SIGSYS handler exits with it).
+    BadSyscall = 159,
 }
 
 #[cfg(test)]

@@ -58,6 +58,8 @@ pub struct VmConfig {
     /// Pin each vCPU thread to a host CPU (round robin over the CPUs this
     /// process may use).
     pub pin: bool,
+    /// seccomp filters of the VMM's threads (`--seccomp`; on by default).
+    pub seccomp: crate::seccomp::SeccompConfig,
 }
 
 impl Default for VmConfig {
@@ -78,6 +80,7 @@ impl Default for VmConfig {
             faults: Vec::new(),
             duration: None,
             pin: false,
+            seccomp: Default::default(),
         }
     }
 }

@@ -180,6 +180,12 @@ pub enum Error {
     /// The kick signal could not be installed.
     #[error("cannot install the vCPU kick signal handler: {0}")]
     Signal(vmm_sys_util::errno::Error),
+    /// The seccomp filters could not be built.
+    #[error("seccomp: {0}")]
+    Seccomp(crate::seccomp::BuildError),
+    /// The SIGSYS handler (`--seccomp trap`) could not be installed.
+    #[error("cannot install the SIGSYS handler for --seccomp trap: {0}")]
+    SigsysHandler(std::io::Error),
 }
 
 impl Error {
@@ -190,7 +196,9 @@ impl Error {
             | Error::Vcpu { .. }
             | Error::Memory(_)
             | Error::Thread { .. }
-            | Error::Signal(_) => ExitCode::Crashed,
+            | Error::Signal(_)
+            | Error::Seccomp(_)
+            | Error::SigsysHandler(_) => ExitCode::Crashed,
             _ => ExitCode::Usage,
         }
     }

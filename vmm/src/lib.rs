@@ -28,7 +28,9 @@ pub mod memory;
 pub mod outcome;
 pub mod records;
 pub mod regs;
+pub mod seccomp;
 pub mod stalls;
+pub mod stop_signal;
 pub mod vcpu;
 pub mod vm;
 

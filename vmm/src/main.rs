@@ -22,6 +22,10 @@ Exit codes:
   3  the guest crashed (exception, triple fault, failed entry), wrote a meaningless
      exit status (as --run hostile does), or KVM failed
   4  timeout: the watchdog stopped a guest that did not finish (--timeout)
+  130  SIGINT stopped the run (control socket removed, summary printed)
+  143  SIGTERM stopped the run (likewise)
+  159  a VMM thread made a syscall its seccomp filter forbids (--seccomp trap;
+       one line names the syscall number)
 
 Guest command-line words (--cmdline): nosmp, nr_cpus=N, maxcpus=N, as in Linux;
 run= is refused (the scenario is --run).
@@ -128,6 +132,14 @@ struct Cli {
     /// line and exits 1.
     #[arg(long, value_name = "SPEC")]
     fault: Vec<String>,
+    /// seccomp filters on every VMM thread, one allow-list per thread kind:
+    /// trap (a forbidden syscall stops the VMM, exit 159), log (allowed,
+    /// logged by the kernel's audit log), off.
+    #[arg(long, default_value = "trap", value_name = "MODE", value_parser = seccomp_mode)]
+    seccomp: vmm::seccomp::SeccompMode,
+    /// Test hook: vCPU 0's thread opens a file once its filter is in place.
+    #[arg(long, hide = true)]
+    seccomp_test_violation: bool,
     /// Do not copy the guest console to stdout.
     #[arg(long, short)]
     quiet: bool,
@@ -182,6 +194,14 @@ fn one_line(report: &str) -> String {
         .unwrap_or("bad arguments");
     let line = line.strip_prefix("error: ").unwrap_or(line);
     format!("{line} (see --help)")
+}
+
+/// A `--seccomp` value.
+fn seccomp_mode(name: &str) -> Result<vmm::seccomp::SeccompMode, String> {
+    vmm::seccomp::SeccompMode::from_name(name).ok_or_else(|| {
+        let names = vmm::seccomp::SeccompMode::NAMES;
+        format!("unknown seccomp mode; one of: {}", names.join(", "))
+    })
 }
 
 /// A `--timeout` / `--duration` value: more than 0, at most a day.
@@ -331,6 +351,11 @@ fn config(cli: &Cli) -> Result<VmConfig, String> {
         pin: cli.pin,
         faults,
         duration,
+        seccomp: vmm::seccomp::SeccompConfig {
+            mode: cli.seccomp,
+            main_thread: true,
+            test_violation: cli.seccomp_test_violation,
+        },
     })
 }
 
@@ -544,6 +569,10 @@ fn main() -> ProcessExit {
             return ProcessExit::from(ExitCode::Usage as u8);
         }
     };
+    if let Err(e) = vmm::stop_signal::install() {
+        eprintln!("vmm: cannot install the SIGINT/SIGTERM handlers: {e}");
+        return ProcessExit::from(ExitCode::Crashed as u8);
+    }
     match vmm::run(&config) {
         Ok(outcome) => {
             report_hotplug(&config, &outcome.hotplug);

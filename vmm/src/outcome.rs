@@ -54,6 +54,10 @@ pub enum Ending {
     },
     /// The watchdog fired.
     Timeout(Duration),
+    /// SIGINT or SIGTERM stopped the run (the CLI's handlers).
+    Signal(i32),
+    /// A thread's seccomp filter could not be installed: the guest never ran.
+    Seccomp(String),
 }
 
 /// A vCPU's state when the run ended abnormally.
@@ -129,6 +133,9 @@ impl Outcome {
                 ExitCode::GuestFailure
             }
             Ending::Timeout(_) => ExitCode::Timeout,
+            Ending::Signal(libc::SIGINT) => ExitCode::Interrupted,
+            Ending::Signal(_) => ExitCode::Terminated,
+            Ending::Seccomp(_) => ExitCode::Usage,
             _ => ExitCode::Crashed,
         }
     }
@@ -160,6 +167,8 @@ impl Outcome {
                 "timeout: the guest did not finish within {:.1} s",
                 t.as_secs_f64()
             ),
+            Ending::Signal(sig) => writeln!(s, "stopped by {}", crate::stop_signal::name(*sig)),
+            Ending::Seccomp(why) => writeln!(s, "{why}"),
         };
         for r in self.records.iter() {
             if let Body::Exception {

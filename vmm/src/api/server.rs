@@ -41,7 +41,10 @@ pub fn serve(
     };
     let shared = &shared;
     std::thread::scope(|s| {
-        s.spawn(|| shared.mailroom.run(guest, stopped));
+        std::thread::Builder::new()
+            .name("api-mailroom".into())
+            .spawn_scoped(s, || shared.mailroom.run(guest, stopped))
+            .expect("cannot start the control socket's mailroom thread");
         let mut next_id = 0u64;
         while !stopped() {
             let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];

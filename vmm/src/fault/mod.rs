@@ -377,13 +377,15 @@ pub struct Plan {
 }
 
 /// Starts the thread that carries out the timed faults (stalls, spurious
-/// IPIs), or `None` if there are none. It must be joined before the vCPU
+/// IPIs), or `None` if there are none; `enter` is its start hook (its
+/// seccomp filter; false: do nothing). It must be joined before the vCPU
 /// threads are: it signals them.
 pub fn spawn(
     plan: Plan,
     injector: Arc<Injector>,
     mem: Arc<GuestMemoryMmap>,
     stopped: Box<dyn Fn() -> bool + Send>,
+    enter: Box<dyn FnOnce() -> bool + Send>,
 ) -> Option<JoinHandle<()>> {
     let timed = plan
         .faults
@@ -392,8 +394,10 @@ pub fn spawn(
     if !timed {
         return None;
     }
-    Some(std::thread::spawn(move || {
-        fault_thread(&plan, &injector, &mem, &*stopped)
+    Some(crate::vm::spawn_named("faults", move || {
+        if enter() {
+            fault_thread(&plan, &injector, &mem, &*stopped);
+        }
     }))
 }
 

@@ -23,6 +23,7 @@ use vm_memory::GuestMemoryMmap;
 pub use builder::{VmBuilder, apic_ids};
 pub use kvm::{open_error, open_kvm};
 pub use limits::{CpuLimit, CpuLimitSource};
+pub(crate) use threads::spawn_named;
 
 use crate::config::VmConfig;
 use crate::error::Result;

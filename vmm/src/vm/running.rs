@@ -15,13 +15,15 @@ use crate::api;
 use crate::bench::Collector;
 use crate::boot_times::BootTimes;
 use crate::config::VmConfig;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::fault::Injector;
 use crate::hotplug_driver::Event;
 use crate::io::GuestIo;
 use crate::kvm_stats::VcpuStats;
 use crate::mailbox::Channel;
 use crate::outcome::{Ending, Outcome};
+use crate::seccomp::{Filters, SeccompMode, Startup};
+use crate::stop_signal;
 use crate::vcpu::{Control, Dumps};
 
 impl Vm {
@@ -139,6 +141,14 @@ impl RunState {
 
 impl Running {
     fn start(vm: Vm) -> Result<Running> {
+        let filters = Filters::compile(vm.config.seccomp).map_err(Error::Seccomp)?;
+        if vm.config.seccomp.mode != SeccompMode::Off {
+            crate::seccomp::settle_malloc();
+        }
+        if vm.config.seccomp.mode == SeccompMode::Trap {
+            crate::seccomp::install_sigsys().map_err(Error::SigsysHandler)?;
+        }
+        let startup = &Arc::new(Startup::new(filters));
         let state = RunState::new(&vm);
         let Vm {
             config,
@@ -151,24 +161,30 @@ impl Running {
             ..
         } = vm;
         let ctl = &state.ctl;
-        let vcpus = threads::spawn_vcpus(vcpus, &state.io, ctl, &state.bench, config.pin)?;
+        let vcpus = threads::spawn_vcpus(vcpus, &state.io, ctl, &state.bench, config.pin, startup)?;
         let vcpus_started = Instant::now();
-        let faults = threads::spawn_faults(&config, &vcpus, &state.injector, &mem, ctl);
+        let faults = threads::spawn_faults(&config, &vcpus, &state.injector, &mem, ctl, startup);
         let channel = Arc::new(request_channel(&mem, &vm, &apic_ids, ctl));
         let events = &state.hotplug;
-        let hotplug = threads::spawn_hotplug_driver(&config, started, &channel, ctl, events);
+        let hotplug =
+            threads::spawn_hotplug_driver(&config, started, &channel, ctl, events, startup);
         let options = api::Options {
             cpus: config.cpus,
             exit_ends_run: config.scenario == shared::Scenario::Wait,
             limits: api::Limits::default(),
         };
-        let api = listener.map(|l| threads::spawn_api(l, &channel, ctl, options));
+        let api = listener.map(|l| threads::spawn_api(l, &channel, ctl, options, startup));
         let helpers = hotplug.into_iter().chain(api).collect();
         let threads = Threads {
             vcpus,
             faults,
             helpers,
         };
+        // Every thread has its filter, then this one (if asked): only
+        // then do the vCPUs run (seccomp module docs).
+        if let Err(why) = startup.open(threads.count()) {
+            ctl.finish(Ending::Seccomp(why), Dumps::Skip);
+        }
         Ok(Running {
             config,
             started,
@@ -181,14 +197,23 @@ impl Running {
         })
     }
 
-    /// Waits for the end, or ends the run after `config.timeout`.
+    /// Waits for the end, or ends the run after `config.timeout` or on a
+    /// stop signal (SIGINT, SIGTERM: [`stop_signal`]).
     fn watchdog(&self) -> Ending {
         let (ctl, timeout) = (&self.state.ctl, self.config.timeout);
-        match ctl.wait(timeout) {
-            Some(e) => e,
-            None => {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
                 ctl.finish(Ending::Timeout(timeout), Dumps::Take);
-                ctl.ending().unwrap_or(Ending::Timeout(timeout))
+                return ctl.ending().unwrap_or(Ending::Timeout(timeout));
+            }
+            if let Some(e) = ctl.wait(left.min(stop_signal::POLL)) {
+                return e;
+            }
+            if let Some(sig) = stop_signal::pending() {
+                ctl.finish(Ending::Signal(sig), Dumps::Skip);
+                return ctl.ending().unwrap_or(Ending::Signal(sig));
             }
         }
     }

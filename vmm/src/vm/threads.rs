@@ -20,6 +20,7 @@ use crate::hotplug_driver::{self, Event};
 use crate::io::GuestIo;
 use crate::mailbox::Channel;
 use crate::outcome::Ending;
+use crate::seccomp::{Startup, ThreadKind};
 use crate::vcpu::{self, Control, Dumps, pin};
 use crate::{api, kick};
 
@@ -43,6 +44,13 @@ pub(super) struct Threads {
     pub faults: Option<JoinHandle<()>>,
     /// Hotplug driver, control socket.
     pub helpers: Vec<JoinHandle<()>>,
+}
+
+impl Threads {
+    /// How many threads there are (each reports its seccomp filter).
+    pub fn count(&self) -> usize {
+        self.vcpus.len() + usize::from(self.faults.is_some()) + self.helpers.len()
+    }
 }
 
 /// How many threads did not stop in time (they are left running detached,
@@ -77,13 +85,15 @@ pub(super) fn spawn_vcpus(
     ctl: &Arc<Control>,
     bench: &Arc<Collector>,
     pin: bool,
+    startup: &Arc<Startup>,
 ) -> Result<Vec<JoinHandle<()>>> {
     let host_cpus = if pin { pin::allowed_cpus() } else { Vec::new() };
     let mut threads = Vec::with_capacity(vcpus.len());
     for (cpu, vcpu) in vcpus.into_iter().enumerate() {
         let cpu = cpu as u32;
         let host_cpu = pin::host_cpu_for(cpu, &host_cpus);
-        match spawn_vcpu(cpu, vcpu, io.clone(), ctl.clone(), bench.clone(), host_cpu) {
+        let shared = (io.clone(), ctl.clone(), bench.clone(), startup.clone());
+        match spawn_vcpu(cpu, vcpu, shared, host_cpu) {
             Ok(t) => threads.push(t),
             Err(source) => {
                 ctl.finish(Ending::Timeout(Duration::ZERO), Dumps::Skip);
@@ -95,25 +105,31 @@ pub(super) fn spawn_vcpus(
     Ok(threads)
 }
 
+/// What a vCPU thread shares with the others.
+type VcpuShared = (Arc<GuestIo>, Arc<Control>, Arc<Collector>, Arc<Startup>);
+
 fn spawn_vcpu(
     cpu: u32,
     vcpu: VcpuFd,
-    io: Arc<GuestIo>,
-    ctl: Arc<Control>,
-    bench: Arc<Collector>,
+    (io, ctl, bench, startup): VcpuShared,
     host_cpu: Option<usize>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name(format!("vcpu{cpu}"))
         .stack_size(VCPU_STACK)
         .spawn(move || {
+            let filtered = startup.enter(ThreadKind::Vcpu);
             if let Some(host_cpu) = host_cpu {
                 match pin::pin_current_thread(host_cpu) {
                     Ok(()) => bench.set_pinning(cpu, Some(host_cpu)),
                     Err(e) => log::warn!("vCPU {cpu}: cannot pin to host CPU {host_cpu}: {e}"),
                 }
             }
-            vcpu::run(cpu, vcpu, io, ctl)
+            // No KVM_RUN before every thread's filter is in place.
+            if filtered && startup.wait_open(&|| ctl.stopped()) {
+                startup.test_violation(cpu);
+                vcpu::run(cpu, vcpu, io, ctl);
+            }
         })
 }
 
@@ -125,6 +141,7 @@ pub(super) fn spawn_faults(
     injector: &Arc<Injector>,
     mem: &Arc<GuestMemoryMmap>,
     ctl: &Arc<Control>,
+    startup: &Arc<Startup>,
 ) -> Option<JoinHandle<()>> {
     let plan = fault::Plan {
         faults: config.faults.clone(),
@@ -133,12 +150,13 @@ pub(super) fn spawn_faults(
             .map_or(Duration::from_millis(200), |d| d / 3),
         threads: vcpus.iter().map(JoinHandleExt::as_pthread_t).collect(),
     };
-    let ctl = ctl.clone();
+    let (ctl, startup) = (ctl.clone(), startup.clone());
     fault::spawn(
         plan,
         injector.clone(),
         mem.clone(),
         Box::new(move || ctl.stopped()),
+        Box::new(move || startup.enter(ThreadKind::Fault)),
     )
 }
 
@@ -151,14 +169,18 @@ pub(super) fn spawn_hotplug_driver(
     channel: &Arc<Channel>,
     ctl: &Arc<Control>,
     events: &Arc<Mutex<Vec<Event>>>,
+    startup: &Arc<Startup>,
 ) -> Option<JoinHandle<()>> {
     let timed_wait = config.scenario == shared::Scenario::Wait && config.duration.is_some();
     if config.hotplug.is_empty() && config.hotplug_churn.is_none() && !timed_wait {
         return None;
     }
     let (channel, ctl, events) = (channel.clone(), ctl.clone(), events.clone());
-    let config = config.clone();
-    Some(std::thread::spawn(move || {
+    let (config, startup) = (config.clone(), startup.clone());
+    Some(spawn_named("hotplug", move || {
+        if !startup.enter(ThreadKind::Hotplug) {
+            return;
+        }
         let done = hotplug_driver::drive(&channel, &config, started, &|| ctl.stopped());
         *events.lock().unwrap_or_else(|p| p.into_inner()) = done;
     }))
@@ -170,9 +192,23 @@ pub(super) fn spawn_api(
     channel: &Arc<Channel>,
     ctl: &Arc<Control>,
     options: api::Options,
+    startup: &Arc<Startup>,
 ) -> JoinHandle<()> {
-    let (channel, ctl) = (channel.clone(), ctl.clone());
-    std::thread::spawn(move || api::serve(listener, &*channel, &options, &|| ctl.stopped()))
+    let (channel, ctl, startup) = (channel.clone(), ctl.clone(), startup.clone());
+    spawn_named("api-server", move || {
+        // The client threads and the mailroom it starts inherit this filter.
+        if startup.enter(ThreadKind::Api) {
+            api::serve(listener, &*channel, &options, &|| ctl.stopped());
+        }
+    })
+}
+
+/// `std::thread::spawn` with a name (seen in `/proc/PID/task/*/comm`).
+pub(crate) fn spawn_named(name: &str, body: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(body)
+        .unwrap_or_else(|e| panic!("cannot start the {name} thread: {e}"))
 }
 
 /// Kicks every vCPU thread until it leaves `KVM_RUN` and joins it; returns
