@@ -542,3 +542,45 @@ fn malformed_guest_elfs_get_clear_errors() {
     assert_eq!(n, files, "every corpus file has an expected error");
     assert!(n >= 20);
 }
+
+/// The report files of a bench run are written through the binary, under
+/// its default seccomp filters (the main thread's allow-list must cover
+/// writing them).
+#[test]
+fn bench_reports_are_written_under_seccomp() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let (json, plot) = (dir.join("cli-bench.json"), dir.join("cli-bench.svg"));
+    let fanout = dir.join("cli-bench-fanout.svg");
+    for p in [&json, &plot, &fanout] {
+        let _ = std::fs::remove_file(p);
+    }
+    let out = vmm(&[
+        "--cpus",
+        "2",
+        "--run",
+        "bench",
+        "--quiet",
+        "--cmdline",
+        "bench_ms=10",
+        "--json",
+        json.to_str().expect("UTF-8 path"),
+        "--plot",
+        plot.to_str().expect("UTF-8 path"),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("the JSON report")).expect("JSON");
+    assert!(report["cases"].as_array().is_some_and(|c| !c.is_empty()));
+    for svg in [&plot, &fanout] {
+        let text = std::fs::read_to_string(svg).expect("the SVG");
+        assert!(
+            text.starts_with("<svg") || text.starts_with("<?xml"),
+            "{svg:?}"
+        );
+    }
+}
