@@ -313,7 +313,7 @@ fn short_bench_at_1_cpu_skips_the_remote_cases() {
 
 #[test]
 fn bench_with_polling_idle_sends_fewer_ipis() {
-    let (_, r) = bench(2, "idle=poll");
+    let (o, r) = bench(2, "idle=poll");
     let v = r.json();
     check_schema(&v);
     let polled = case(&v, "single-wait");
@@ -325,6 +325,15 @@ fn bench_with_polling_idle_sends_fewer_ipis() {
     let halted = case(&v, "single-wait/idle-halt");
     assert_eq!(halted["idle_mode"], "halt");
     assert_eq!(halted["ipis_sent_per_op"], 1.0, "{halted:#}");
+    // The floor stays an IPI to a halted target: a spinning one would make
+    // raw-ping measure the host's tick.
+    let raw = case(&v, "raw-ping");
+    assert_eq!(raw["idle_mode"], "halt", "{raw:#}");
+    let console = &o.console;
+    assert!(
+        console.contains("raw-ping: CPU 1 halts when idle"),
+        "{console}"
+    );
 }
 
 /// The self-test suite and the hotplug scenario on `shape(scenario)`
