@@ -18,9 +18,23 @@ pub struct HostInfo {
     pub emulated: bool,
 }
 
+/// Bytes of /proc/cpuinfo read: the first CPU's block (model name, flags)
+/// is a few KiB; the file grows with the host's CPU count.
+const CPUINFO_MAX: u64 = 64 * 1024;
+
+/// The start of /proc/cpuinfo, at most [`CPUINFO_MAX`] bytes.
+fn cpuinfo_head() -> String {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    if let Ok(f) = std::fs::File::open("/proc/cpuinfo") {
+        let _ = f.take(CPUINFO_MAX).read_to_end(&mut bytes);
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
 /// Reads the host facts (best effort; unknowns are said as such).
 pub fn info() -> HostInfo {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpuinfo = cpuinfo_head();
     let cpu_model = cpuinfo
         .lines()
         .find_map(|l| l.strip_prefix("model name"))
