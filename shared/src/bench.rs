@@ -19,13 +19,13 @@
 //! is read and written with the protocol's one reader/writer
 //! ([`crate::wire`]).
 
-use crate::wire::{Reader, Reserved, WireError, Writer};
+use crate::wire::{Reader, WireError, Writer};
 
 /// Most samples one case hands over (the last operations of its final
 /// round, when it ran more).
 pub const MAX_SAMPLES: usize = 4096;
 /// Bytes of an encoded [`ResultHeader`].
-pub const RESULT_LEN: usize = 76;
+pub const RESULT_LEN: usize = 74;
 /// [`ResultHeader`] magic, "SBR1" little-endian.
 pub const RESULT_MAGIC: u32 = u32::from_le_bytes(*b"SBR1");
 /// Top byte of every marker value.
@@ -213,39 +213,43 @@ wire_enum! {
     }
 }
 
-/// One case's result, as the guest reports it (all of it untrusted).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ResultHeader {
-    /// The case.
-    pub case: Case,
-    /// How it ended.
-    pub status: Status,
-    /// IPI delivery mode it ran with.
-    pub ipi_mode: IpiMode,
-    /// Idle mode of the other CPUs.
-    pub idle_mode: IdleMode,
-    /// The CPU that issued the operations.
-    pub sender: u16,
-    /// The other CPUs taking part (bit n = CPU n; only CPUs below 64).
-    pub targets: u64,
-    /// How many other CPUs take part (all of them, whatever their number).
-    pub target_count: u32,
-    /// Operations in the final, measured round.
-    pub iterations: u64,
-    /// TSC cycles the final round took, from its first operation to the
-    /// completion of its last.
-    pub total_cycles: u64,
-    /// The guest's TSC frequency in kHz.
-    pub tsc_khz: u64,
-    /// Call-function IPIs the guest sent during the final round (all CPUs).
-    pub ipis_sent: u64,
-    /// IPIs skipped because the target was polling (all CPUs).
-    pub ipis_skipped: u64,
-    /// Per-operation cycle counts handed over (at most [`MAX_SAMPLES`] and
-    /// at most `iterations`).
-    pub sample_count: u32,
-    /// Guest-physical address of the samples.
-    pub samples_addr: u64,
+wire_struct! {
+    /// One case's result, as the guest reports it (all of it untrusted).
+    /// Encoded after [`RESULT_MAGIC`], its fields in this order.
+    pub struct ResultHeader {
+        /// The case.
+        pub case: Case,
+        /// How it ended.
+        pub status: Status,
+        /// IPI delivery mode it ran with.
+        pub ipi_mode: IpiMode,
+        /// Idle mode of the other CPUs.
+        pub idle_mode: IdleMode,
+        /// The CPU that issued the operations.
+        pub sender: u16,
+        /// The other CPUs taking part (bit n = CPU n; only CPUs below 64).
+        pub targets: u64,
+        /// Operations in the final, measured round.
+        pub iterations: u64,
+        /// TSC cycles the final round took, from its first operation to the
+        /// completion of its last.
+        pub total_cycles: u64,
+        /// The guest's TSC frequency in kHz.
+        pub tsc_khz: u64,
+        /// Call-function IPIs the guest sent during the final round (all
+        /// CPUs).
+        pub ipis_sent: u64,
+        /// IPIs skipped because the target was polling (all CPUs).
+        pub ipis_skipped: u64,
+        /// Per-operation cycle counts handed over (at most [`MAX_SAMPLES`]
+        /// and at most `iterations`).
+        pub sample_count: u32,
+        /// How many other CPUs take part (all of them, whatever their
+        /// number).
+        pub target_count: u32,
+        /// Guest-physical address of the samples.
+        pub samples_addr: u64,
+    }
 }
 
 impl BenchDecodeError {
@@ -264,21 +268,7 @@ impl ResultHeader {
         let mut b = [0u8; RESULT_LEN];
         let mut w = Writer::at(&mut b, 0);
         w.put(&RESULT_MAGIC);
-        w.put(&self.case);
-        w.put(&self.status);
-        w.put(&self.ipi_mode);
-        w.put(&self.idle_mode);
-        w.put(&self.sender);
-        w.put(&Reserved::<2>);
-        w.put(&self.targets);
-        w.put(&self.iterations);
-        w.put(&self.total_cycles);
-        w.put(&self.tsc_khz);
-        w.put(&self.ipis_sent);
-        w.put(&self.ipis_skipped);
-        w.put(&self.sample_count);
-        w.put(&self.target_count);
-        w.put(&self.samples_addr);
+        self.put_fields(&mut w);
         debug_assert_eq!(w.finish(), Ok(RESULT_LEN));
         b
     }
@@ -289,47 +279,13 @@ impl ResultHeader {
             return Err(BenchDecodeError::Truncated);
         }
         let mut r = Reader::at(b, 0);
-        macro_rules! field {
-            ($name:literal) => {
-                r.get().map_err(|e| BenchDecodeError::field($name, e))?
-            };
-        }
         if r.get::<u32>() != Ok(RESULT_MAGIC) {
             return Err(BenchDecodeError::BadMagic);
         }
-        let case = r.get().map_err(|e| match e {
-            WireError::BadValue(v) => BenchDecodeError::UnknownCase(v as u8),
-            e => BenchDecodeError::field("case", e),
+        let h = ResultHeader::get_fields(&mut r).map_err(|(name, e)| match (name, e) {
+            ("case", WireError::BadValue(v)) => BenchDecodeError::UnknownCase(v as u8),
+            (name, e) => BenchDecodeError::field(name, e),
         })?;
-        let status = field!("status");
-        let ipi_mode = field!("ipi_mode");
-        let idle_mode = field!("idle_mode");
-        let sender = field!("sender");
-        let Reserved::<2> = field!("reserved");
-        let targets = field!("targets");
-        let iterations = field!("iterations");
-        let total_cycles = field!("total_cycles");
-        let tsc_khz = field!("tsc_khz");
-        let ipis_sent = field!("ipis_sent");
-        let ipis_skipped = field!("ipis_skipped");
-        let sample_count = field!("sample_count");
-        let target_count = field!("target_count");
-        let h = ResultHeader {
-            case,
-            status,
-            ipi_mode,
-            idle_mode,
-            sender,
-            targets,
-            target_count,
-            iterations,
-            total_cycles,
-            tsc_khz,
-            ipis_sent,
-            ipis_skipped,
-            sample_count,
-            samples_addr: field!("samples_addr"),
-        };
         if h.sample_count as usize > MAX_SAMPLES {
             return Err(BenchDecodeError::BadField("sample_count"));
         }
@@ -437,9 +393,8 @@ mod tests {
         assert_eq!(with(5, 7), Err(BenchDecodeError::BadField("status")));
         assert_eq!(with(6, 7), Err(BenchDecodeError::BadField("ipi_mode")));
         assert_eq!(with(7, 7), Err(BenchDecodeError::BadField("idle_mode")));
-        assert_eq!(with(10, 1), Err(BenchDecodeError::BadField("reserved")));
-        assert_eq!(with(11, 1), Err(BenchDecodeError::BadField("reserved")));
-        assert_eq!(with(67, 1), Err(BenchDecodeError::BadField("target_count")));
+        assert_eq!(with(9, 0xff), Err(BenchDecodeError::BadField("sender")));
+        assert_eq!(with(65, 1), Err(BenchDecodeError::BadField("target_count")));
         let mut h = header();
         h.sample_count = MAX_SAMPLES as u32 + 1;
         h.iterations = u64::MAX;

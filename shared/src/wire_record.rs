@@ -118,3 +118,54 @@ macro_rules! wire_records {
         }
     };
 }
+
+/// Defines a fixed-layout wire struct from one field list: the `pub`
+/// struct itself and its field-by-field encoder and decoder over
+/// [`crate::wire`], in declaration order, so that the struct, its encoding
+/// and its decoding cannot drift apart:
+///
+/// ```text
+/// wire_struct! {
+///     /// Docs.
+///     pub struct Header {
+///         /// Docs.
+///         pub case: Case,
+///         /// Docs.
+///         pub count: u32,
+///     }
+/// }
+/// ```
+///
+/// Generates `put_fields` (append every field) and `get_fields` (read
+/// every field; the error names the field that could not be read).
+macro_rules! wire_struct {
+    (
+        $(#[$m:meta])*
+        pub struct $Name:ident {
+            $( $(#[$fm:meta])* pub $field:ident: $t:ty, )*
+        }
+    ) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub struct $Name {
+            $( $(#[$fm])* pub $field: $t, )*
+        }
+
+        impl $Name {
+            /// Appends every field, in declaration order.
+            fn put_fields(&self, w: &mut $crate::wire::Writer<'_>) {
+                $( w.put(&self.$field); )*
+            }
+
+            /// Reads every field, in declaration order; an error names the
+            /// field that could not be read.
+            fn get_fields(
+                r: &mut $crate::wire::Reader<'_>,
+            ) -> Result<Self, (&'static str, $crate::wire::WireError)> {
+                Ok($Name {
+                    $( $field: r.get().map_err(|e| (stringify!($field), e))?, )*
+                })
+            }
+        }
+    };
+}
