@@ -10,73 +10,20 @@ use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use vmm_sys_util::tempdir::TempDir;
 
-const DEADLINE: Duration = Duration::from_secs(90);
+mod support;
 
-/// A `vmm` child, killed if the test fails before it exits.
-struct Vmm(Option<Child>);
-
-impl Vmm {
-    fn spawn(args: &[&str]) -> Vmm {
-        let child = Command::new(env!("CARGO_BIN_EXE_vmm"))
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        Vmm(Some(child))
-    }
-
-    fn pid(&self) -> u32 {
-        self.0.as_ref().unwrap().id()
-    }
-
-    /// Waits for it to exit by [`DEADLINE`].
-    fn wait(mut self) -> Output {
-        let mut child = self.0.take().unwrap();
-        let deadline = Instant::now() + DEADLINE;
-        while child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("vmm did not exit within {DEADLINE:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        child.wait_with_output().unwrap()
-    }
-}
-
-impl Drop for Vmm {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
+use support::{Vmm, ask, connect};
 
 /// Connects to the control socket and asks for stats: once answered, the
 /// guest runs and takes requests, and a client thread and the mailroom
 /// exist.
 fn connect_and_ask_stats(path: &Path) -> (UnixStream, BufReader<UnixStream>) {
-    let deadline = Instant::now() + DEADLINE;
-    let mut stream = loop {
-        match UnixStream::connect(path) {
-            Ok(s) => break s,
-            Err(e) if Instant::now() > deadline => panic!("{}: {e}", path.display()),
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
-        }
-    };
-    stream.set_read_timeout(Some(DEADLINE)).unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    writeln!(stream, "{{\"stats\":true}}").unwrap();
-    let mut answer = String::new();
-    reader.read_line(&mut answer).unwrap();
-    assert!(answer.contains("\"ok\":true"), "{answer:?}");
+    let (mut stream, mut reader) = connect(path);
+    let answer = ask(&mut stream, &mut reader, r#"{"stats":true}"#);
+    assert_eq!(answer["ok"], true, "{answer}");
     (stream, reader)
 }
 
