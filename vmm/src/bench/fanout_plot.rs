@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use shared::bench::{IpiMode, Status};
 
-use super::plot::{COLORS, decade_label, esc};
+use super::plot::{COLORS, decade_label, esc, header};
 use super::report::{CaseReport, Report};
 
 const WIDTH: f64 = 760.0;
@@ -185,23 +185,12 @@ pub fn svg(r: &Report) -> String {
     let max_targets = rows.iter().map(|c| c.target_count).max().unwrap_or(1);
     let insn = r.counter("insn_emulation");
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(
-        s,
-        r#"<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>"#
-    );
-    let _ = writeln!(
-        s,
-        r#"<text x="{LEFT}" y="22" font-size="16" font-weight="bold">smpcall fan-out: smp_call_function_many(wait) to N CPUs</text>"#
-    );
-    let _ = writeln!(
-        s,
-        r#"<text x="{LEFT}" y="40">{}; {} vCPUs</text>"#,
-        esc(&r.host_line()),
-        r.info.vcpus
+    header(
+        &mut s,
+        (WIDTH, HEIGHT),
+        LEFT,
+        "smpcall fan-out: smp_call_function_many(wait) to N CPUs",
+        r,
     );
     if r.emulation_note().is_some() {
         let _ = writeln!(

@@ -32,6 +32,28 @@ pub(super) fn esc(s: &str) -> String {
 }
 
 /// `v` with about three significant digits.
+/// Opens an SVG document of `size` (width, height) on a white ground with
+/// its title and, below it, the host and vCPU count, both at `x`.
+pub(super) fn header(s: &mut String, size: (f64, f64), x: f64, title: &str, r: &Report) {
+    let (w, h) = size;
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="{x}" y="22" font-size="16" font-weight="bold">{}</text>"#,
+        esc(title)
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="{x}" y="40">{}; {} vCPUs</text>"#,
+        esc(&r.host_line()),
+        r.info.vcpus,
+    );
+}
+
 fn sig3(v: f64) -> String {
     if v >= 100.0 {
         format!("{v:.0}")
@@ -74,23 +96,12 @@ pub fn svg(r: &Report) -> String {
     let legend_h = 40.0 + 18.0 * rows.len() as f64;
     let height = (PLOT_BOTTOM + 60.0).max(PLOT_TOP + legend_h);
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(
-        s,
-        r#"<rect width="{WIDTH}" height="{height}" fill="white"/>"#
-    );
-    let _ = writeln!(
-        s,
-        r#"<text x="{PLOT_LEFT}" y="22" font-size="16" font-weight="bold">smpcall IPI benchmark: latency per operation (cumulative)</text>"#
-    );
-    let _ = writeln!(
-        s,
-        r#"<text x="{PLOT_LEFT}" y="40">{}; {} vCPUs</text>"#,
-        esc(&r.host_line()),
-        r.info.vcpus,
+    header(
+        &mut s,
+        (WIDTH, height),
+        PLOT_LEFT,
+        "smpcall IPI benchmark: latency per operation (cumulative)",
+        r,
     );
     let _ = writeln!(
         s,
