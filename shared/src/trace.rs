@@ -51,8 +51,11 @@
 //!
 //! `cpu` is always the CPU that wrote the entry and `tsc` its `rdtsc` when
 //! it did. What `arg32` and `args` hold is listed on each
-//! [`TraceEventId`]; unused arguments are 0. `callsite` is the return
-//! address of the smp API function's caller (Linux's `_RET_IP_`), `func`
+//! [`TraceEventId`]; unused arguments are 0. `callsite` is an address
+//! inside the function that called the smp API (Rust has no `_RET_IP_`:
+//! the traced guest inlines the API into its caller and records the
+//! instruction pointer there, which symbolizes to the same function as
+//! Linux's return address), `func`
 //! and `callback` are code addresses, `csd` the csd's address: all
 //! guest-virtual (= guest-physical, identity map), for symbolization
 //! against the guest ELF.
