@@ -1,8 +1,14 @@
-//! Builds the guest kernel for `x86_64-unknown-none` and embeds it.
+//! Builds the guest kernel for `x86_64-unknown-none` and embeds it, twice:
+//! without trace points (`GUEST_ELF`) and with the guest's `trace` feature
+//! (`GUEST_TRACED_ELF`, booted when tracing is on).
 //!
 //! A nested cargo with its own target directory (sharing the outer one
 //! deadlocks on cargo's lock). The guest is always built with `--release`:
-//! debug guest code is unusably slow under nested KVM.
+//! debug guest code is unusably slow under nested KVM. Both builds share
+//! that target directory (the dependencies are built once; the guest
+//! crate's two feature sets get different artifacts in `deps/`), one
+//! after the other; each final binary is copied out of `release/guest`
+//! before the next build overwrites it.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -17,12 +23,19 @@ fn main() {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     println!("cargo:rerun-if-env-changed=SMPCALL_GUEST_ELF");
+    println!("cargo:rerun-if-env-changed=SMPCALL_GUEST_TRACED_ELF");
 
-    // Escape hatch: embed a prebuilt guest.
+    // Escape hatch: embed a prebuilt guest (and a prebuilt traced one, or
+    // the same again: tracing then records nothing).
     if let Some(prebuilt) = env::var_os("SMPCALL_GUEST_ELF") {
+        let traced = env::var_os("SMPCALL_GUEST_TRACED_ELF").unwrap_or(prebuilt.clone());
         println!(
             "cargo:rustc-env=GUEST_ELF={}",
             Path::new(&prebuilt).display()
+        );
+        println!(
+            "cargo:rustc-env=GUEST_TRACED_ELF={}",
+            Path::new(&traced).display()
         );
         return;
     }
@@ -32,10 +45,34 @@ fn main() {
 
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").unwrap());
     let target_dir = out_dir.join("guest-target");
-    let status = Command::new(&cargo)
-        .current_dir(&root)
+    for (features, name, var) in [
+        (None, "guest.elf", "GUEST_ELF"),
+        (Some("trace"), "guest-traced.elf", "GUEST_TRACED_ELF"),
+    ] {
+        build_guest(&cargo, &root, &target_dir, features);
+        let built = target_dir.join(GUEST_TARGET).join("release").join("guest");
+        let copy = out_dir.join(name);
+        std::fs::copy(&built, &copy).unwrap_or_else(|e| {
+            fail(&format!(
+                "could not copy {} to {}: {e}",
+                built.display(),
+                copy.display()
+            ))
+        });
+        println!("cargo:rustc-env={var}={}", copy.display());
+    }
+}
+
+/// One nested build of the guest binary with `features`.
+fn build_guest(cargo: &std::ffi::OsStr, root: &Path, target_dir: &Path, features: Option<&str>) {
+    let mut cmd = Command::new(cargo);
+    cmd.arg("build");
+    if let Some(f) = features {
+        cmd.args(["--features", f]);
+    }
+    let status = cmd
+        .current_dir(root)
         .args([
-            "build",
             "-p",
             "guest",
             "--bin",
@@ -45,7 +82,7 @@ fn main() {
             GUEST_TARGET,
         ])
         .arg("--target-dir")
-        .arg(&target_dir)
+        .arg(target_dir)
         // The host build's flags must not leak into the guest build.
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
@@ -62,8 +99,6 @@ fn main() {
     if !status.success() {
         fail("building the guest for x86_64-unknown-none failed (see the errors above)");
     }
-    let elf = target_dir.join(GUEST_TARGET).join("release").join("guest");
-    println!("cargo:rustc-env=GUEST_ELF={}", elf.display());
 }
 
 /// Installs the bare-metal target with rustup when it is missing, or stops

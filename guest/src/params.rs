@@ -152,6 +152,8 @@ impl<'a> BootParams<'a> {
                 // The torture's own words (`scf.weight_single=`, ...),
                 // parsed and checked by `kernel::torture`.
                 k if k.starts_with("scf.") || k.starts_with("torture.") => {}
+                // The VMM's: it places the trace rings (`shared::trace`).
+                shared::trace::CMDLINE_TRACE | shared::trace::CMDLINE_TRACE_BUF => {}
                 "ipi" => match value.and_then(IpiMode::from_name) {
                     Some(m) => p.ipi = m,
                     None => warn("takes phys, shorthand, cluster or pv; using phys"),

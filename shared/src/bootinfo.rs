@@ -36,6 +36,12 @@ pub struct BootInfo {
     pub scenario: u32,
     /// Zero.
     pub reserved: u32,
+    /// Guest-physical base of the trace rings ([`crate::trace`]), 0 when
+    /// tracing is off.
+    pub trace_base: u64,
+    /// Bytes of one CPU's trace ring (CPU `n`'s is at `trace_base + n *
+    /// trace_ring_bytes`), 0 when tracing is off.
+    pub trace_ring_bytes: u64,
     /// x2APIC id of each CPU number; entries past `cpu_count` are unused.
     pub apic_ids: [u32; MAX_CPUS],
     /// NUMA node of each CPU number; entries past `cpu_count` are unused.
@@ -46,7 +52,7 @@ pub struct BootInfo {
 pub const BOOT_INFO_SIZE: usize = core::mem::size_of::<BootInfo>();
 
 // No padding: every byte is a field, so the block can be copied as bytes.
-const _: () = assert!(BOOT_INFO_SIZE == 48 + 4 * MAX_CPUS + MAX_CPUS);
+const _: () = assert!(BOOT_INFO_SIZE == 64 + 4 * MAX_CPUS + MAX_CPUS);
 const _: () = assert!(BOOT_INFO_SIZE as u64 <= crate::layout::BOOT_INFO.size);
 
 impl BootInfo {
@@ -62,6 +68,8 @@ impl BootInfo {
             features: 0,
             scenario: crate::Scenario::Demo as u32,
             reserved: 0,
+            trace_base: 0,
+            trace_ring_bytes: 0,
             apic_ids: [0; MAX_CPUS],
             numa_node: [0; MAX_CPUS],
         }
@@ -77,8 +85,50 @@ impl BootInfo {
     }
 }
 
+impl BootInfo {
+    /// The trace rings as (base, bytes of one ring), if tracing is on and
+    /// the VMM placed `cpu_count` rings of at least one entry inside guest
+    /// memory, 8-byte aligned.
+    pub fn trace_rings(&self) -> Option<(u64, u64)> {
+        let (base, ring) = (self.trace_base, self.trace_ring_bytes);
+        let total = crate::trace::region_bytes(ring, self.cpu_count);
+        let fits = base
+            .checked_add(total)
+            .is_some_and(|end| end <= self.mem_size);
+        (base != 0
+            && crate::trace::capacity(ring) > 0
+            && base.is_multiple_of(8)
+            && ring.is_multiple_of(8)
+            && fits)
+            .then_some((base, ring))
+    }
+}
+
 impl Default for BootInfo {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_rings_only_when_placed_inside_memory() {
+        let mut b = BootInfo::new();
+        b.cpu_count = 2;
+        b.mem_size = 64 << 20;
+        assert_eq!(b.trace_rings(), None, "off");
+        b.trace_base = 32 << 20;
+        b.trace_ring_bytes = crate::trace::ring_bytes(crate::trace::DEFAULT_RING_KIB);
+        assert_eq!(b.trace_rings(), Some((32 << 20, 260 * 1024)));
+        b.trace_base = (64 << 20) - 260 * 1024;
+        assert_eq!(b.trace_rings(), None, "second ring past the end");
+        b.trace_base = u64::MAX - 8;
+        assert_eq!(b.trace_rings(), None, "overflow");
+        b.trace_base = 32 << 20;
+        b.trace_ring_bytes = 64;
+        assert_eq!(b.trace_rings(), None, "no room for an entry");
     }
 }

@@ -30,6 +30,7 @@ pub mod record;
 pub mod scenario;
 pub mod sizing;
 pub mod status;
+pub mod trace;
 pub mod vectors;
 pub mod wire;
 

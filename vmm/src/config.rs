@@ -60,6 +60,14 @@ pub struct VmConfig {
     pub pin: bool,
     /// seccomp filters of the VMM's threads (`--seccomp`; on by default).
     pub seccomp: crate::seccomp::SeccompConfig,
+    /// Trace rings on: the VMM reserves them above guest memory, boots the
+    /// traced guest and copies them into `Outcome::trace`
+    /// ([`crate::trace_rings`]). The command-line words `trace` and
+    /// `trace_buf=` turn them on too.
+    pub trace_rings: bool,
+    /// KiB of each CPU's ring; `None`: the command line's `trace_buf=`, or
+    /// `shared::trace::DEFAULT_RING_KIB`.
+    pub trace_buf_kib: Option<u32>,
 }
 
 impl Default for VmConfig {
@@ -81,6 +89,8 @@ impl Default for VmConfig {
             duration: None,
             pin: false,
             seccomp: Default::default(),
+            trace_rings: false,
+            trace_buf_kib: None,
         }
     }
 }
@@ -131,6 +141,7 @@ impl VmConfig {
         if let Some(word) = shared::cmdline::params(&self.cmdline).find(|p| p.key == "run") {
             return Err(Error::RunInCmdline(word.value.unwrap_or("").to_string()));
         }
+        crate::trace_rings::ring_bytes(self)?;
         let len = self.guest_cmdline().len();
         if len > CMDLINE_MAX {
             return Err(Error::CmdlineTooLong {

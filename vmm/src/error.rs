@@ -39,6 +39,21 @@ pub enum Error {
         /// The largest supported.
         max_mib: u64,
     },
+    /// A bad `trace_buf=` (command line or `trace_buf_kib`).
+    #[error("{0}")]
+    TraceBuf(shared::trace::TraceBufError),
+    /// The trace rings do not fit the guest's memory limit.
+    #[error(
+        "the trace rings need {trace_mib} MiB above guest memory, {total_mib} MiB in all; at most {max_mib} MiB is supported (lower trace_buf= or --cpus)"
+    )]
+    TraceMemTooLarge {
+        /// MiB of the rings.
+        trace_mib: u64,
+        /// Guest memory with them.
+        total_mib: u64,
+        /// The largest supported.
+        max_mib: u64,
+    },
     /// The guest command line does not fit its region.
     #[error("--cmdline is {len} bytes; at most {max} fit")]
     CmdlineTooLong {

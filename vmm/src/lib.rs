@@ -31,6 +31,7 @@ pub mod regs;
 pub mod seccomp;
 pub mod stalls;
 pub mod stop_signal;
+pub mod trace_rings;
 pub mod vcpu;
 pub mod vm;
 
@@ -38,4 +39,4 @@ pub use config::{Kernel, VmConfig, parse_numa};
 pub use error::{Error, Result};
 pub use outcome::{Ending, Outcome, VcpuDump};
 pub use records::{CaseCounts, OwnedBody, OwnedRecord, Records, TestResult};
-pub use vm::{EMBEDDED_GUEST, Vm, VmBuilder, run, run_with_device};
+pub use vm::{EMBEDDED_GUEST, EMBEDDED_GUEST_TRACED, Vm, VmBuilder, run, run_with_device};

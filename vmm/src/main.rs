@@ -356,6 +356,9 @@ fn config(cli: &Cli) -> Result<VmConfig, String> {
             main_thread: true,
             test_violation: cli.seccomp_test_violation,
         },
+        // The command line's `trace`/`trace_buf=` turn the rings on.
+        trace_rings: false,
+        trace_buf_kib: None,
     })
 }
 

@@ -118,6 +118,9 @@ pub struct Outcome {
     pub bench: crate::bench::BenchRun,
     /// When the VM came up and ended.
     pub boot: crate::boot_times::BootTimes,
+    /// The trace rings, copied out of guest memory after the vCPUs
+    /// stopped, when tracing was on ([`crate::trace_rings`]).
+    pub trace: Option<crate::trace_rings::TraceSnapshot>,
 }
 
 impl Outcome {

@@ -101,6 +101,11 @@ pub fn boot() -> Boot {
         report::exit(GuestStatus::BadRequest);
     }
     time::init(info.tsc_khz);
+    #[cfg(feature = "trace")]
+    if let Some((base, ring_bytes)) = info.trace_rings() {
+        crate::arch::x86_64::trace::init(base, ring_bytes);
+        kprintln!("tracing: {} KiB per CPU at {:#x}", ring_bytes / 1024, base);
+    }
     let params = BootParams::parse(cmdline(info));
     for w in params.warnings() {
         match w.value {

@@ -67,6 +67,13 @@ pub fn run() -> GuestStatus {
     let mut ok = true;
 
     kprintln!("demo: {} CPUs online: {}", online.weight(), CpuList(online));
+    // The traced build names its callbacks, to find them in the trace.
+    #[cfg(feature = "trace")]
+    kprintln!(
+        "demo: traced callbacks: say {:#x}, irq_work_say {:#x}",
+        say as *const () as usize,
+        irq_work_say as *const () as usize
+    );
     kprintln!("demo: smp_call_function_single(CPU {other}, wait):");
     ok &= SMP.smp_call_function_single(other, say, 0, true).is_ok();
 

@@ -79,4 +79,20 @@ pub trait Arch: Sync {
     /// interrupts in any state, also from the IPI handler: it must not take
     /// locks that the interrupted code may hold, and should be cheap.
     fn report(&self, event: Event);
+
+    /// Records one trace event in this CPU's ring (`shared::trace`): the
+    /// writer, the TSC and the CPU are the arch's. Traced builds only; the
+    /// default records nothing (the host tests).
+    #[cfg(feature = "trace")]
+    fn trace(&self, _event: shared::trace::TraceEventId, _arg32: u32, _args: [u64; 5]) {}
+
+    /// An address in the code that calls it, for a trace event's
+    /// `callsite` (the traced build inlines the smp API into its caller,
+    /// so this lands in the caller's function, where Linux's `_RET_IP_`
+    /// points). Traced builds only; the default is 0.
+    #[cfg(feature = "trace")]
+    #[inline(always)]
+    fn code_address(&self) -> u64 {
+        0
+    }
 }

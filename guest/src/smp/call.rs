@@ -94,7 +94,8 @@ impl<A: Arch> Smp<A> {
 
     /// `smp_call_function_single` to another CPU, not waiting: through
     /// this CPU's `csd_data`.
-    #[inline(never)]
+    #[cfg_attr(not(feature = "trace"), inline(never))]
+    #[cfg_attr(feature = "trace", inline(always))]
     fn single_async_percpu(
         &self,
         this: CpuId,
@@ -144,9 +145,18 @@ impl<A: Arch> Smp<A> {
             // keeps this frame alive until the flusher released it.
             let kick = unsafe { self.queue_add(cpu, csd.node()) };
             let guard = StackCsdGuard(&csd);
+            trace_point!(
+                self,
+                CsdQueueCpu,
+                cpu.0,
+                callsite!(self),
+                func as usize,
+                &csd as *const Csd as usize
+            );
             // The IPI goes out first; the bookkeeping after it is off the
             // round trip's critical path.
             if kick {
+                trace_point!(self, IpiSendCpu, cpu.0, callsite!(self), func as usize);
                 self.send_single_ipi(this, cpu);
             }
             self.send_exit(this, window);
@@ -171,6 +181,7 @@ impl<A: Arch> Smp<A> {
     /// Return: `Ok(())`; [`SmpError::Busy`] if `csd` is still in flight
     /// (nothing changes); [`SmpError::Nxio`] if `cpu` is not a valid, online
     /// CPU (the csd is left unlocked).
+    #[cfg_attr(feature = "trace", inline(always))] // callsite: see trace.rs
     pub fn smp_call_function_single_async(
         &self,
         cpu: CpuId,
@@ -189,7 +200,8 @@ impl<A: Arch> Smp<A> {
     ///
     /// The caller holds `csd`'s lock, its func/info are set, and it outlives
     /// every queue of `self` (it is `'static` or part of `self`).
-    #[inline]
+    #[cfg_attr(not(feature = "trace"), inline)]
+    #[cfg_attr(feature = "trace", inline(always))]
     unsafe fn generic_exec_single(
         &self,
         this: CpuId,
@@ -213,9 +225,22 @@ impl<A: Arch> Smp<A> {
             return Err(SmpError::Nxio);
         }
         csd.set_dst(cpu.0);
+        // SAFETY: we hold the lock: func is set and not written until the
+        // flusher takes the csd, and this read is before the add.
+        #[cfg(feature = "trace")]
+        let func = unsafe { csd.read() }.0 as usize;
         // SAFETY: the caller guarantees the csd outlives the queue.
         let kick = unsafe { self.queue_add(cpu, csd.node()) };
+        trace_point!(
+            self,
+            CsdQueueCpu,
+            cpu.0,
+            callsite!(self),
+            func,
+            csd as *const Csd as usize
+        );
         if kick {
+            trace_point!(self, IpiSendCpu, cpu.0, callsite!(self), func);
             self.send_single_ipi(this, cpu);
         }
         self.send_exit(this, window);
@@ -233,6 +258,7 @@ impl<A: Arch> Smp<A> {
     ///
     /// Return: `Ok(())`, or [`SmpError::Nxio`] if `mask` has no online CPU
     /// (and does not contain this CPU).
+    #[cfg_attr(feature = "trace", inline(always))] // callsite: see trace.rs
     pub fn smp_call_function_any(
         &self,
         mask: CpuMask,
@@ -278,6 +304,7 @@ impl<A: Arch> Smp<A> {
     /// reported [`WarnKind::WaitWithIrqsDisabled`], as for the single call:
     /// even without `WAIT` the per-target csd lock may spin). `func` must be
     /// fast and must not block.
+    #[cfg_attr(feature = "trace", inline(always))] // callsite: see trace.rs
     pub fn smp_call_function_many_cond(
         &self,
         mask: CpuMask,
@@ -312,7 +339,16 @@ impl<A: Arch> Smp<A> {
                 csd.set_dst(cpu.0);
                 queued.set(cpu);
                 // SAFETY: cfd csds live as long as `self` and its queues.
-                if unsafe { self.queue_add(cpu, csd.node()) } {
+                let kick = unsafe { self.queue_add(cpu, csd.node()) };
+                trace_point!(
+                    self,
+                    CsdQueueCpu,
+                    cpu.0,
+                    callsite!(self),
+                    func as usize,
+                    csd as *const Csd as usize
+                );
+                if kick {
                     ipi.set(cpu);
                 }
             }
@@ -322,8 +358,17 @@ impl<A: Arch> Smp<A> {
                 .calls_queued
                 .fetch_add(u64::from(queued.weight()), Ordering::Relaxed);
             if let (true, Some(cpu)) = (ipi.is_single(), ipi.first()) {
+                trace_point!(self, IpiSendCpu, cpu.0, callsite!(self), func as usize);
                 self.send_single_ipi(this, cpu);
             } else if !ipi.is_empty() {
+                trace_point!(
+                    self,
+                    IpiSendCpumask,
+                    ipi.weight(),
+                    callsite!(self),
+                    func as usize,
+                    ipi.bits()
+                );
                 pcpu.counters
                     .ipis_requested
                     .fetch_add(u64::from(ipi.weight()), Ordering::Relaxed);
@@ -351,6 +396,7 @@ impl<A: Arch> Smp<A> {
     /// `mask` except this one. `wait`: return only after all have run it.
     ///
     /// Context: as [`Self::smp_call_function_many_cond`].
+    #[cfg_attr(feature = "trace", inline(always))] // callsite: see trace.rs
     pub fn smp_call_function_many(
         &self,
         mask: CpuMask,
@@ -365,6 +411,7 @@ impl<A: Arch> Smp<A> {
     /// `wait`: return only after all have run it.
     ///
     /// Context: as [`Self::smp_call_function_many_cond`].
+    #[cfg_attr(feature = "trace", inline(always))] // callsite: see trace.rs
     pub fn smp_call_function(&self, func: SmpCallFunc, info: usize, wait: bool) {
         self.smp_call_function_many(self.online_mask(), func, info, wait);
     }
@@ -374,6 +421,7 @@ impl<A: Arch> Smp<A> {
     /// as in the seed). `wait`: return only after all have run it.
     ///
     /// Context: as [`Self::smp_call_function_many_cond`].
+    #[cfg_attr(feature = "trace", inline(always))] // callsite: see trace.rs
     pub fn on_each_cpu(&self, func: SmpCallFunc, info: usize, wait: bool) {
         let mask = self.online_mask().with(self.arch.this_cpu());
         self.on_each_cpu_mask(mask, func, info, wait);
@@ -384,6 +432,7 @@ impl<A: Arch> Smp<A> {
     /// `wait`: return only after all have run it.
     ///
     /// Context: as [`Self::smp_call_function_many_cond`].
+    #[cfg_attr(feature = "trace", inline(always))] // callsite: see trace.rs
     pub fn on_each_cpu_mask(&self, mask: CpuMask, func: SmpCallFunc, info: usize, wait: bool) {
         self.smp_call_function_many_cond(
             mask,
@@ -406,6 +455,7 @@ impl<A: Arch> Smp<A> {
     /// allocate and no fallback, and a CPU rejected by `cond` costs nothing.
     ///
     /// Context: as [`Self::smp_call_function_many_cond`].
+    #[cfg_attr(feature = "trace", inline(always))] // callsite: see trace.rs
     pub fn on_each_cpu_cond_mask(
         &self,
         cond: SmpCondFunc,
@@ -427,6 +477,7 @@ impl<A: Arch> Smp<A> {
     /// CPUs and this one.
     ///
     /// Context: as [`Self::smp_call_function_many_cond`].
+    #[cfg_attr(feature = "trace", inline(always))] // callsite: see trace.rs
     pub fn on_each_cpu_cond(&self, cond: SmpCondFunc, func: SmpCallFunc, info: usize, wait: bool) {
         let mask = self.online_mask().with(self.arch.this_cpu());
         self.on_each_cpu_cond_mask(cond, func, info, wait, mask);
@@ -438,6 +489,7 @@ impl<A: Arch> Smp<A> {
     /// every CPU has seen the stores this CPU made before the call.
     ///
     /// Context: as [`Self::smp_call_function_many_cond`].
+    #[cfg_attr(feature = "trace", inline(always))] // callsite: see trace.rs
     pub fn kick_all_cpus_sync(&self) {
         // Make our earlier stores visible before the CPUs are kicked.
         fence(Ordering::SeqCst);
@@ -448,7 +500,9 @@ impl<A: Arch> Smp<A> {
     #[inline]
     fn run_local(&self, func: SmpCallFunc, info: usize) {
         let flags = self.arch.irq_save();
+        trace_point!(self, CsdFunctionEntry, 0, func as usize, 0);
         func(info);
+        trace_point!(self, CsdFunctionExit, 0, func as usize, 0);
         self.arch.irq_restore(flags);
     }
 

@@ -15,6 +15,8 @@
 //! queued, and when the CPU comes back its first flush runs it and reports
 //! it as [`super::WarnKind::IpiOnOfflineCpu`].
 
+#[cfg(feature = "trace")]
+use shared::trace::CpuhpStep;
 use shared::{CpuId, MAX_CPUS};
 
 use super::api::SmpError;
@@ -76,6 +78,13 @@ impl<A: Arch> Smp<A> {
     /// Context: the outgoing CPU, interrupts disabled, already offline.
     pub fn synchronize_senders(&self) {
         let this = self.arch.this_cpu();
+        trace_point!(self, CpuhpEnter, this.0, CpuhpStep::SyncSenders as u64);
+        self.synchronize_senders_step(this);
+        trace_point!(self, CpuhpExit, this.0, CpuhpStep::SyncSenders as u64, 0);
+    }
+
+    /// The body of [`Self::synchronize_senders`].
+    fn synchronize_senders_step(&self, this: CpuId) {
         let start = self.arch.now_ns();
         for i in 0..MAX_CPUS {
             let cpu = CpuId(i as u32);
@@ -120,6 +129,20 @@ impl<A: Arch> Smp<A> {
     /// Return: [`SmpError::Nxio`] for an out-of-range CPU,
     /// [`SmpError::NoMem`] when failure is injected.
     pub fn smpcfd_prepare_cpu(&self, cpu: CpuId) -> Result<(), SmpError> {
+        trace_point!(self, CpuhpEnter, cpu.0, CpuhpStep::SmpcfdPrepare as u64);
+        let r = self.smpcfd_prepare_step(cpu);
+        trace_point!(
+            self,
+            CpuhpExit,
+            cpu.0,
+            CpuhpStep::SmpcfdPrepare as u64,
+            r.is_err()
+        );
+        r
+    }
+
+    /// The body of [`Self::smpcfd_prepare_cpu`].
+    fn smpcfd_prepare_step(&self, cpu: CpuId) -> Result<(), SmpError> {
         let p = self.percpu.get(cpu.index()).ok_or(SmpError::Nxio)?;
         // Relaxed: test hooks and bookkeeping of the hotplug state machine,
         // which runs its steps in order on one CPU.
@@ -137,10 +160,20 @@ impl<A: Arch> Smp<A> {
     ///
     /// Return: [`SmpError::Nxio`] for an out-of-range CPU.
     pub fn smpcfd_dead_cpu(&self, cpu: CpuId) -> Result<(), SmpError> {
-        let p = self.percpu.get(cpu.index()).ok_or(SmpError::Nxio)?;
-        // Relaxed: see `smpcfd_prepare_cpu`.
-        p.cfd_prepared.store(false, Ordering::Relaxed);
-        Ok(())
+        trace_point!(self, CpuhpEnter, cpu.0, CpuhpStep::SmpcfdDead as u64);
+        let p = self.percpu.get(cpu.index());
+        if let Some(p) = p {
+            // Relaxed: see `smpcfd_prepare_cpu`.
+            p.cfd_prepared.store(false, Ordering::Relaxed);
+        }
+        trace_point!(
+            self,
+            CpuhpExit,
+            cpu.0,
+            CpuhpStep::SmpcfdDead as u64,
+            p.is_none()
+        );
+        p.map(|_| ()).ok_or(SmpError::Nxio)
     }
 
     /// smpcfd_dying_cpu - on the outgoing CPU, after it was marked offline:
@@ -152,8 +185,12 @@ impl<A: Arch> Smp<A> {
     /// Context: the outgoing CPU, interrupts disabled, no other CPU about
     /// to queue to it (see the module docs).
     pub fn smpcfd_dying_cpu(&self) {
+        #[cfg(feature = "trace")]
+        let this = self.arch.this_cpu();
+        trace_point!(self, CpuhpEnter, this.0, CpuhpStep::SmpcfdDying as u64);
         // The seed's flush: the calls, then this CPU's irq_work.
         self.flush_smp_call_function_queue(OfflineCalls::Expected);
+        trace_point!(self, CpuhpExit, this.0, CpuhpStep::SmpcfdDying as u64, 0);
     }
 
     /// Whether `cpu`'s call data is prepared.

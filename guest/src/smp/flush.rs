@@ -178,7 +178,22 @@ impl<A: Arch> Smp<A> {
         let (func, info) = unsafe { csd.read() };
         bump(&pcpu.counters.callbacks_run);
         self.arch.set_running(func as usize);
+        trace_point!(
+            self,
+            CsdFunctionEntry,
+            0,
+            func as usize,
+            csd as *const Csd as usize
+        );
         func(info);
+        // The csd is still locked: its waiter has not returned yet.
+        trace_point!(
+            self,
+            CsdFunctionExit,
+            0,
+            func as usize,
+            csd as *const Csd as usize
+        );
         // We saw LOCK set above and only we may clear it now. The waiter
         // is spinning: release it first, then clear the running word (a
         // stall report in between would name a callback that just ended).
@@ -242,7 +257,7 @@ impl<A: Arch> Smp<A> {
                 let csd = unsafe { Csd::from_node(node) };
                 // SAFETY: taken off our queue, not unlocked yet.
                 let (func, info) = unsafe { csd.read() };
-                self.run_queued(pcpu, func, info);
+                self.run_queued(pcpu, func, info, csd as *const Csd as usize);
                 self.csd_unlock(this, csd, func as usize);
             } else {
                 prev = Some(node);
@@ -265,8 +280,10 @@ impl<A: Arch> Smp<A> {
                 let csd = unsafe { Csd::from_node(node) };
                 // SAFETY: taken off our queue, not unlocked yet.
                 let (func, info) = unsafe { csd.read() };
+                let addr = csd as *const Csd as usize;
                 self.csd_unlock(this, csd, func as usize);
-                self.run_queued(pcpu, func, info);
+                // `addr` only names the csd in the trace: it may be reused.
+                self.run_queued(pcpu, func, info, addr);
             }
             cur = next;
         }
@@ -274,12 +291,15 @@ impl<A: Arch> Smp<A> {
 
     /// Runs one queued function, recording it in the running word. Counts
     /// it first, so that nothing but what the caller keeps is live across
-    /// the call.
+    /// the call. `csd` is the csd's address, for the trace only.
     #[inline]
-    pub(super) fn run_queued(&self, pcpu: &PerCpu, func: SmpCallFunc, info: usize) {
+    pub(super) fn run_queued(&self, pcpu: &PerCpu, func: SmpCallFunc, info: usize, csd: usize) {
         bump(&pcpu.counters.callbacks_run);
         self.arch.set_running(func as usize);
+        trace_point!(self, CsdFunctionEntry, 0, func as usize, csd);
         func(info);
+        trace_point!(self, CsdFunctionExit, 0, func as usize, csd);
+        let _ = csd; // used by the trace points only
         self.arch.clear_running();
     }
 

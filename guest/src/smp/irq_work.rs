@@ -144,7 +144,16 @@ impl<A: Arch> Smp<A> {
         }
         // SAFETY: claimed by us, so on no list; 'static; `cpu` is online.
         let kick = unsafe { self.queue_add(cpu, &work.node) };
+        trace_point!(
+            self,
+            CsdQueueCpu,
+            cpu.0,
+            callsite!(self),
+            work.func_addr(),
+            work as *const IrqWork as usize
+        );
         if kick {
+            trace_point!(self, IpiSendCpu, cpu.0, callsite!(self), work.func_addr());
             self.send_single_ipi(this, cpu);
         }
         self.send_exit(this, window);
@@ -210,13 +219,21 @@ impl<A: Arch> Smp<A> {
     fn irq_work_run_list(&self, pcpu: &PerCpu) {
         // SAFETY: `del_all` detached the chain; this CPU owns it.
         let mut cur = unsafe { llist::reverse_order(pcpu.irq_work.del_all()) };
+        trace_point!(self, IrqWorkRunEntry, 0);
+        #[cfg(feature = "trace")]
+        let mut ran = 0u32;
         while let Some(node) = NonNull::new(cur) {
             // SAFETY: on our chain; read before the work is released.
             cur = unsafe { node.as_ref() }.next();
             // SAFETY: only 'static `IrqWork`s are on irq_work lists.
             let work = unsafe { IrqWork::from_node(node) };
             self.irq_work_single(pcpu, work);
+            #[cfg(feature = "trace")]
+            {
+                ran += 1;
+            }
         }
+        trace_point!(self, IrqWorkRunExit, ran);
     }
 
     /// Runs one dequeued work item (Linux's `irq_work_single`).
@@ -231,7 +248,22 @@ impl<A: Arch> Smp<A> {
         fence(Ordering::SeqCst);
         bump(&pcpu.counters.callbacks_run);
         self.arch.set_running(work.func as usize);
+        // Traced as a csd's function: it is counted with them.
+        trace_point!(
+            self,
+            CsdFunctionEntry,
+            0,
+            work.func_addr(),
+            work as *const IrqWork as usize
+        );
         (work.func)(work);
+        trace_point!(
+            self,
+            CsdFunctionExit,
+            0,
+            work.func_addr(),
+            work as *const IrqWork as usize
+        );
         self.arch.clear_running();
         // Clear BUSY unless the work was claimed again meanwhile. Release:
         // pairs with the Acquire in `is_busy` (irq_work_sync). Relaxed on

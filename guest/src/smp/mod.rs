@@ -37,6 +37,9 @@
 // parts of them are used only by the rest of the core.
 #![cfg_attr(loom, allow(dead_code))]
 
+#[macro_use]
+mod trace;
+
 mod api;
 mod sync;
 

@@ -84,13 +84,21 @@ impl<A: Arch> Smp<A> {
     /// stack frame to tear down.
     #[inline(never)]
     fn csd_lock_wait_spin(&self, csd: &Csd, this: CpuId) {
+        trace_point!(
+            self,
+            CsdLockWaitStart,
+            csd.dst(),
+            csd as *const Csd as usize
+        );
         for _ in 0..CHECK_EVERY {
             self.arch.cpu_relax();
             if !csd.is_locked() {
+                trace_point!(self, CsdLockWaitEnd, csd.dst(), csd as *const Csd as usize);
                 return;
             }
         }
         self.csd_lock_wait_watched(csd, this);
+        trace_point!(self, CsdLockWaitEnd, csd.dst(), csd as *const Csd as usize);
     }
 
     /// The rest of a wait, under the stall detector; its first clock read
@@ -175,7 +183,23 @@ impl<A: Arch> Smp<A> {
             nth: watch.reports,
             resent_ipi: resend,
         });
+        trace_point!(
+            self,
+            CsdStallReport,
+            target.0,
+            watch.func,
+            now - start,
+            csd as *const Csd as usize
+        );
         if resend {
+            trace_point!(
+                self,
+                CsdStallResend,
+                target.0,
+                watch.func,
+                now - start,
+                csd as *const Csd as usize
+            );
             self.send_single_ipi(this, target);
         }
         watch.last = now;
@@ -185,6 +209,14 @@ impl<A: Arch> Smp<A> {
     #[inline(never)]
     fn csd_unstuck(&self, csd: &Csd, watch: &Watch) {
         let now = self.arch.now_ns();
+        trace_point!(
+            self,
+            CsdStallUnstuck,
+            csd.dst(),
+            watch.func,
+            now.saturating_sub(watch.start.unwrap_or(now)),
+            csd as *const Csd as usize
+        );
         // Relaxed: diagnostic count, see `csd_lock_wait_toolong`.
         self.csd_lock_stuck.fetch_sub(1, Ordering::Relaxed);
         self.arch.report(Event::CsdUnstuck {

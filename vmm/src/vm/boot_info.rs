@@ -8,16 +8,19 @@ use vm_memory::{GuestMemoryBackend, GuestMemoryMmap};
 
 use crate::config::VmConfig;
 use crate::error::Result;
+use crate::trace_rings::TraceRegion;
 use crate::{cpuid, memory};
 
 /// Writes the boot information for `config` (CPUs with `apic_ids`, a TSC
-/// of `tsc_khz`, the host's `supported` CPUID) and the command line.
+/// of `tsc_khz`, the host's `supported` CPUID, the trace rings if any)
+/// and the command line.
 pub(super) fn write(
     mem: &GuestMemoryMmap,
     config: &VmConfig,
     apic_ids: &[ApicId],
     tsc_khz: u32,
     supported: &CpuId,
+    trace: Option<TraceRegion>,
 ) -> Result<()> {
     let cmdline = config.guest_cmdline();
     let mut info = BootInfo::new();
@@ -31,6 +34,10 @@ pub(super) fn write(
         info.features |= FEATURE_PV_SEND_IPI;
     }
     info.features |= crate::host::emulated_feature_bit();
+    if let Some(t) = trace {
+        info.trace_base = t.base;
+        info.trace_ring_bytes = t.ring_bytes;
+    }
     for (cpu, id) in apic_ids.iter().enumerate() {
         info.apic_ids[cpu] = id.0;
         info.numa_node[cpu] = config.numa.get(cpu).copied().unwrap_or(0);

@@ -18,11 +18,11 @@ use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 use super::kvm::{check_cpu_limits, create_vm, kvm_err, open_kvm};
 use super::limits;
-use super::{EMBEDDED_GUEST, KVM_DEVICE, Vm, boot_info};
+use super::{EMBEDDED_GUEST, EMBEDDED_GUEST_TRACED, KVM_DEVICE, Vm, boot_info};
 use crate::config::{Kernel, VmConfig};
 use crate::elf::{self, KernelImage};
 use crate::error::{Error, Result};
-use crate::{api, cpuid, kick, memory, regs};
+use crate::{api, cpuid, kick, memory, regs, trace_rings};
 
 /// Builds [`Vm`]s on one KVM device.
 #[derive(Clone, Debug)]
@@ -61,14 +61,17 @@ impl VmBuilder {
             check_cpu_limits(&kvm, config)?;
         }
         config.validate()?;
-        let kernel = read_kernel(config)?;
+        let traced = trace_rings::ring_bytes(config)?.is_some();
+        let kernel = read_kernel(config, traced)?;
         let mem_size = limits::mem_size(config, kernel.image.end)?;
+        // The rings go above what the guest needs (`--mem` included).
+        let (trace, mem_size_all) = trace_rings::place(config, mem_size)?;
         let kvm = open_kvm(&self.kvm_device)?;
         let apic_ids = apic_ids(config.cpus, config.apic_stride);
         kick::install()?;
         let listener = bind_api(config.api_sock.as_deref())?;
         let started = Instant::now();
-        let mem = Arc::new(memory::create(mem_size)?);
+        let mem = Arc::new(memory::create(mem_size_all)?);
         let vm = Arc::new(create_vm(&kvm, &mem)?);
         let drop_ipi = crate::fault::setup_vm(&kvm, &vm, &config.faults);
         load_kernel(&mem, &kernel)?;
@@ -80,7 +83,7 @@ impl VmBuilder {
         let vcpus = create_vcpus(&vm, &apic_ids)?;
         let tsc_khz = vcpus[0].get_tsc_khz().unwrap_or(0);
         set_cpuid(&vcpus, &apic_ids, &supported, tsc_khz)?;
-        boot_info::write(&mem, config, &apic_ids, tsc_khz, &supported)?;
+        boot_info::write(&mem, config, &apic_ids, tsc_khz, &supported, trace)?;
         regs::setup_bsp(&vcpus[0], kernel.image.entry, layout::BOOT_INFO.start.0)?;
         log::info!(
             "{} vCPUs, {} MiB of guest memory",
@@ -99,6 +102,7 @@ impl VmBuilder {
             apic_ids,
             listener,
             drop_ipi,
+            trace,
         })
     }
 }
@@ -109,8 +113,13 @@ pub fn apic_ids(cpus: u32, stride: u32) -> Vec<ApicId> {
     (0..cpus).map(|c| ApicId(c * stride)).collect()
 }
 
-fn read_kernel(config: &VmConfig) -> Result<GuestKernel> {
+/// The guest kernel; the embedded one with its trace points if `traced`.
+fn read_kernel(config: &VmConfig, traced: bool) -> Result<GuestKernel> {
     let (bytes, path) = match &config.kernel {
+        Kernel::Embedded if traced => (
+            Cow::Borrowed(EMBEDDED_GUEST_TRACED),
+            PathBuf::from("<embedded, traced>"),
+        ),
         Kernel::Embedded => (Cow::Borrowed(EMBEDDED_GUEST), PathBuf::from("<embedded>")),
         Kernel::Path(p) => {
             // The guest's memory bounds the file (the default: what the CPUs need).

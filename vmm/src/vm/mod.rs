@@ -32,6 +32,10 @@ use crate::outcome::Outcome;
 /// The guest built with this vmm.
 pub static EMBEDDED_GUEST: &[u8] = include_bytes!(env!("GUEST_ELF"));
 
+/// The same guest built with its trace points (the `trace` feature),
+/// booted instead of [`EMBEDDED_GUEST`] when the trace rings are on.
+pub static EMBEDDED_GUEST_TRACED: &[u8] = include_bytes!(env!("GUEST_TRACED_ELF"));
+
 /// Path of the KVM device.
 pub const KVM_DEVICE: &str = "/dev/kvm";
 
@@ -49,6 +53,8 @@ pub struct Vm {
     /// The drop-ipi probability to route ICR writes with, or why that
     /// fault is skipped (`fault::setup_vm`).
     drop_ipi: std::result::Result<Option<f64>, String>,
+    /// The trace rings, when tracing is on.
+    trace: Option<crate::trace_rings::TraceRegion>,
 }
 
 /// Boots the VM described by `config` and runs it to the end.

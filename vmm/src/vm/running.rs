@@ -59,6 +59,8 @@ struct Running {
     mem: Arc<GuestMemoryMmap>,
     vm: Arc<VmFd>,
     channel: Arc<Channel>,
+    /// The trace rings, when tracing is on.
+    trace: Option<crate::trace_rings::TraceRegion>,
 }
 
 /// The host's request channel to the guest (hotplug, control socket),
@@ -135,6 +137,7 @@ impl RunState {
             faults: self.injector.report(),
             bench: self.bench.take(),
             boot,
+            trace: None,
         }
     }
 }
@@ -151,6 +154,7 @@ impl Running {
         let startup = &Arc::new(Startup::new(filters));
         let state = RunState::new(&vm);
         let Vm {
+            trace,
             config,
             started,
             mem,
@@ -194,6 +198,7 @@ impl Running {
             mem,
             vm,
             channel,
+            trace,
         })
     }
 
@@ -229,6 +234,11 @@ impl Running {
             self.state
                 .outcome(ending, &stuck, [self.started, self.vcpus_started, ended]);
         outcome.faults.check_injected(&self.config.faults);
+        // After the vCPU threads stopped (a stuck one may still write: its
+        // entries then read as torn, never out of bounds).
+        outcome.trace = self
+            .trace
+            .and_then(|t| crate::trace_rings::TraceSnapshot::take(&self.mem, t));
         drop(self.channel);
         if stuck.vcpus > 0 {
             // A thread may still be inside KVM_RUN: keep its VM and memory.

@@ -56,6 +56,17 @@ pub fn halt_forever() -> ! {
     }
 }
 
+/// An address in the code this is inlined into (`lea` of the next
+/// instruction), for a trace event's `callsite`.
+#[cfg(feature = "trace")]
+#[inline(always)]
+pub fn code_address() -> u64 {
+    let ip: u64;
+    // SAFETY: `lea` of a RIP-relative address only computes a value.
+    unsafe { asm!("lea {}, [rip]", out(reg) ip, options(nomem, nostack, preserves_flags)) };
+    ip
+}
+
 /// Spin-loop hint.
 #[inline(always)]
 pub fn pause() {

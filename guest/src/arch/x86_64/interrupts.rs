@@ -190,9 +190,59 @@ macro_rules! irq_stub {
             )
         }
     };
+    ($name:ident => fn $f:ident) => {
+        #[unsafe(naked)]
+        extern "C" fn $name() {
+            naked_asm!(
+                "push rax", "push rcx", "push rdx", "push rsi", "push rdi",
+                "push r8", "push r9", "push r10", "push r11",
+                "call {f}",
+                "pop r11", "pop r10", "pop r9", "pop r8",
+                "pop rdi", "pop rsi", "pop rdx", "pop rcx", "pop rax",
+                "iretq",
+                f = sym $f,
+            )
+        }
+    };
 }
 
+#[cfg(not(feature = "trace"))]
 irq_stub!(call_function_stub => CALL_FUNCTION_SLOT);
+#[cfg(feature = "trace")]
+irq_stub!(call_function_traced_stub => fn call_function_traced);
+#[cfg(feature = "trace")]
+irq_stub!(call_function_single_traced_stub => fn call_function_single_traced);
+
+/// The handler in [`CALL_FUNCTION_SLOT`].
+#[cfg(feature = "trace")]
+fn call_function_handler() -> extern "C" fn() {
+    // Relaxed: see `Slot::set`.
+    let f = CALL_FUNCTION_SLOT.0.load(Ordering::Relaxed);
+    // SAFETY: `install` stored an `extern "C" fn()` in the slot before any
+    // CPU loaded the IDT, and `set` stores only such addresses.
+    unsafe { core::mem::transmute::<usize, extern "C" fn()>(f) }
+}
+
+/// CALL_FUNCTION in the traced build: the slot's handler between
+/// `call_function_entry` and `call_function_exit`.
+#[cfg(feature = "trace")]
+extern "C" fn call_function_traced() {
+    use shared::trace::TraceEventId as E;
+    let v = u32::from(vectors::CALL_FUNCTION.0);
+    super::trace::record(E::CallFunctionEntry, v, [0; 5]);
+    call_function_handler()();
+    super::trace::record(E::CallFunctionExit, v, [0; 5]);
+}
+
+/// CALL_FUNCTION_SINGLE in the traced build, as [`call_function_traced`].
+#[cfg(feature = "trace")]
+extern "C" fn call_function_single_traced() {
+    use shared::trace::TraceEventId as E;
+    let v = u32::from(vectors::CALL_FUNCTION_SINGLE.0);
+    super::trace::record(E::CallFunctionSingleEntry, v, [0; 5]);
+    call_function_handler()();
+    super::trace::record(E::CallFunctionSingleExit, v, [0; 5]);
+}
 irq_stub!(irq_work_stub => IRQ_WORK_SLOT);
 irq_stub!(host_request_stub => HOST_REQUEST_SLOT);
 irq_stub!(bench_ping_stub => BENCH_PING_SLOT);
@@ -215,6 +265,17 @@ extern "C" fn probe_timer_stub() {
 extern "C" fn spurious_stub() {
     naked_asm!("iretq")
 }
+
+/// The call-function vectors' stubs: one shared stub, or in the traced
+/// build one per vector (the trace names the vector).
+#[cfg(not(feature = "trace"))]
+const CALL_FUNCTION_STUB: extern "C" fn() = call_function_stub;
+#[cfg(not(feature = "trace"))]
+const CALL_FUNCTION_SINGLE_STUB: extern "C" fn() = call_function_stub;
+#[cfg(feature = "trace")]
+const CALL_FUNCTION_STUB: extern "C" fn() = call_function_traced_stub;
+#[cfg(feature = "trace")]
+const CALL_FUNCTION_SINGLE_STUB: extern "C" fn() = call_function_single_traced_stub;
 
 /// A 64-bit interrupt gate (SDM Vol. 3A §6.14.1).
 const fn gate(handler: u64, ist: u16) -> u128 {
@@ -244,8 +305,8 @@ fn build() -> Idt {
         idt[v] = gate(*stub as usize as u64, ist);
     }
     let irqs: [(Vector, extern "C" fn()); 9] = [
-        (vectors::CALL_FUNCTION, call_function_stub),
-        (vectors::CALL_FUNCTION_SINGLE, call_function_stub),
+        (vectors::CALL_FUNCTION, CALL_FUNCTION_STUB),
+        (vectors::CALL_FUNCTION_SINGLE, CALL_FUNCTION_SINGLE_STUB),
         (vectors::IRQ_WORK, irq_work_stub),
         (vectors::HOST_REQUEST, host_request_stub),
         (vectors::BENCH_PING, bench_ping_stub),

@@ -13,4 +13,6 @@ pub mod percpu;
 pub mod poll_idle;
 pub mod smp_arch;
 pub mod stacks;
+#[cfg(feature = "trace")]
+pub mod trace;
 pub mod x2apic;

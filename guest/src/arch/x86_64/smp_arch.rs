@@ -105,6 +105,17 @@ impl Arch for X86 {
         time::now_ns()
     }
 
+    #[cfg(feature = "trace")]
+    fn trace(&self, event: shared::trace::TraceEventId, arg32: u32, args: [u64; 5]) {
+        super::trace::record(event, arg32, args);
+    }
+
+    #[cfg(feature = "trace")]
+    #[inline(always)]
+    fn code_address(&self) -> u64 {
+        cpu::code_address()
+    }
+
     fn report(&self, event: Event) {
         // The event is the record: sent as it is, then described.
         report::send(event);
