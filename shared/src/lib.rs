@@ -39,7 +39,7 @@ pub use scenario::Scenario;
 
 /// Version of the host/guest protocol. Bump on every change to the layout,
 /// the boot information block, the ports or the record formats.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// Most CPUs the guest supports. CPU masks are one 64-bit word.
 pub const MAX_CPUS: usize = 64;
