@@ -27,6 +27,7 @@ use shared::{ApicId, CpuId, MAX_CPUS};
 
 use crate::arch::x86_64::{cpu, interrupts, percpu, x2apic};
 use crate::params::{BootParams, Crash};
+use crate::smp::CSD_LOCK_TIMEOUT_DEFAULT_NS;
 use crate::{kprintln, report, time};
 
 fn boot_info() -> &'static BootInfo {
@@ -119,6 +120,7 @@ pub fn boot() -> Boot {
             let _ = SMP.set_cpu_possible(cpu, true);
         }
     }
+    let wait_scale = time::calibrate_waits(present);
     SMP.setup_nr_cpu_ids();
     if let Some(n) = params.nr_cpus {
         SMP.apply_nr_cpus_param(n);
@@ -133,9 +135,12 @@ pub fn boot() -> Boot {
     if let Some(cpu) = params.fail_prepare {
         SMP.set_cfd_alloc_fail(CpuId(cpu), true);
     }
-    if let Some(ms) = params.csd_lock_timeout_ms {
-        SMP.set_csd_lock_timeout_ns(ms.saturating_mul(1_000_000));
-    }
+    // The stall timeout is a wait for another CPU too: scaled unless set.
+    let csd_timeout_ns = match params.csd_lock_timeout_ms {
+        Some(ms) => ms.saturating_mul(1_000_000),
+        None => CSD_LOCK_TIMEOUT_DEFAULT_NS.saturating_mul(wait_scale),
+    };
+    SMP.set_csd_lock_timeout_ns(csd_timeout_ns);
     if let Some(permille) = params.ipi_drop_permille {
         kprintln!(
             "fault injection: dropping {permille} per mille of call-function IPIs (ipi_drop=)"
@@ -143,10 +148,11 @@ pub fn boot() -> Boot {
         ipi().set_drop_permille(permille);
     }
     kprintln!(
-        "smpcall guest: {} present CPUs, nr_cpu_ids {}, TSC {} kHz, command line \"{}\"",
+        "smpcall guest: {} present CPUs, nr_cpu_ids {}, TSC {} kHz, waits x{}, command line \"{}\"",
         present,
         SMP.nr_cpu_ids(),
         info.tsc_khz,
+        wait_scale,
         cmdline(info)
     );
     ipi_modes::setup(&params, &info.apic_ids[..present as usize]);

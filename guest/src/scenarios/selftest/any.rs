@@ -101,7 +101,7 @@ fn any_from(caller: CpuId, mask: CpuMask) -> Result<CpuId, harness::Text> {
             wait_for(|| TASK_DONE.load(Ordering::SeqCst)),
             "any({}, wait) on CPU {caller} did not return within {} ms",
             CpuList(mask),
-            harness::WAIT_MS
+            harness::wait_ms()
         );
         TASK_ERR.load(Ordering::SeqCst)
     };

@@ -368,7 +368,7 @@ fn wait_done(req: &Req, hold: u32) -> bool {
     if req.remaining.load(Ordering::Acquire) <= hold {
         return true;
     }
-    let deadline = time::Deadline::after_ms(DONE_TIMEOUT_MS);
+    let deadline = time::Deadline::after_ms(time::scaled_ms(DONE_TIMEOUT_MS));
     loop {
         let nudge = time::Deadline::after_ms(NUDGE_EVERY_MS);
         while !nudge.expired() {
@@ -394,7 +394,7 @@ fn wait_done(req: &Req, hold: u32) -> bool {
                 // Relaxed: for the diagnostic only.
                 req.id.load(Ordering::Relaxed),
                 pending,
-                DONE_TIMEOUT_MS
+                time::scaled_ms(DONE_TIMEOUT_MS)
             );
             error(e::TIMEOUT, 1);
             return false;

@@ -77,7 +77,7 @@ fn barrier(me: CpuId) -> bool {
     // SeqCst: arrival and the test of the others' arrival form one total
     // order, so the last to arrive sees everyone.
     ARRIVED.fetch_or(CpuMask::of(me).bits(), Ordering::SeqCst);
-    let deadline = time::Deadline::after_ms(BARRIER_TIMEOUT_MS);
+    let deadline = time::Deadline::after_ms(time::scaled_ms(BARRIER_TIMEOUT_MS));
     loop {
         if STARTED.load(Ordering::SeqCst) {
             return true;
@@ -91,7 +91,7 @@ fn barrier(me: CpuId) -> bool {
             crate::kprintln!(
                 "scftorture: start barrier: CPUs {:#x} did not arrive in {} ms",
                 want & !ARRIVED.load(Ordering::SeqCst),
-                BARRIER_TIMEOUT_MS
+                time::scaled_ms(BARRIER_TIMEOUT_MS)
             );
             STARTED.store(true, Ordering::SeqCst);
             return true;
