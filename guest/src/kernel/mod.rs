@@ -27,7 +27,7 @@ use shared::{ApicId, CpuId, MAX_CPUS};
 
 use crate::arch::x86_64::{cpu, interrupts, percpu, x2apic};
 use crate::params::{BootParams, Crash};
-use crate::smp::CSD_LOCK_TIMEOUT_DEFAULT_NS;
+use crate::smp::{CSD_LOCK_TIMEOUT_DEFAULT_NS, set_nr_cpumask_bits};
 use crate::{kprintln, report, time};
 
 fn boot_info() -> &'static BootInfo {
@@ -130,6 +130,8 @@ pub fn boot() -> Boot {
         let _ = SMP.set_cpu_present(CpuId(c), false);
         let _ = SMP.set_cpu_possible(CpuId(c), false);
     }
+    // Mask walks stop at nr_cpu_ids from now on (no mask holds a CPU above).
+    set_nr_cpumask_bits(SMP.nr_cpu_ids());
     SMP.set_setup_max_cpus(params.max_cpus.unwrap_or(MAX_CPUS as u32));
     smpboot::configure(params.ap_timeout_ms, params.stuck_ap);
     if let Some(cpu) = params.fail_prepare {

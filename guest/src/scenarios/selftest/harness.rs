@@ -262,7 +262,7 @@ pub fn others() -> CpuMask {
 
 /// Bits for CPU numbers that are not valid (at or above `nr_cpu_ids`).
 pub fn invalid_cpus() -> CpuMask {
-    CpuMask(!CpuMask::first_n(SMP.nr_cpu_ids()).bits())
+    CpuMask::ALL.and_not(CpuMask::first_n(SMP.nr_cpu_ids()))
 }
 
 // ---------------------------------------------------------------- tasks --

@@ -210,8 +210,8 @@ fn lookup(info: usize) -> Option<&'static Req> {
     }
 }
 
-const fn bit(cpu: CpuId) -> u64 {
-    CpuMask::of(cpu).bits()
+fn bit(cpu: CpuId) -> u64 {
+    CpuMask::of(cpu).word(0)
 }
 
 /// A request being issued by this CPU's invoker.
@@ -380,7 +380,7 @@ fn wait_done(req: &Req, hold: u32) -> bool {
         }
         // Relaxed: a hint of whom to nudge.
         let pending = req.expected.load(Ordering::Relaxed) & !req.ran.load(Ordering::Relaxed);
-        for cpu in CpuMask(pending).and(SMP.online_mask()).iter() {
+        for cpu in CpuMask::from_word0(pending).and(SMP.online_mask()).iter() {
             count(c::NUDGES, 1);
             if cpu == percpu::this_cpu() {
                 self_flush(req, cpu);
