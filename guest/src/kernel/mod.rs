@@ -18,7 +18,7 @@ pub mod trap;
 pub use idle::idle;
 pub use machine::{SMP, ipi};
 
-use shared::bootinfo::BootInfo;
+use shared::bootinfo::{BootInfo, CpuEntry};
 use shared::layout;
 use shared::ports::{PIC1_DATA, PIC2_DATA};
 use shared::record::Body;
@@ -35,6 +35,20 @@ fn boot_info() -> &'static BootInfo {
     // before the first instruction ran and never changes it; BootInfo is
     // plain integers, so any bytes are a valid value (checked next).
     unsafe { &*(layout::BOOT_INFO.start.0 as *const BootInfo) }
+}
+
+/// The per-CPU table of a valid boot information block.
+fn cpu_table(info: &BootInfo) -> &'static [CpuEntry] {
+    let Some(region) = info.cpu_table_region() else {
+        return &[];
+    };
+    // SAFETY: `cpu_table_region` checked that `cpu_count` aligned entries
+    // lie inside the identity-mapped CPU_TABLE region, which the VMM wrote
+    // before the first instruction ran and never changes; CpuEntry is
+    // plain integers, valid for any bytes.
+    unsafe {
+        core::slice::from_raw_parts(region.start.0 as *const CpuEntry, info.cpu_count as usize)
+    }
 }
 
 fn cmdline(info: &BootInfo) -> &'static str {
@@ -91,7 +105,9 @@ impl Boot {
 pub fn boot() -> Boot {
     let info = boot_info();
     let cpu0 = CpuId(0);
-    percpu::init_area(cpu0, ApicId(info.apic_ids[0]));
+    let table = cpu_table(info);
+    // An invalid block (stopped on below) has no table: 0 will do.
+    percpu::init_area(cpu0, ApicId(table.first().map_or(0, |e| e.apic_id)));
     interrupts::install(irq::handlers());
     smpboot::cpu_init(cpu0);
     // Mask the legacy PICs: nothing arrives through ExtINT.
@@ -112,8 +128,9 @@ pub fn boot() -> Boot {
     let present = info.cpu_count.min(MAX_CPUS as u32);
     for c in 0..present {
         let cpu = CpuId(c);
-        percpu::init_area(cpu, ApicId(info.apic_ids[c as usize]));
-        SMP.set_cpu_node(cpu, u32::from(info.numa_node[c as usize]));
+        let entry = table.get(c as usize).copied().unwrap_or_default();
+        percpu::init_area(cpu, ApicId(entry.apic_id));
+        SMP.set_cpu_node(cpu, entry.numa_node);
         // nosmp / maxcpus=0: only the boot CPU exists (x86's disable_smp).
         if c == 0 || !params.smp_disabled {
             let _ = SMP.set_cpu_present(cpu, true);
@@ -157,7 +174,7 @@ pub fn boot() -> Boot {
         wait_scale,
         cmdline(info)
     );
-    ipi_modes::setup(&params, &info.apic_ids[..present as usize]);
+    ipi_modes::setup(&params, present);
     if SMP.call_function_init().is_err() {
         kprintln!("call_function_init failed");
         report::exit(GuestStatus::Crashed);

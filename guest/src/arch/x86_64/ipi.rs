@@ -156,13 +156,12 @@ impl IpiDelivery {
         }
     }
 
-    /// Boot CPU, before any AP starts: note the machine's CPUs (one per
-    /// entry of `apic_ids`), probe the PV send-IPI hypercall if `ipi=pv`
+    /// Boot CPU, before any AP starts: note the machine's `cpus` CPUs,
+    /// probe the PV send-IPI hypercall if `ipi=pv`
     /// asks for it, and select the modes. Returns the mask mode in effect
     /// (`pv` falls back to `phys` when the hypercall is unusable).
-    pub fn init(&self, mode: IpiMode, idle: IdleMode, apic_ids: &[u32]) -> IpiMode {
-        let n = u32::try_from(apic_ids.len()).unwrap_or(u32::MAX);
-        self.all_cpus.swap(CpuMask::first_n(n));
+    pub fn init(&self, mode: IpiMode, idle: IdleMode, cpus: u32) -> IpiMode {
+        self.all_cpus.swap(CpuMask::first_n(cpus));
         // Relaxed: written before any AP starts; the INIT/SIPI that starts
         // one comes after a fence (ap_boot).
         self.pv_vmmcall
