@@ -11,8 +11,6 @@
 //!   logic is Linux's `__send_ipi_mask` (arch/x86/kernel/kvm.c) with the
 //!   fix for ids below the base that do not fit (c15e0ae42c8e).
 
-use shared::MAX_CPUS;
-
 /// Ids one `KVM_HC_SEND_IPI` bitmap covers (`KVM_IPI_CLUSTER_SIZE`).
 pub const PV_WINDOW: u32 = 128;
 
@@ -28,43 +26,28 @@ pub const fn cluster(apic_id: u32) -> u32 {
     apic_id >> 4
 }
 
-/// For each CPU number, the CPUs (bit *n* = CPU *n*) whose APIC ids are
-/// in the same cluster; `apic_ids[c]` is CPU *c*'s id.
-pub fn cluster_siblings(apic_ids: &[u32]) -> [u64; MAX_CPUS] {
-    let mut out = [0u64; MAX_CPUS];
-    for (c, &a) in apic_ids.iter().enumerate().take(MAX_CPUS) {
-        for (d, &b) in apic_ids.iter().enumerate().take(MAX_CPUS) {
-            if cluster(a) == cluster(b) {
-                out[c] |= 1 << d;
-            }
-        }
-    }
-    out
-}
-
-/// Calls `send(ldr)` once per cluster that `mask` touches, with the
-/// logical destination covering exactly the CPUs of `mask` in it.
-/// `logical(c)` and `siblings(c)` are CPU *c*'s logical id and cluster
-/// siblings (a bit mask of CPUs).
+/// Calls `send(ldr)` once per run of consecutive `apic_ids` that share a
+/// cluster, with the logical destination covering exactly those APICs: one
+/// write per cluster when the ids come in ascending order (as a mask's
+/// CPUs do when APIC ids grow with CPU numbers, as the VMM assigns them),
+/// and never an APIC twice for distinct ids. Costs one step per id, with
+/// no per-CPU table. Ids must be below 2^20 (a 16-bit cluster number).
 #[inline]
-pub fn for_each_cluster(
-    mask: u64,
-    logical: impl Fn(usize) -> u32,
-    siblings: impl Fn(usize) -> u64,
-    mut send: impl FnMut(u32),
-) {
-    let mut rest = mask;
-    while rest != 0 {
-        let first = rest.trailing_zeros() as usize;
-        let group = siblings(first) & rest;
-        let mut ldr = 0;
-        let mut g = group;
-        while g != 0 {
-            ldr |= logical(g.trailing_zeros() as usize);
-            g &= g - 1;
-        }
+pub fn for_each_cluster(apic_ids: impl Iterator<Item = u32>, mut send: impl FnMut(u32)) {
+    let mut run: Option<(u32, u32)> = None;
+    for id in apic_ids {
+        run = match run {
+            Some((c, ldr)) if c == cluster(id) => Some((c, ldr | logical_id(id))),
+            done => {
+                if let Some((_, ldr)) = done {
+                    send(ldr);
+                }
+                Some((cluster(id), logical_id(id)))
+            }
+        };
+    }
+    if let Some((_, ldr)) = run {
         send(ldr);
-        rest &= !group;
     }
 }
 
@@ -107,45 +90,70 @@ mod tests {
         assert_eq!(logical_id(0x35), 0x0003_0020);
     }
 
-    fn clusters_of(mask: u64, apic_ids: &[u32]) -> Vec<u32> {
-        let mut logical = [0u32; MAX_CPUS];
-        for (c, &a) in apic_ids.iter().enumerate() {
-            logical[c] = logical_id(a);
-        }
-        let siblings = cluster_siblings(apic_ids);
+    /// The LDR writes for the CPUs of `cpus` (ascending), CPU *c* having
+    /// APIC id `ids[c]`.
+    fn clusters_of(cpus: &[usize], ids: &[u32]) -> Vec<u32> {
         let mut out = Vec::new();
-        for_each_cluster(mask, |c| logical[c], |c| siblings[c], |ldr| out.push(ldr));
+        for_each_cluster(cpus.iter().map(|&c| ids[c]), |ldr| out.push(ldr));
         out
+    }
+
+    /// CPU numbers of the bits of `mask`.
+    fn cpus_of(mask: u64) -> Vec<usize> {
+        (0..64).filter(|c| mask >> c & 1 != 0).collect()
     }
 
     #[test]
     fn one_write_per_cluster() {
         // 8 CPUs with APIC id stride 4: ids 0,4,...,28 in clusters 0 and 1.
         let ids: Vec<u32> = (0..8).map(|c| c * 4).collect();
-        assert_eq!(clusters_of(0b1111_1110, &ids), [0x0000_1110, 0x0001_1111]);
-        assert_eq!(clusters_of(0b0001_0000, &ids), [0x0001_0001]);
-        assert!(clusters_of(0, &ids).is_empty());
+        assert_eq!(
+            clusters_of(&cpus_of(0b1111_1110), &ids),
+            [0x0000_1110, 0x0001_1111]
+        );
+        assert_eq!(clusters_of(&cpus_of(0b0001_0000), &ids), [0x0001_0001]);
+        assert!(clusters_of(&[], &ids).is_empty());
         // Dense ids: all of 0..8 is one cluster, one write.
         let dense: Vec<u32> = (0..8).collect();
-        assert_eq!(clusters_of(0xfe, &dense), [0x0000_00fe]);
+        assert_eq!(clusters_of(&cpus_of(0xfe), &dense), [0x0000_00fe]);
+    }
+
+    #[test]
+    fn ids_past_255_and_2047_take_one_write_per_cluster() {
+        // 1024 CPUs with stride 3: ids up to 3069, clusters up to 191.
+        let ids: Vec<u32> = (0..1024).map(|c| c * 3).collect();
+        let all: Vec<usize> = (0..1024).collect();
+        let writes = clusters_of(&all, &ids);
+        let clusters: std::collections::BTreeSet<u32> = ids.iter().map(|&a| cluster(a)).collect();
+        assert_eq!(writes.len(), clusters.len());
+        // The last cluster, 191 (ids 3056..=3071), holds 3057 to 3069.
+        let last = [3057, 3060, 3063, 3066, 3069].map(|a: u32| 1 << (a & 15));
+        assert_eq!(writes.last(), Some(&(191 << 16 | last.iter().sum::<u32>())));
+        // CPU 85 (id 255) and 86 (id 258): clusters 15 and 16.
+        assert_eq!(clusters_of(&[85, 86], &ids), [0x000f_8000, 0x0010_0004]);
+        // CPU 683 (id 2049) alone.
+        assert_eq!(clusters_of(&[683], &ids), [0x0080_0002]);
     }
 
     #[test]
     fn every_cpu_is_covered_exactly_once() {
-        let ids: Vec<u32> = (0..64).map(|c| c * 3 + 1).collect();
+        let ids: Vec<u32> = (0..1024).map(|c| c * 3 + 1).collect();
         let mut seed = 0x2545_f491_4f6c_dd1du64;
-        for _ in 0..500 {
-            shared::xorshift64(&mut seed);
-            let mut hit = 0u64;
-            for ldr in clusters_of(seed, &ids) {
+        for _ in 0..200 {
+            let cpus: Vec<usize> = (0..1024)
+                .filter(|_| shared::xorshift64(&mut seed).is_multiple_of(3))
+                .collect();
+            let mut hit = std::vec![false; 1024];
+            for ldr in clusters_of(&cpus, &ids) {
                 for (c, &a) in ids.iter().enumerate() {
                     if ldr >> 16 == cluster(a) && ldr & 0xffff & (1 << (a & 15)) != 0 {
-                        assert_eq!(hit & (1 << c), 0, "CPU {c} twice");
-                        hit |= 1 << c;
+                        assert!(!hit[c], "CPU {c} twice");
+                        hit[c] = true;
                     }
                 }
             }
-            assert_eq!(hit, seed);
+            let want: Vec<bool> = (0..1024).map(|c| cpus.contains(&c)).collect();
+            assert_eq!(hit, want);
         }
     }
 

@@ -11,6 +11,7 @@
 pub mod ipi_plan;
 pub mod params;
 pub mod smp;
+pub mod wait_scale;
 
 #[cfg(target_os = "none")]
 pub mod arch;

@@ -176,7 +176,7 @@ impl<'a> BootParams<'a> {
                         };
                         *slot = Some(n as u32);
                     }
-                    Ok(_) => warn("takes an AP's CPU number (1 to 63); ignored"),
+                    Ok(_) => warn("takes an AP's CPU number (1 to MAX_CPUS - 1); ignored"),
                     Err(e) => warn(why(e)),
                 },
                 "ap_timeout_ms" => match parse_u64(value) {
@@ -307,7 +307,8 @@ mod tests {
             (p.fail_prepare, p.stuck_ap, p.ap_timeout_ms),
             (Some(2), Some(3), 50)
         );
-        let p = BootParams::parse("fail_prepare=0 stuck_ap=64 ap_timeout_ms=0");
+        let words = std::format!("fail_prepare=0 stuck_ap={MAX_CPUS} ap_timeout_ms=0");
+        let p = BootParams::parse(&words);
         assert_eq!(
             (p.fail_prepare, p.stuck_ap, p.ap_timeout_ms),
             (None, None, 5_000)

@@ -3,6 +3,7 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::arch::x86_64::cpu;
+use crate::wait_scale;
 
 /// Assumed when the VMM could not tell (KVM_GET_TSC_KHZ failed).
 const FALLBACK_KHZ: u64 = 1_000_000;
@@ -63,4 +64,41 @@ pub fn spin_until(ms: u64, mut cond: impl FnMut() -> bool) -> bool {
         }
         cpu::pause();
     }
+}
+
+/// Steps of the calibration loop (under a millisecond on the reference
+/// host).
+const CALIBRATION_STEPS: u64 = 64;
+
+/// By how much every wait for other CPUs is stretched: see
+/// [`calibrate_waits`].
+static WAIT_SCALE: AtomicU64 = AtomicU64::new(1);
+
+/// Measures how fast this host runs guest code and sizes every wait for
+/// other CPUs ([`scaled_ms`]) for `cpus` CPUs on it (boot CPU, before the
+/// APs start; after [`init`]). The policy is [`crate::wait_scale`]'s.
+/// Returns the scale.
+pub fn calibrate_waits(cpus: u32) -> u64 {
+    let start = cpu::rdtsc();
+    let mut x = 0u64;
+    for i in 0..CALIBRATION_STEPS {
+        x = core::hint::black_box(x.wrapping_add(i));
+    }
+    let step_ns = ticks_to_ns(cpu::rdtsc().wrapping_sub(start)) / CALIBRATION_STEPS;
+    let scale = wait_scale::scale(u64::from(cpus), step_ns);
+    // Relaxed: set before any AP is started; the start orders it.
+    WAIT_SCALE.store(scale, Ordering::Relaxed);
+    scale
+}
+
+/// The scale [`calibrate_waits`] settled on (1 before it ran).
+pub fn wait_scale_factor() -> u64 {
+    // Relaxed: see `calibrate_waits`.
+    WAIT_SCALE.load(Ordering::Relaxed)
+}
+
+/// `ms`, a wait sized for a few CPUs on the reference host, scaled for
+/// this machine and host (see [`calibrate_waits`]).
+pub fn scaled_ms(ms: u64) -> u64 {
+    ms.saturating_mul(wait_scale_factor())
 }

@@ -1,6 +1,7 @@
 //! The boot information block the VMM writes at [`crate::layout::BOOT_INFO`].
 
 use crate::MAX_CPUS;
+use crate::layout::{CPU_TABLE, Region};
 
 /// `BootInfo::magic`: "SMPCALL\0" little-endian.
 pub const BOOT_INFO_MAGIC: u64 = u64::from_le_bytes(*b"SMPCALL\0");
@@ -42,17 +43,36 @@ pub struct BootInfo {
     /// Bytes of one CPU's trace ring (CPU `n`'s is at `trace_base + n *
     /// trace_ring_bytes`), 0 when tracing is off.
     pub trace_ring_bytes: u64,
-    /// x2APIC id of each CPU number; entries past `cpu_count` are unused.
-    pub apic_ids: [u32; MAX_CPUS],
-    /// NUMA node of each CPU number; entries past `cpu_count` are unused.
-    pub numa_node: [u8; MAX_CPUS],
+    /// Guest-physical address of the per-CPU table: `cpu_count`
+    /// [`CpuEntry`]s, entry *n* for CPU *n*, inside
+    /// [`crate::layout::CPU_TABLE`] (see [`BootInfo::cpu_table_region`]).
+    pub cpu_table: u64,
 }
+
+/// What the boot information says about one CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuEntry {
+    /// Its x2APIC id (32 bits).
+    pub apic_id: u32,
+    /// Its NUMA node.
+    pub numa_node: u32,
+}
+
+/// Bytes of a [`CpuEntry`].
+pub const CPU_ENTRY_SIZE: u64 = core::mem::size_of::<CpuEntry>() as u64;
+
+/// Entries the [`crate::layout::CPU_TABLE`] region holds.
+pub const CPU_TABLE_CAPACITY: usize = (CPU_TABLE.size / CPU_ENTRY_SIZE) as usize;
+
+const _: () = assert!(CPU_ENTRY_SIZE == 8);
+const _: () = assert!(CPU_TABLE_CAPACITY >= crate::NR_CPUS);
 
 /// Size of [`BootInfo`] in bytes.
 pub const BOOT_INFO_SIZE: usize = core::mem::size_of::<BootInfo>();
 
 // No padding: every byte is a field, so the block can be copied as bytes.
-const _: () = assert!(BOOT_INFO_SIZE == 64 + 4 * MAX_CPUS + MAX_CPUS);
+const _: () = assert!(BOOT_INFO_SIZE == 72);
 const _: () = assert!(BOOT_INFO_SIZE as u64 <= crate::layout::BOOT_INFO.size);
 
 impl BootInfo {
@@ -70,9 +90,22 @@ impl BootInfo {
             reserved: 0,
             trace_base: 0,
             trace_ring_bytes: 0,
-            apic_ids: [0; MAX_CPUS],
-            numa_node: [0; MAX_CPUS],
+            cpu_table: CPU_TABLE.start.0,
         }
+    }
+
+    /// Where the per-CPU table is, if all of it (`cpu_count` entries,
+    /// 8-byte aligned) lies inside [`crate::layout::CPU_TABLE`].
+    pub fn cpu_table_region(&self) -> Option<Region> {
+        let size = u64::from(self.cpu_count).checked_mul(CPU_ENTRY_SIZE)?;
+        let end = self.cpu_table.checked_add(size)?;
+        (self.cpu_table >= CPU_TABLE.start.0
+            && end <= CPU_TABLE.end()
+            && self.cpu_table.is_multiple_of(CPU_ENTRY_SIZE))
+        .then_some(Region {
+            start: crate::layout::GuestPhysAddr(self.cpu_table),
+            size,
+        })
     }
 
     /// Whether the block is one this guest understands.
@@ -82,6 +115,7 @@ impl BootInfo {
             && self.cpu_count >= 1
             && self.cpu_count as usize <= MAX_CPUS
             && u64::from(self.cmdline_len) <= crate::layout::CMDLINE.size
+            && self.cpu_table_region().is_some()
     }
 }
 
@@ -130,5 +164,29 @@ mod tests {
         b.trace_base = 32 << 20;
         b.trace_ring_bytes = 64;
         assert_eq!(b.trace_rings(), None, "no room for an entry");
+    }
+
+    #[test]
+    fn the_cpu_table_must_lie_inside_its_region() {
+        let mut b = BootInfo::new();
+        b.cpu_count = 2;
+        assert!(b.is_valid());
+        assert_eq!(b.cpu_table_region().map(|r| r.size), Some(16));
+        // The last entry ends exactly at the region's end.
+        b.cpu_table = CPU_TABLE.end() - 16;
+        assert!(b.is_valid());
+        for bad in [
+            CPU_TABLE.end() - 8,
+            CPU_TABLE.start.0 - 8,
+            CPU_TABLE.start.0 + 4,
+            u64::MAX - 7,
+        ] {
+            b.cpu_table = bad;
+            assert!(!b.is_valid(), "table at {bad:#x}");
+        }
+        b.cpu_table = CPU_TABLE.start.0;
+        b.cpu_count = u32::MAX;
+        assert_eq!(b.cpu_table_region(), None);
+        assert!(!b.is_valid());
     }
 }

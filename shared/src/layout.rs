@@ -58,6 +58,15 @@ pub const AP_TRAMPOLINE: Region = region(0x8000, 0xf00);
 pub const AP_BOOT_DATA: Region = region(0x8f00, 0x100);
 /// Stack the BSP enters the guest on, until the guest switches to its own.
 pub const BOOT_STACK: Region = region(0x9000, 0x7000);
+/// The per-CPU boot table ([`crate::bootinfo::CpuEntry`], one per present
+/// CPU), placed by the VMM anywhere inside this region;
+/// [`crate::bootinfo::BootInfo::cpu_table`] says where. Read-only for the
+/// guest.
+pub const CPU_TABLE: Region = region(0x1_0000, 0x8000);
+/// Per-CPU statistics ([`crate::mailbox::CpuStatsWire`], one per CPU
+/// number from 0) the guest writes for [`crate::mailbox::Op::Stats`];
+/// [`crate::mailbox::Mailbox::nr_stats`] says how many.
+pub const HOST_STATS: Region = region(0x1_8000, 0x2_8000);
 /// Where the guest ELF is linked and loaded.
 pub const KERNEL: GuestPhysAddr = GuestPhysAddr(0x10_0000);
 
@@ -81,7 +90,7 @@ pub const MSI_ADDRESS_BASE: u64 = 0xfee0_0000;
 /// The SIPI vector that starts an AP at [`AP_TRAMPOLINE`].
 pub const SIPI_VECTOR: u8 = (AP_TRAMPOLINE.start.0 / PAGE_SIZE) as u8;
 
-const FIXED: [Region; 9] = [
+const FIXED: [Region; 11] = [
     BOOT_GDT,
     PML4,
     PDPT,
@@ -91,6 +100,8 @@ const FIXED: [Region; 9] = [
     HOST_MAILBOX,
     AP_TRAMPOLINE,
     AP_BOOT_DATA,
+    CPU_TABLE,
+    HOST_STATS,
 ];
 
 const fn sorted_and_disjoint(regions: &[Region]) -> bool {
@@ -106,8 +117,9 @@ const fn sorted_and_disjoint(regions: &[Region]) -> bool {
 
 const _: () = assert!(sorted_and_disjoint(&FIXED), "layout regions overlap");
 const _: () = assert!(AP_BOOT_DATA.end() <= BOOT_STACK.start.0);
+const _: () = assert!(BOOT_STACK.end() <= CPU_TABLE.start.0);
 const _: () = assert!(
-    BOOT_STACK.end() <= KERNEL.0,
+    HOST_STATS.end() <= KERNEL.0,
     "low regions run into the kernel"
 );
 const _: () = assert!(AP_TRAMPOLINE.start.0.is_multiple_of(PAGE_SIZE));

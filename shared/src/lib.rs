@@ -39,10 +39,18 @@ pub use scenario::Scenario;
 
 /// Version of the host/guest protocol. Bump on every change to the layout,
 /// the boot information block, the ports or the record formats.
-pub const PROTOCOL_VERSION: u32 = 7;
+pub const PROTOCOL_VERSION: u32 = 8;
 
-/// Most CPUs the guest supports. CPU masks are one 64-bit word.
+/// Most CPUs the guest supports today: its static per-CPU arrays are this
+/// long.
 pub const MAX_CPUS: usize = 64;
+
+/// The guest kernel's compile-time CPU limit (Linux's `NR_CPUS`): CPU masks
+/// are this many bits wide, and no CPU number reaches it. KVM allows up to
+/// 4096 vCPU ids; Linux's x86 MAXSMP ceiling is 8192.
+pub const NR_CPUS: usize = 4096;
+
+const _: () = assert!(MAX_CPUS <= NR_CPUS && NR_CPUS.is_multiple_of(64));
 
 /// One step of Marsaglia's xorshift64 (shifts 13, 7, 17): advances `state`
 /// and returns the new value. Cheap deterministic pseudo-random numbers for

@@ -9,7 +9,7 @@
 //! [`Op::Stats`]), then sets `ack = seq`. The host treats everything it
 //! reads back as untrusted.
 
-use crate::MAX_CPUS;
+use crate::layout::HOST_STATS;
 
 wire_enum! {
     /// What the host asks.
@@ -79,16 +79,32 @@ pub struct Mailbox {
     pub cpu: u32,
     /// Negative errno or 0, see [`result`].
     pub result: i32,
-    /// Number of valid entries in `stats`.
+    /// Number of valid [`CpuStatsWire`] entries at
+    /// [`crate::layout::HOST_STATS`] (at most [`STATS_CAPACITY`]).
     pub nr_stats: u32,
-    /// Keeps `stats` 8-byte aligned.
+    /// Zero.
     pub reserved: u32,
-    /// Per-CPU counters for [`Op::Stats`].
-    pub stats: [CpuStatsWire; MAX_CPUS],
 }
 
 const _: () = assert!(core::mem::size_of::<Mailbox>() as u64 <= crate::layout::HOST_MAILBOX.size);
-const _: () = assert!(core::mem::size_of::<Mailbox>() == 32 + 40 * MAX_CPUS);
+const _: () = assert!(core::mem::size_of::<Mailbox>() == 32);
+
+/// Bytes of a [`CpuStatsWire`].
+pub const STATS_ENTRY_SIZE: u64 = core::mem::size_of::<CpuStatsWire>() as u64;
+
+/// [`CpuStatsWire`] entries the [`crate::layout::HOST_STATS`] region holds.
+pub const STATS_CAPACITY: usize = (HOST_STATS.size / STATS_ENTRY_SIZE) as usize;
+
+const _: () = assert!(STATS_CAPACITY >= crate::NR_CPUS);
+
+/// Guest-physical address of statistics entry `i`, if the region holds it.
+pub const fn stats_entry(i: usize) -> Option<u64> {
+    if i < STATS_CAPACITY {
+        Some(HOST_STATS.start.0 + i as u64 * STATS_ENTRY_SIZE)
+    } else {
+        None
+    }
+}
 
 /// [`Mailbox::ready`] when the guest takes requests.
 pub const READY: u32 = 0x5245_4459;

@@ -103,6 +103,25 @@ fn selftest_8_cpus_apic_stride_3() {
     selftest(&c, 8, false);
 }
 
+/// The wait scale the guest printed in its boot banner ("waits xN").
+fn wait_scale(o: &vmm::Outcome) -> u64 {
+    o.console
+        .split("waits x")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no wait scale in the banner\n{}", explain(o)))
+}
+
+/// 64 vCPUs on a host with far fewer cores: the start barriers of the
+/// concurrency cases only pass because every wait scales with the CPU
+/// count (at least 64 / 8). About 20 s.
+#[test]
+fn selftest_64_cpus() {
+    let o = selftest(&config(64, Scenario::Selftest, ""), 64, false);
+    assert!(wait_scale(&o) >= 8, "{}", explain(&o));
+}
+
 #[test]
 fn selftest_with_present_cpus_left_offline() {
     // One online CPU, one present but never brought up: -ENXIO for an

@@ -6,7 +6,7 @@
 
 use std::sync::{Mutex, OnceLock};
 
-use shared::layout::{HOST_MAILBOX, KERNEL, MAX_MEM};
+use shared::layout::{HOST_MAILBOX, HOST_STATS, KERNEL, MAX_MEM};
 use shared::mailbox::Op;
 use shared::ports::Port;
 use shared::record::{self, HEADER_LEN, RECORD_MAX, Record};
@@ -130,12 +130,12 @@ pub fn elf(data: &[u8]) {
 }
 
 /// `vmm::mailbox::read_reply`: whatever the guest leaves in the mailbox
-/// page, a reply has at most `MAX_CPUS` stats, and stats only for
+/// page, a reply has at most `STATS_CAPACITY` stats, and stats only for
 /// [`Op::Stats`].
 pub fn mailbox(data: &[u8]) {
     static MEM: OnceLock<Option<Mutex<GuestMemoryMmap>>> = OnceLock::new();
     let Some(mem) = MEM.get_or_init(|| {
-        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), HOST_MAILBOX.end() as usize)])
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), HOST_STATS.end() as usize)])
             .ok()
             .map(Mutex::new)
     }) else {
@@ -153,7 +153,7 @@ pub fn mailbox(data: &[u8]) {
     }
     for op in [Op::Offline, Op::Online, Op::Stats, Op::Finish] {
         let reply = crate::mailbox::read_reply(&mem, op).expect("the mailbox page is mapped");
-        assert!(reply.stats.len() <= shared::MAX_CPUS);
+        assert!(reply.stats.len() <= shared::mailbox::STATS_CAPACITY);
         assert!(op == Op::Stats || reply.stats.is_empty());
     }
     if let Some(b) = data.get(..4)

@@ -10,7 +10,7 @@ use kvm_bindings::kvm_msi;
 use kvm_ioctls::VmFd;
 use shared::ApicId;
 use shared::layout::{HOST_MAILBOX, MSI_ADDRESS_BASE};
-use shared::mailbox::{CpuStatsWire, Mailbox, Op, READY};
+use shared::mailbox::{CpuStatsWire, Mailbox, Op, READY, STATS_CAPACITY, stats_entry};
 use shared::vectors::HOST_REQUEST;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -166,16 +166,16 @@ impl Channel {
 }
 
 /// Reads the guest's answer to `op` from the mailbox page. Everything in it
-/// is untrusted: the stats count is capped at [`shared::MAX_CPUS`].
+/// is untrusted: the stats count is capped at [`STATS_CAPACITY`] (the
+/// entries the stats region holds).
 pub fn read_reply(mem: &GuestMemoryMmap, op: Op) -> Result<Reply, RequestError> {
     let result = read_u32(mem, offset_of!(Mailbox, result))? as i32;
     let mut stats = Vec::new();
     if op == Op::Stats {
-        let n = (read_u32(mem, offset_of!(Mailbox, nr_stats))? as usize).min(shared::MAX_CPUS);
-        for i in 0..n {
-            let off = offset_of!(Mailbox, stats) + i * std::mem::size_of::<CpuStatsWire>();
+        let n = (read_u32(mem, offset_of!(Mailbox, nr_stats))? as usize).min(STATS_CAPACITY);
+        for at in (0..n).filter_map(stats_entry) {
             let s: Plain<CpuStatsWire> = mem
-                .read_obj(field(off))
+                .read_obj(GuestAddress(at))
                 .map_err(|e| RequestError::Memory(e.to_string()))?;
             stats.push(s.0);
         }

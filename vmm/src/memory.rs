@@ -31,6 +31,10 @@ pub struct Plain<T>(pub T);
 // which every byte pattern is a valid value.
 unsafe impl ByteValued for Plain<shared::mailbox::CpuStatsWire> {}
 
+// SAFETY: CpuEntry is a repr(C) struct of two u32 with no padding, for which
+// every byte pattern is a valid value.
+unsafe impl ByteValued for Plain<shared::bootinfo::CpuEntry> {}
+
 // SAFETY: BootInfo is repr(C), made only of integers and integer arrays, and
 // has no padding (shared asserts its size equals the sum of its fields), so
 // every byte pattern is a valid value.
@@ -102,9 +106,30 @@ pub fn write_boot_gdt(mem: &GuestMemoryMmap) -> Result<()> {
     Ok(())
 }
 
-/// Writes the boot information block and the command line.
-pub fn write_boot_info(mem: &GuestMemoryMmap, info: &BootInfo, cmdline: &str) -> Result<()> {
+/// Writes the boot information block, the per-CPU table it points at
+/// (`info.cpu_table`, which must lie inside [`layout::CPU_TABLE`] for
+/// `table.len()` entries) and the command line.
+pub fn write_boot_info(
+    mem: &GuestMemoryMmap,
+    info: &BootInfo,
+    table: &[shared::bootinfo::CpuEntry],
+    cmdline: &str,
+) -> Result<()> {
+    let fits = info
+        .cpu_table_region()
+        .is_some_and(|r| r.size == table.len() as u64 * shared::bootinfo::CPU_ENTRY_SIZE);
+    if !fits {
+        return Err(Error::Memory(format!(
+            "a CPU table of {} entries at {:#x} does not fit its region",
+            table.len(),
+            info.cpu_table
+        )));
+    }
     write(mem, layout::BOOT_INFO.start, "boot info", Plain(*info))?;
+    for (i, e) in table.iter().enumerate() {
+        let at = info.cpu_table + i as u64 * shared::bootinfo::CPU_ENTRY_SIZE;
+        write(mem, layout::GuestPhysAddr(at), "CPU table", Plain(*e))?;
+    }
     mem.write_slice(cmdline.as_bytes(), GuestAddress(layout::CMDLINE.start.0))
         .map_err(|e| Error::Memory(format!("writing the command line: {e}")))
 }
@@ -120,7 +145,27 @@ mod tests {
         write_boot_gdt(&mem).unwrap();
         let mut info = BootInfo::new();
         info.cpu_count = 2;
-        write_boot_info(&mem, &info, "run=demo").unwrap();
+        let table = [
+            shared::bootinfo::CpuEntry {
+                apic_id: 0,
+                numa_node: 0,
+            },
+            shared::bootinfo::CpuEntry {
+                apic_id: 2049,
+                numa_node: 1,
+            },
+        ];
+        write_boot_info(&mem, &info, &table, "run=demo").unwrap();
+        let second: Plain<shared::bootinfo::CpuEntry> = mem
+            .read_obj(GuestAddress(layout::CPU_TABLE.start.0 + 8))
+            .unwrap();
+        assert_eq!(second.0, table[1]);
+        // A table that does not match the count, or lies outside its
+        // region, is refused.
+        assert!(write_boot_info(&mem, &info, &table[..1], "").is_err());
+        let mut outside = info;
+        outside.cpu_table = layout::CPU_TABLE.end() - 8;
+        assert!(write_boot_info(&mem, &outside, &table, "").is_err());
 
         let pml4: u64 = mem.read_obj(GuestAddress(layout::PML4.start.0)).unwrap();
         assert_eq!(pml4 & !0xfff, layout::PDPT.start.0);

@@ -94,11 +94,12 @@ pub fn poll(me: CpuId) {
     if h.hold.load(Ordering::Acquire) {
         // Release: pairs with the Acquire load in `hold`.
         h.held.store(true, Ordering::Release);
-        let deadline = time::Deadline::after_ms(HOLD_TIMEOUT_MS);
+        let deadline = time::Deadline::after_ms(time::scaled_ms(HOLD_TIMEOUT_MS));
         while h.hold.load(Ordering::Acquire) && !h.down_requested.load(Ordering::Acquire) {
             if deadline.expired() {
                 kprintln!(
-                    "held for {HOLD_TIMEOUT_MS} ms with irqs off and never released; going on"
+                    "held for {} ms with irqs off and never released; going on",
+                    time::scaled_ms(HOLD_TIMEOUT_MS)
                 );
                 // Relaxed: this CPU's own flag; the holder's `release`
                 // finds it already cleared.
@@ -185,10 +186,15 @@ pub fn cpu_down(cpu: CpuId) -> Result<(), DownError> {
     }
     request_down(cpu, 0);
     // Acquire: pairs with the Release store of `dead` in `take_cpu_down`.
-    if time::spin_until(DOWN_TIMEOUT_MS, || hp(cpu).dead.load(Ordering::Acquire)) {
+    if time::spin_until(time::scaled_ms(DOWN_TIMEOUT_MS), || {
+        hp(cpu).dead.load(Ordering::Acquire)
+    }) {
         Ok(())
     } else {
-        kprintln!("CPU {cpu} did not go offline within {DOWN_TIMEOUT_MS} ms");
+        kprintln!(
+            "CPU {cpu} did not go offline within {} ms",
+            time::scaled_ms(DOWN_TIMEOUT_MS)
+        );
         Err(DownError::Timeout)
     }
 }
@@ -204,10 +210,15 @@ pub fn hold(cpu: CpuId) -> bool {
     hp(cpu).hold.store(true, Ordering::Release);
     wake(cpu);
     // Acquire: pairs with the Release store of `held` in `poll`.
-    if time::spin_until(HOLD_REACH_MS, || hp(cpu).held.load(Ordering::Acquire)) {
+    if time::spin_until(time::scaled_ms(HOLD_REACH_MS), || {
+        hp(cpu).held.load(Ordering::Acquire)
+    }) {
         return true;
     }
-    kprintln!("hold: CPU {cpu} did not reach its hold within {HOLD_REACH_MS} ms (wake IPI lost?)");
+    kprintln!(
+        "hold: CPU {cpu} did not reach its hold within {} ms (wake IPI lost?)",
+        time::scaled_ms(HOLD_REACH_MS)
+    );
     release(cpu);
     false
 }

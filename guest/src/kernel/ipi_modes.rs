@@ -11,10 +11,10 @@ use crate::arch::x86_64::ipi::PvStatus;
 use crate::kprintln;
 use crate::params::BootParams;
 
-/// Sets the modes up; boot CPU, before any AP starts. `apic_ids` are the
-/// APIC ids of the present CPUs.
-pub fn setup(params: &BootParams<'_>, apic_ids: &[u32]) {
-    let mode = ipi().init(params.ipi, params.idle, apic_ids);
+/// Sets the modes up for `cpus` present CPUs; boot CPU, before any AP
+/// starts.
+pub fn setup(params: &BootParams<'_>, cpus: u32) {
+    let mode = ipi().init(params.ipi, params.idle, cpus);
     if params.ipi == IpiMode::Pv && mode != IpiMode::Pv {
         kprintln!("ipi=pv: {}; using ipi=phys", pv_problem(ipi().pv_status()));
     }

@@ -86,15 +86,18 @@ pub fn set_ready() {
     unsafe { addr_of_mut!((*m).ready).write_volatile(shared::mailbox::READY) };
 }
 
-/// Writes the per-CPU statistics.
-pub fn write_stats(stats: &[CpuStatsWire]) {
-    let m = mailbox();
-    let n = stats.len().min(shared::MAX_CPUS);
-    for (i, s) in stats.iter().take(n).enumerate() {
-        // SAFETY: `i` is below MAX_CPUS, the length of the array in the
-        // reserved mailbox page.
-        unsafe { addr_of_mut!((*m).stats[i]).write_volatile(*s) };
+/// Writes the statistics of CPUs `0..n` (`stat(i)` for CPU *i*; as many
+/// as the stats region holds) and their count.
+pub fn write_stats(n: usize, stat: impl Fn(usize) -> CpuStatsWire) {
+    let mut written = 0;
+    for (i, at) in (0..n).map_while(|i| Some((i, shared::mailbox::stats_entry(i)?))) {
+        // SAFETY: `stats_entry` gave an aligned entry inside the
+        // identity-mapped HOST_STATS region, reserved for this protocol.
+        unsafe { (at as *mut CpuStatsWire).write_volatile(stat(i)) };
+        written = i + 1;
     }
-    // SAFETY: as above.
-    unsafe { addr_of_mut!((*m).nr_stats).write_volatile(n as u32) };
+    let m = mailbox();
+    // SAFETY: the mailbox page is reserved for this protocol and the guest
+    // owns `nr_stats`.
+    unsafe { addr_of_mut!((*m).nr_stats).write_volatile(written as u32) };
 }

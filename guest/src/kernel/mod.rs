@@ -18,7 +18,7 @@ pub mod trap;
 pub use idle::idle;
 pub use machine::{SMP, ipi};
 
-use shared::bootinfo::BootInfo;
+use shared::bootinfo::{BootInfo, CpuEntry};
 use shared::layout;
 use shared::ports::{PIC1_DATA, PIC2_DATA};
 use shared::record::Body;
@@ -27,6 +27,7 @@ use shared::{ApicId, CpuId, MAX_CPUS};
 
 use crate::arch::x86_64::{cpu, interrupts, percpu, x2apic};
 use crate::params::{BootParams, Crash};
+use crate::smp::{CSD_LOCK_TIMEOUT_DEFAULT_NS, set_nr_cpumask_bits};
 use crate::{kprintln, report, time};
 
 fn boot_info() -> &'static BootInfo {
@@ -34,6 +35,20 @@ fn boot_info() -> &'static BootInfo {
     // before the first instruction ran and never changes it; BootInfo is
     // plain integers, so any bytes are a valid value (checked next).
     unsafe { &*(layout::BOOT_INFO.start.0 as *const BootInfo) }
+}
+
+/// The per-CPU table of a valid boot information block.
+fn cpu_table(info: &BootInfo) -> &'static [CpuEntry] {
+    let Some(region) = info.cpu_table_region() else {
+        return &[];
+    };
+    // SAFETY: `cpu_table_region` checked that `cpu_count` aligned entries
+    // lie inside the identity-mapped CPU_TABLE region, which the VMM wrote
+    // before the first instruction ran and never changes; CpuEntry is
+    // plain integers, valid for any bytes.
+    unsafe {
+        core::slice::from_raw_parts(region.start.0 as *const CpuEntry, info.cpu_count as usize)
+    }
 }
 
 fn cmdline(info: &BootInfo) -> &'static str {
@@ -90,7 +105,9 @@ impl Boot {
 pub fn boot() -> Boot {
     let info = boot_info();
     let cpu0 = CpuId(0);
-    percpu::init_area(cpu0, ApicId(info.apic_ids[0]));
+    let table = cpu_table(info);
+    // An invalid block (stopped on below) has no table: 0 will do.
+    percpu::init_area(cpu0, ApicId(table.first().map_or(0, |e| e.apic_id)));
     interrupts::install(irq::handlers());
     smpboot::cpu_init(cpu0);
     // Mask the legacy PICs: nothing arrives through ExtINT.
@@ -116,14 +133,16 @@ pub fn boot() -> Boot {
     let present = info.cpu_count.min(MAX_CPUS as u32);
     for c in 0..present {
         let cpu = CpuId(c);
-        percpu::init_area(cpu, ApicId(info.apic_ids[c as usize]));
-        SMP.set_cpu_node(cpu, u32::from(info.numa_node[c as usize]));
+        let entry = table.get(c as usize).copied().unwrap_or_default();
+        percpu::init_area(cpu, ApicId(entry.apic_id));
+        SMP.set_cpu_node(cpu, entry.numa_node);
         // nosmp / maxcpus=0: only the boot CPU exists (x86's disable_smp).
         if c == 0 || !params.smp_disabled {
             let _ = SMP.set_cpu_present(cpu, true);
             let _ = SMP.set_cpu_possible(cpu, true);
         }
     }
+    let wait_scale = time::calibrate_waits(present);
     SMP.setup_nr_cpu_ids();
     if let Some(n) = params.nr_cpus {
         SMP.apply_nr_cpus_param(n);
@@ -133,14 +152,19 @@ pub fn boot() -> Boot {
         let _ = SMP.set_cpu_present(CpuId(c), false);
         let _ = SMP.set_cpu_possible(CpuId(c), false);
     }
+    // Mask walks stop at nr_cpu_ids from now on (no mask holds a CPU above).
+    set_nr_cpumask_bits(SMP.nr_cpu_ids());
     SMP.set_setup_max_cpus(params.max_cpus.unwrap_or(MAX_CPUS as u32));
     smpboot::configure(params.ap_timeout_ms, params.stuck_ap);
     if let Some(cpu) = params.fail_prepare {
         SMP.set_cfd_alloc_fail(CpuId(cpu), true);
     }
-    if let Some(ms) = params.csd_lock_timeout_ms {
-        SMP.set_csd_lock_timeout_ns(ms.saturating_mul(1_000_000));
-    }
+    // The stall timeout is a wait for another CPU too: scaled unless set.
+    let csd_timeout_ns = match params.csd_lock_timeout_ms {
+        Some(ms) => ms.saturating_mul(1_000_000),
+        None => CSD_LOCK_TIMEOUT_DEFAULT_NS.saturating_mul(wait_scale),
+    };
+    SMP.set_csd_lock_timeout_ns(csd_timeout_ns);
     if let Some(permille) = params.ipi_drop_permille {
         kprintln!(
             "fault injection: dropping {permille} per mille of call-function IPIs (ipi_drop=)"
@@ -148,13 +172,14 @@ pub fn boot() -> Boot {
         ipi().set_drop_permille(permille);
     }
     kprintln!(
-        "smpcall guest: {} present CPUs, nr_cpu_ids {}, TSC {} kHz, command line \"{}\"",
+        "smpcall guest: {} present CPUs, nr_cpu_ids {}, TSC {} kHz, waits x{}, command line \"{}\"",
         present,
         SMP.nr_cpu_ids(),
         info.tsc_khz,
+        wait_scale,
         cmdline(info)
     );
-    ipi_modes::setup(&params, &info.apic_ids[..present as usize]);
+    ipi_modes::setup(&params, present);
     if SMP.call_function_init().is_err() {
         kprintln!("call_function_init failed");
         report::exit(GuestStatus::Crashed);

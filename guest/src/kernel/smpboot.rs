@@ -105,7 +105,7 @@ pub fn cpu_up(cpu: CpuId) -> Result<(), UpError> {
     let apic_id: ApicId = percpu::area(cpu).apic_id();
     ap_boot::start(cpu, apic_id, ap_entry);
     // Relaxed: see `configure`.
-    let timeout = AP_START_TIMEOUT_MS.load(Ordering::Relaxed);
+    let timeout = time::scaled_ms(AP_START_TIMEOUT_MS.load(Ordering::Relaxed));
     if time::spin_until(timeout, || SMP.cpu_online(cpu)) {
         return Ok(());
     }

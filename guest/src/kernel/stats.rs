@@ -1,8 +1,8 @@
 //! Statistics the host asks for: per-CPU counters of the smp core and of
 //! the arch's IPI delivery.
 
+use shared::CpuId;
 use shared::mailbox::CpuStatsWire;
-use shared::{CpuId, MAX_CPUS};
 
 use super::machine::SMP;
 use super::mailbox;
@@ -21,19 +21,15 @@ pub fn ipis_sent(cpu: CpuId) -> u64 {
 
 /// Writes every possible CPU's counters to the mailbox.
 pub fn write_stats() {
-    let mut stats = [CpuStatsWire::default(); MAX_CPUS];
-    let n = (SMP.nr_cpu_ids() as usize).min(MAX_CPUS);
-    for (i, s) in stats.iter_mut().take(n).enumerate() {
+    mailbox::write_stats(SMP.nr_cpu_ids() as usize, |i| {
         let cpu = CpuId(i as u32);
         let core = SMP.stats(cpu);
-        // Relaxed: statistics snapshots.
-        *s = CpuStatsWire {
+        CpuStatsWire {
             online: u64::from(SMP.cpu_online(cpu)),
             ipi_sent: ipis_sent(cpu),
             ipi_received: core.kicks_taken,
             callbacks_run: core.callbacks_run,
             calls_queued: core.calls_queued,
-        };
-    }
-    mailbox::write_stats(&stats[..n]);
+        }
+    });
 }

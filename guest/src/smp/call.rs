@@ -315,7 +315,7 @@ impl<A: Arch> Smp<A> {
     ) {
         let this = self.arch.this_cpu();
         let wait = flags.contains(ScfFlags::WAIT);
-        self.check_irqs_enabled(this, mask.bits());
+        self.check_irqs_enabled(this, mask.word(0));
         let pcpu = self.pcpu(this);
         // The send window spans the online test and the queueing (see
         // `Smp::synchronize_senders`); an outgoing CPU serves its queue
@@ -367,7 +367,9 @@ impl<A: Arch> Smp<A> {
                     ipi.weight(),
                     callsite!(self),
                     func as usize,
-                    ipi.bits()
+                    ipi.word(0),
+                    ipi.word(1),
+                    ipi.word(2)
                 );
                 pcpu.counters
                     .ipis_requested

@@ -40,8 +40,9 @@ impl<A: Arch> Smp<A> {
     #[inline(always)]
     pub(crate) fn send_enter(&self, this: CpuId) -> u32 {
         // SeqCst: this store and the online test that follows
-        // (`cpu_online_in_window`) against the outgoing CPU's SeqCst mask
-        // update and its SeqCst load of this word: either the sender sees
+        // (`cpu_online_in_window`, or the mask load of a multi-CPU call)
+        // against the outgoing CPU's SeqCst stores to its online mirror
+        // and mask (`set_cpu_online`) and its SeqCst load of this word: either the sender sees
         // the CPU offline, or the outgoing CPU sees the window open.
         self.pcpu(this).sending.swap(1, Ordering::SeqCst)
     }
@@ -55,11 +56,13 @@ impl<A: Arch> Smp<A> {
         self.pcpu(this).sending.store(prev, Ordering::Release);
     }
 
-    /// [`Self::cpu_online`] for use inside a send window (SeqCst load, a
-    /// plain `mov` on x86; see [`Self::send_enter`]).
+    /// [`Self::cpu_online`] for use inside a send window (SeqCst load of
+    /// the target's online mirror, a plain `mov` on x86; see
+    /// [`Self::send_enter`] and `Smp::set_cpu_online`).
     #[inline(always)]
     pub(crate) fn cpu_online_in_window(&self, cpu: CpuId) -> bool {
-        self.online.load_sc().test(cpu)
+        self.pcpu_checked(cpu)
+            .is_some_and(|p| p.online.load(Ordering::SeqCst))
     }
 
     /// The online mask, for use inside a send window.

@@ -11,7 +11,7 @@ use shared::{CpuId, MAX_CPUS};
 
 use super::api::SmpError;
 use super::arch::Arch;
-use super::cpumask::{CpuMask, MASK_BITS};
+use super::cpumask::CpuMask;
 use super::state::Smp;
 use super::sync::Ordering;
 
@@ -21,24 +21,27 @@ impl<A: Arch> Smp<A> {
     /// Context: any.
     #[inline]
     pub fn cpu_online(&self, cpu: CpuId) -> bool {
-        self.online.load().test(cpu)
+        // Relaxed: a snapshot, as the mask's loads (see `AtomicCpuMask`).
+        self.pcpu_checked(cpu)
+            .is_some_and(|p| p.online.load(Ordering::Relaxed))
     }
 
     /// [`Self::cpu_online`] for a CPU number known to be valid (from
     /// [`Arch::this_cpu`]): no range check.
     #[inline]
     pub(crate) fn valid_cpu_online(&self, cpu: CpuId) -> bool {
-        self.online.load().bits() >> (cpu.0 % MASK_BITS) & 1 != 0
+        // Relaxed: as `cpu_online`.
+        self.pcpu(cpu).online.load(Ordering::Relaxed)
     }
 
     /// Whether `cpu` is present.
     pub fn cpu_present(&self, cpu: CpuId) -> bool {
-        self.present.load().test(cpu)
+        self.present.test(cpu)
     }
 
     /// Whether `cpu` is possible.
     pub fn cpu_possible(&self, cpu: CpuId) -> bool {
-        self.possible.load().test(cpu)
+        self.possible.test(cpu)
     }
 
     /// The online CPUs.
@@ -78,7 +81,18 @@ impl<A: Arch> Smp<A> {
     /// `nr_cpu_ids` (clearing one is a no-op).
     pub fn set_cpu_online(&self, cpu: CpuId, online: bool) -> Result<(), SmpError> {
         self.check_settable(cpu, online)?;
+        // The per-CPU mirror first when going offline, last when coming
+        // online: a CPU is never online in the mirror only. SeqCst: the
+        // mirror is what senders test inside their send window (see
+        // `Smp::send_enter`): this store, before the outgoing CPU's loads
+        // of the `sending` words, is the other half of that Dekker pair.
+        if !online && let Some(p) = self.pcpu_checked(cpu) {
+            p.online.store(false, Ordering::SeqCst);
+        }
         self.online.assign(cpu, online);
+        if online && let Some(p) = self.pcpu_checked(cpu) {
+            p.online.store(true, Ordering::SeqCst);
+        }
         Ok(())
     }
 
@@ -126,6 +140,9 @@ impl<A: Arch> Smp<A> {
         self.possible.retain(keep);
         self.present.retain(keep);
         self.online.retain(keep);
+        for p in self.percpu.iter().skip(n as usize) {
+            p.online.store(false, Ordering::SeqCst);
+        }
     }
 
     /// setup_nr_cpu_ids - `nr_cpu_ids` = highest possible CPU + 1 (1 if none

@@ -46,6 +46,8 @@ mod sync;
 #[cfg(not(loom))]
 mod arch;
 #[cfg(not(loom))]
+mod bitmap;
+#[cfg(not(loom))]
 mod call;
 #[cfg(not(loom))]
 mod cpuhp;
@@ -77,7 +79,7 @@ pub use api::{ScfFlags, SmpCallFunc, SmpCondFunc, SmpError};
 #[cfg(not(loom))]
 pub use arch::{Arch, IrqFlags};
 #[cfg(not(loom))]
-pub use cpumask::{CpuList, CpuMask, CpuMaskIter};
+pub use cpumask::{AtomicCpuMask, CpuList, CpuMask, CpuMaskIter, set_nr_cpumask_bits};
 pub use csd::Csd;
 #[cfg(not(loom))]
 pub use event::Event;

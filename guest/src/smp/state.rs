@@ -42,6 +42,11 @@ pub(super) struct PerCpu {
     pub(super) sending: AtomicU32,
     /// NUMA node.
     pub(super) node: AtomicU32,
+    /// This CPU's bit of the online mask, mirrored here (see
+    /// `Smp::set_cpu_online`): the single-CPU online tests of the hot
+    /// paths read it from the block they index anyway, with no word
+    /// arithmetic on the mask.
+    pub(super) online: AtomicBool,
     /// Whether `smpcfd_prepare_cpu` has set up this CPU's cfd.
     pub(super) cfd_prepared: AtomicBool,
     /// Fault injection: make `smpcfd_prepare_cpu` fail.
@@ -58,6 +63,7 @@ impl PerCpu {
             irq_work: LlistHead::new(),
             sending: AtomicU32::new(0),
             node: AtomicU32::new(0),
+            online: AtomicBool::new(false),
             cfd_prepared: AtomicBool::new(false),
             cfd_alloc_fail: AtomicBool::new(false),
             counters: Counters::new(),
@@ -122,6 +128,12 @@ impl<A: Arch> Smp<A> {
     #[inline]
     pub fn arch(&self) -> &A {
         &self.arch
+    }
+
+    /// Per-CPU data of `cpu`, or `None` for a CPU number without any.
+    #[inline(always)]
+    pub(super) fn pcpu_checked(&self, cpu: CpuId) -> Option<&PerCpu> {
+        self.percpu.get(cpu.index())
     }
 
     /// Per-CPU data of a CPU number known to be valid (from

@@ -3,11 +3,11 @@
 
 use kvm_bindings::CpuId;
 use shared::ApicId;
-use shared::bootinfo::{BootInfo, FEATURE_PV_SEND_IPI};
+use shared::bootinfo::{BootInfo, CPU_TABLE_CAPACITY, CpuEntry, FEATURE_PV_SEND_IPI};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap};
 
 use crate::config::VmConfig;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::trace_rings::TraceRegion;
 use crate::{cpuid, memory};
 
@@ -38,9 +38,19 @@ pub(super) fn write(
         info.trace_base = t.base;
         info.trace_ring_bytes = t.ring_bytes;
     }
-    for (cpu, id) in apic_ids.iter().enumerate() {
-        info.apic_ids[cpu] = id.0;
-        info.numa_node[cpu] = config.numa.get(cpu).copied().unwrap_or(0);
+    if apic_ids.len() != config.cpus as usize || apic_ids.len() > CPU_TABLE_CAPACITY {
+        return Err(Error::Memory(format!(
+            "{} CPUs do not fit the boot information's CPU table ({CPU_TABLE_CAPACITY} entries)",
+            apic_ids.len()
+        )));
     }
-    memory::write_boot_info(mem, &info, &cmdline)
+    let table: Vec<CpuEntry> = apic_ids
+        .iter()
+        .enumerate()
+        .map(|(cpu, id)| CpuEntry {
+            apic_id: id.0,
+            numa_node: u32::from(config.numa.get(cpu).copied().unwrap_or(0)),
+        })
+        .collect();
+    memory::write_boot_info(mem, &info, &table, &cmdline)
 }

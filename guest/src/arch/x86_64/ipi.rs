@@ -19,19 +19,19 @@
 //! everything else (the fault injection's drop included). The
 //! polling-idle mechanism itself is in `poll_idle.rs`.
 
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 
+use shared::CpuId;
 use shared::bench::{Case, IdleMode, IpiMode, Marker, Phase};
 use shared::ports::Port;
 use shared::vectors::{self, Vector};
-use shared::{CpuId, MAX_CPUS};
 
 use super::hypercall::{self, Insn, Probe};
 use super::x2apic::{self, Destination, Icr};
 use super::{cpu, percpu};
 use super::{ipi_fault, poll_idle};
 use crate::ipi_plan;
-use crate::smp::CpuMask;
+use crate::smp::{AtomicCpuMask, CpuMask};
 
 /// [`IpiDelivery::single_flags`]: send single-target IPIs to the logical id.
 const SINGLE_CLUSTER: u32 = 1 << 0;
@@ -55,21 +55,17 @@ pub struct IpiDelivery {
     mask_mode: AtomicU8,
     /// The CPUs that poll when idle ([`IdleMode::Poll`]; the benchmark may
     /// make just one CPU poll).
-    poll_cpus: AtomicU64,
+    poll_cpus: AtomicCpuMask,
     /// What probing the send-IPI hypercall found ([`PvStatus`] as u8).
     pv_status: AtomicU8,
     /// Which hypercall instruction (false: vmcall, true: vmmcall).
     pv_vmmcall: AtomicBool,
-    /// Every vCPU of the machine (bit n = CPU n).
-    all_cpus: AtomicU64,
+    /// Every vCPU of the machine.
+    all_cpus: AtomicCpuMask,
     /// CPUs that have booted at least once.
-    booted_once: AtomicU64,
-    /// x2APIC logical id of each CPU.
-    logical: [AtomicU32; MAX_CPUS],
-    /// The CPUs in each CPU's cluster.
-    siblings: [AtomicU64; MAX_CPUS],
+    booted_once: AtomicCpuMask,
     /// CPUs whose LDR differed from the logical id derived from the APIC id.
-    ldr_mismatch: AtomicU64,
+    ldr_mismatch: AtomicCpuMask,
 }
 
 /// Whether KVM's PV send-IPI hypercall can be used here.
@@ -111,14 +107,12 @@ impl IpiDelivery {
         IpiDelivery {
             single_flags: AtomicU32::new(0),
             mask_mode: AtomicU8::new(IpiMode::Phys as u8),
-            poll_cpus: AtomicU64::new(0),
+            poll_cpus: AtomicCpuMask::new(),
             pv_status: AtomicU8::new(PvStatus::NotProbed as u8),
             pv_vmmcall: AtomicBool::new(false),
-            all_cpus: AtomicU64::new(1),
-            booted_once: AtomicU64::new(0),
-            logical: [const { AtomicU32::new(0) }; MAX_CPUS],
-            siblings: [const { AtomicU64::new(0) }; MAX_CPUS],
-            ldr_mismatch: AtomicU64::new(0),
+            all_cpus: AtomicCpuMask::new(),
+            booted_once: AtomicCpuMask::new(),
+            ldr_mismatch: AtomicCpuMask::new(),
         }
     }
 
@@ -162,21 +156,14 @@ impl IpiDelivery {
         }
     }
 
-    /// Boot CPU, before any AP starts: derive every CPU's logical id and
-    /// cluster from `apic_ids`, probe the PV send-IPI hypercall if `ipi=pv`
+    /// Boot CPU, before any AP starts: note the machine's `cpus` CPUs,
+    /// probe the PV send-IPI hypercall if `ipi=pv`
     /// asks for it, and select the modes. Returns the mask mode in effect
     /// (`pv` falls back to `phys` when the hypercall is unusable).
-    pub fn init(&self, mode: IpiMode, idle: IdleMode, apic_ids: &[u32]) -> IpiMode {
-        let n = apic_ids.len().min(MAX_CPUS);
-        let siblings = ipi_plan::cluster_siblings(&apic_ids[..n]);
-        for (c, &id) in apic_ids.iter().enumerate().take(n) {
-            // Relaxed (all stores here): written before any AP starts; the
-            // INIT/SIPI that starts one comes after a fence (ap_boot).
-            self.logical[c].store(ipi_plan::logical_id(id), Ordering::Relaxed);
-            self.siblings[c].store(siblings[c], Ordering::Relaxed);
-        }
-        self.all_cpus
-            .store(CpuMask::first_n(n as u32).bits(), Ordering::Relaxed);
+    pub fn init(&self, mode: IpiMode, idle: IdleMode, cpus: u32) -> IpiMode {
+        self.all_cpus.swap(CpuMask::first_n(cpus));
+        // Relaxed: written before any AP starts; the INIT/SIPI that starts
+        // one comes after a fence (ap_boot).
         self.pv_vmmcall
             .store(hypercall::insn() == Insn::Vmmcall, Ordering::Relaxed);
         if mode == IpiMode::Pv {
@@ -188,39 +175,35 @@ impl IpiDelivery {
         self.mask_mode()
     }
 
-    /// The x2APIC logical id of `cpu`, derived from its APIC id at boot.
+    /// The x2APIC logical id of `cpu`, derived from its APIC id.
     #[inline(always)]
     fn logical_id(&self, cpu: CpuId) -> u32 {
-        // Relaxed: set at boot, see `init`.
-        self.logical[cpu.index() % MAX_CPUS].load(Ordering::Relaxed)
+        ipi_plan::logical_id(percpu::area(cpu).apic_id().0)
     }
 
     /// Called by every CPU when it starts idling: it has booted. Also checks
     /// that its LDR is the logical id derived from its APIC id.
     pub fn note_booted(&self, me: CpuId) {
-        let bit = CpuMask::of(me).bits();
-        // Relaxed: a hint for choosing the shorthand; a CPU missing here only
-        // makes senders use unicast.
-        self.booted_once.fetch_or(bit, Ordering::Relaxed);
+        // A hint for choosing the shorthand; a CPU missing here only makes
+        // senders use unicast.
+        self.booted_once.assign(me, true);
         if x2apic::logical_id() != self.logical_id(me) {
-            // Relaxed: a diagnostic, read by the bench.
-            self.ldr_mismatch.fetch_or(bit, Ordering::Relaxed);
+            // A diagnostic, read by the bench.
+            self.ldr_mismatch.assign(me, true);
         }
     }
 
     /// CPUs whose LDR was not what cluster mode assumes (they would miss
     /// cluster IPIs).
     pub fn ldr_mismatches(&self) -> CpuMask {
-        // Relaxed: a diagnostic.
-        CpuMask(self.ldr_mismatch.load(Ordering::Relaxed))
+        self.ldr_mismatch.load()
     }
 
     /// Whether every CPU of the machine has booted once, so that the
     /// shorthand may be used.
     pub fn shorthand_ready(&self) -> bool {
-        // Relaxed: see `note_booted`.
-        let all = self.all_cpus.load(Ordering::Relaxed);
-        self.booted_once.load(Ordering::Relaxed) & all == all
+        let all = self.all_cpus.load();
+        self.booted_once.load().and(all) == all
     }
 
     /// Whether the send-IPI hypercall works here (probed).
@@ -246,14 +229,13 @@ impl IpiDelivery {
 
     /// The CPUs that poll when idle.
     pub fn poll_cpus(&self) -> CpuMask {
-        // Relaxed: see `mask_mode`.
-        CpuMask(self.poll_cpus.load(Ordering::Relaxed))
+        self.poll_cpus.load()
     }
 
     /// Whether `cpu` polls when idle.
     #[inline(always)]
     pub fn idle_polls(&self, cpu: CpuId) -> bool {
-        self.poll_cpus().test(cpu)
+        self.poll_cpus.test(cpu)
     }
 
     /// Recomputes the single-target flags from the modes and the fault
@@ -306,8 +288,7 @@ impl IpiDelivery {
     /// that stops polling drains its queue. A halted CPU starts polling after
     /// its next interrupt.
     pub fn set_poll_cpus(&self, mask: CpuMask) -> CpuMask {
-        // Relaxed: see `mask_mode`.
-        let prev = CpuMask(self.poll_cpus.swap(mask.bits(), Ordering::Relaxed));
+        let prev = self.poll_cpus.swap(mask);
         self.update_single_flags();
         prev
     }
@@ -383,11 +364,8 @@ impl IpiDelivery {
                 }
             }
             IpiMode::Cluster => {
-                // Relaxed (both tables): set at boot, see `init`.
                 ipi_plan::for_each_cluster(
-                    mask.bits(),
-                    |c| self.logical[c % MAX_CPUS].load(Ordering::Relaxed),
-                    |c| self.siblings[c % MAX_CPUS].load(Ordering::Relaxed),
+                    mask.iter().map(|c| percpu::area(c).apic_id().0),
                     |ldr| send_to(vectors::CALL_FUNCTION, Destination::Logical(ldr)),
                 );
             }

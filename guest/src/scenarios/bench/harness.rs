@@ -175,7 +175,7 @@ pub fn send_result(case: Case, status: Status, targets: CpuMask, m: Option<&Meas
         ipi_mode: ipi().mask_mode(),
         idle_mode: idle_mode_of(targets),
         sender: percpu::this_cpu().0 as u16,
-        targets: targets.bits(),
+        targets: targets.word(0),
         target_count: targets.weight(),
         iterations: m.iterations,
         total_cycles: m.cycles,

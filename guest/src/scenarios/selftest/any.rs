@@ -1,14 +1,14 @@
 //! `smp_call_function_any`: this CPU first, then its NUMA node, then any
 //! online CPU of the mask; -ENXIO when the mask has no online CPU.
 
-use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use shared::CpuId;
 
 use super::harness::{self, CpuList, PerCpuCount, RunCounts, as_task, this_cpu, wait_for};
 use super::harness::{CaseResult, others};
 use crate::kernel::SMP;
-use crate::smp::{CpuMask, SmpError};
+use crate::smp::{AtomicCpuMask, CpuMask, SmpError};
 
 static CALLS: RunCounts = RunCounts::new();
 static RUNS: &PerCpuCount = &CALLS.runs;
@@ -69,13 +69,13 @@ pub fn prefers_self() -> CaseResult {
     ))
 }
 
-static TASK_MASK: AtomicU64 = AtomicU64::new(0);
+static TASK_MASK: AtomicCpuMask = AtomicCpuMask::new();
 static TASK_ERR: AtomicI32 = AtomicI32::new(0);
 static TASK_DONE: AtomicBool = AtomicBool::new(false);
 
 fn any_task(_: usize) {
     as_task(|| {
-        let mask = CpuMask(TASK_MASK.load(Ordering::SeqCst));
+        let mask = TASK_MASK.load_sc();
         let err = match SMP.smp_call_function_any(mask, record, 0, true) {
             Ok(()) => 0,
             Err(e) => e.errno(),
@@ -94,14 +94,14 @@ fn any_from(caller: CpuId, mask: CpuMask) -> Result<CpuId, harness::Text> {
             .err()
             .map_or(0, SmpError::errno)
     } else {
-        TASK_MASK.store(mask.bits(), Ordering::SeqCst);
+        TASK_MASK.swap(mask);
         TASK_DONE.store(false, Ordering::SeqCst);
         harness::start_task(caller, any_task, 0)?;
         ensure!(
             wait_for(|| TASK_DONE.load(Ordering::SeqCst)),
             "any({}, wait) on CPU {caller} did not return within {} ms",
             CpuList(mask),
-            harness::WAIT_MS
+            harness::wait_ms()
         );
         TASK_ERR.load(Ordering::SeqCst)
     };
@@ -198,8 +198,8 @@ pub fn enxio_all_offline() -> CaseResult {
             let r = SMP.smp_call_function_any(mask, record, 0, wait);
             if r != Err(SmpError::Nxio) {
                 result = Err(text!(
-                    "any({:#x}, wait={wait}) returned {r:?}, want Nxio",
-                    mask.0
+                    "any({}, wait={wait}) returned {r:?}, want Nxio",
+                    CpuList(mask)
                 ));
             }
         }

@@ -47,7 +47,7 @@ fn check_order(t: CpuId, how: &str) -> Result<(), harness::Text> {
         wait_for(|| POS.load(Ordering::SeqCst) as usize >= N),
         "{how}: {} of {N} calls ran on CPU {t} within {} ms",
         POS.load(Ordering::SeqCst),
-        harness::WAIT_MS
+        harness::wait_ms()
     );
     ensure!(
         POS.load(Ordering::SeqCst) as usize == N,
@@ -127,7 +127,7 @@ pub fn ipi_coalescing() -> CaseResult {
         wait_for(|| COALESCED.get(t) as usize == N),
         "only {} of {N} calls ran on CPU {t} within {} ms",
         COALESCED.get(t),
-        harness::WAIT_MS
+        harness::wait_ms()
     );
     let ipis = after.ipis_requested - before.ipis_requested;
     let calls = after.calls_queued - before.calls_queued;
@@ -200,7 +200,7 @@ pub fn ebusy_and_reuse() -> CaseResult {
     ensure!(
         wait_for(|| BUSY_RUNS.get(t) == 1),
         "the queued call did not run on CPU {t} within {} ms",
-        harness::WAIT_MS
+        harness::wait_ms()
     );
     ensure!(!BUSY_CSD.is_locked(), "csd still locked after its call ran");
     let r = SMP.smp_call_function_single_async(t, &BUSY_CSD);
@@ -208,7 +208,7 @@ pub fn ebusy_and_reuse() -> CaseResult {
     ensure!(
         wait_for(|| BUSY_RUNS.get(t) == 2),
         "the reused csd did not run on CPU {t} within {} ms",
-        harness::WAIT_MS
+        harness::wait_ms()
     );
     ensure!(
         BUSY_RUNS.total() == 2,
@@ -263,7 +263,7 @@ pub fn requeue_own_csd() -> CaseResult {
         done,
         "the csd ran {} of {N} times within {} ms",
         REQUEUE_RUNS.load(Ordering::SeqCst),
-        harness::WAIT_MS
+        harness::wait_ms()
     );
     ensure!(
         wait_for(|| !REQUEUE_CSD.is_locked()),

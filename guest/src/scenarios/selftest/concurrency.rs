@@ -41,7 +41,7 @@ fn run_everywhere(
         all_ready,
         "CPUs {} did not reach the start barrier within {} ms",
         CpuList(others.iter().filter(|&c| READY.get(c) == 0).collect()),
-        harness::WAIT_MS
+        harness::wait_ms()
     );
     body();
     let all_done = wait_for(|| others.iter().all(|c| DONE.get(c) == 1));
@@ -49,7 +49,7 @@ fn run_everywhere(
         all_done,
         "the calls of CPUs {} did not return within {} ms",
         CpuList(others.iter().filter(|&c| DONE.get(c) == 0).collect()),
-        harness::WAIT_MS
+        harness::wait_ms()
     );
     Ok(())
 }
@@ -212,7 +212,7 @@ pub fn many_to_one() -> CaseResult {
         wait_for(|| count() >= total),
         "only {} of {total} calls ran on CPU {t} within {} ms",
         count(),
-        harness::WAIT_MS
+        harness::wait_ms()
     );
     let errors = CALL_ERRORS.load(Ordering::SeqCst);
     ensure!(errors == 0, "{errors} calls to CPU {t} returned an error");

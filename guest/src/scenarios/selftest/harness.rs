@@ -16,15 +16,22 @@ use shared::{CpuId, MAX_CPUS};
 use crate::arch::x86_64::{cpu, percpu};
 use crate::kernel::SMP;
 use crate::smp::{CpuMask, Csd, SmpCallFunc};
-use crate::time::spin_until;
+use crate::time::{self, spin_until};
 
 pub use super::park::{
     END_SIGNAL, END_STUCK, Offline, PARK_TIMEOUTS, Parked, Until, marker_runs, offline_cpu, park,
     signal,
 };
 
-/// How long a case waits for anything another CPU must do.
-pub const WAIT_MS: u64 = 2_000;
+/// How long a case waits for anything another CPU must do, on a few CPUs
+/// of the reference host (see [`wait_ms`]).
+const WAIT_MS: u64 = 2_000;
+
+/// How long a case waits for anything another CPU must do: [`WAIT_MS`]
+/// scaled for this machine's size and host speed.
+pub fn wait_ms() -> u64 {
+    time::scaled_ms(WAIT_MS)
+}
 
 /// A short text (case detail), formatted on the stack; longer text is cut.
 pub struct Text {
@@ -227,9 +234,9 @@ pub fn irqs_on() {
     compiler_fence(Ordering::SeqCst);
 }
 
-/// Waits up to [`WAIT_MS`] for `cond`.
+/// Waits up to [`wait_ms`] for `cond`.
 pub fn wait_for(cond: impl FnMut() -> bool) -> bool {
-    spin_until(WAIT_MS, cond)
+    spin_until(wait_ms(), cond)
 }
 
 /// Busy-waits `us` microseconds: a slow callback, so that a caller that
@@ -264,7 +271,7 @@ pub fn others() -> CpuMask {
 
 /// Bits for CPU numbers that are not valid (at or above `nr_cpu_ids`).
 pub fn invalid_cpus() -> CpuMask {
-    CpuMask(!CpuMask::first_n(SMP.nr_cpu_ids()).bits())
+    CpuMask::ALL.and_not(CpuMask::first_n(SMP.nr_cpu_ids()))
 }
 
 // ---------------------------------------------------------------- tasks --

@@ -24,7 +24,7 @@ fn ran(work: &IrqWork, cpu: shared::CpuId, n: u32, what: &str) -> Result<(), har
         harness::wait_for(|| RUNS.total() >= n && !work.is_busy()),
         "{what}: ran {} of {n} times within {} ms",
         RUNS.total(),
-        harness::WAIT_MS
+        harness::wait_ms()
     );
     ensure!(
         RUNS.total() == n && RUNS.get(cpu) == n,

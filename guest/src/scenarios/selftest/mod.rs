@@ -283,7 +283,10 @@ fn run_case(case: &Case) -> Verdict {
     let problem = if let Some((cpu, kind, n)) = unexpected_warn(&warns, case.warns) {
         Some(text!("unexpected WARN {} x{n} on CPU {cpu}", kind.name()))
     } else if PARK_TIMEOUTS.load(Ordering::SeqCst) != park_timeouts {
-        Some(text!("a parked CPU gave up after {} ms", park::PARK_MAX_MS))
+        Some(text!(
+            "a parked CPU gave up after {} ms",
+            park::park_max_ms()
+        ))
     } else if SMP.online_mask() != online {
         Some(text!(
             "online CPUs changed from {} to {}",

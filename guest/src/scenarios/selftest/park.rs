@@ -13,16 +13,21 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use shared::{CpuId, MAX_CPUS};
 
-use super::harness::{Text, WAIT_MS, this_cpu, wait_for};
+use super::harness::{Text, this_cpu, wait_for, wait_ms};
 use crate::arch::x86_64::cpu;
 use crate::kernel::SMP;
 use crate::smp::{Csd, IrqWork};
-use crate::time::Deadline;
-use crate::time::spin_until;
+use crate::time::{self, Deadline, spin_until};
 
 /// How long a CPU stays parked at most before it gives up by itself (more
-/// than the core's 2 s sender wait in `synchronize_senders`).
-pub const PARK_MAX_MS: u64 = 5_000;
+/// than the core's 2 s sender wait in `synchronize_senders`), on a few CPUs
+/// of the reference host (see [`park_max_ms`]).
+const PARK_MAX_MS: u64 = 5_000;
+
+/// [`PARK_MAX_MS`] scaled for this machine and host (never shorter).
+pub fn park_max_ms() -> u64 {
+    time::scaled_ms(PARK_MAX_MS)
+}
 
 /// What else than [`Parked::release`] ends a park.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -133,7 +138,7 @@ fn park_cb(seq: usize) {
     let Some(slot) = PARK.get(this_cpu().index()) else {
         return;
     };
-    let deadline = Deadline::after_ms(PARK_MAX_MS);
+    let deadline = Deadline::after_ms(park_max_ms());
     let mode = slot.mode.load(Ordering::SeqCst);
     slot.entered.store(seq, Ordering::SeqCst);
     let end = loop {
@@ -149,7 +154,7 @@ fn park_cb(seq: usize) {
                     SMP.irq_work_queue(&MARKER);
                 }
                 CMD_SYNC_SENDERS => {
-                    let stuck = spin_until(WAIT_MS, || SMP.csd_lock_is_stuck());
+                    let stuck = spin_until(wait_ms(), || SMP.csd_lock_is_stuck());
                     SMP.set_csd_lock_timeout_ns(RESTORE_TIMEOUT_NS.load(Ordering::SeqCst));
                     if stuck {
                         SMP.synchronize_senders();
@@ -214,7 +219,8 @@ pub fn park(cpu: CpuId, until: Until) -> Result<Parked, Text> {
         // Should it still get there, it leaves at once.
         slot.released.store(seq, Ordering::SeqCst);
         return Err(crate::text!(
-            "CPU {cpu} did not enter its park callback within {WAIT_MS} ms"
+            "CPU {cpu} did not enter its park callback within {} ms",
+            wait_ms()
         ));
     }
     Ok(Parked {
@@ -293,15 +299,16 @@ impl Parked {
             Ok(())
         } else {
             Err(crate::text!(
-                "parked CPU {} did not run {what} within {WAIT_MS} ms",
-                self.cpu
+                "parked CPU {} did not run {what} within {} ms",
+                self.cpu,
+                wait_ms()
             ))
         }
     }
 
     /// Waits until the CPU left the park by itself (modes other than
     /// [`Until::Released`]); returns how it ended (`END_*`), or 0 if it
-    /// was still parked after [`WAIT_MS`] (then it is released).
+    /// was still parked after [`wait_ms`] (then it is released).
     pub fn wait_end(mut self) -> u32 {
         let slot = self.slot();
         let seq = self.seq;
@@ -312,7 +319,7 @@ impl Parked {
     }
 
     /// Releases the CPU (online again first); false if it did not leave
-    /// the callback within [`WAIT_MS`].
+    /// the callback within [`wait_ms`].
     pub fn release(mut self) -> bool {
         self.finish()
     }

@@ -108,7 +108,7 @@ fn reuse_csd(cpu: CpuId) -> Result<(), harness::Text> {
     ensure!(
         wait_for(|| RUNS.get(cpu) == 1),
         "reused csd did not run on CPU {cpu} within {} ms",
-        harness::WAIT_MS
+        harness::wait_ms()
     );
     ensure!(RUNS.total() == 1, "reused csd ran {} times", RUNS.total());
     Ok(())
@@ -154,7 +154,7 @@ pub fn enxio_offline_cpu() -> CaseResult {
         ensure!(
             wait_for(|| MARKED.load(Ordering::SeqCst)),
             "CPU {cpu} back online, but did not run an async call within {} ms",
-            harness::WAIT_MS
+            harness::wait_ms()
         );
         ensure!(
             RUNS.get(cpu) == 0,

@@ -165,7 +165,7 @@ pub fn irq_work_on_offline_cpu() -> CaseResult {
     ensure!(
         wait_for(|| WORK_RUNS.load(Ordering::SeqCst) == 1 && !WORK.is_busy()),
         "the reused work did not run here within {} ms",
-        harness::WAIT_MS
+        harness::wait_ms()
     );
     Ok(match note {
         Some((cpu, how)) => text!(
@@ -203,7 +203,7 @@ pub fn ipi_on_offline_cpu() -> CaseResult {
     ensure!(
         ran,
         "the call never ran on offline CPU {x} within {} ms",
-        harness::WAIT_MS
+        harness::wait_ms()
     );
     ensure!(RUNS.total() == 1, "the call ran {} times", RUNS.total());
     ensure!(

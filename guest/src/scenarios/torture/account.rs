@@ -210,8 +210,8 @@ fn lookup(info: usize) -> Option<&'static Req> {
     }
 }
 
-const fn bit(cpu: CpuId) -> u64 {
-    CpuMask::of(cpu).bits()
+fn bit(cpu: CpuId) -> u64 {
+    CpuMask::of(cpu).word(0)
 }
 
 /// A request being issued by this CPU's invoker.
@@ -368,7 +368,7 @@ fn wait_done(req: &Req, hold: u32) -> bool {
     if req.remaining.load(Ordering::Acquire) <= hold {
         return true;
     }
-    let deadline = time::Deadline::after_ms(DONE_TIMEOUT_MS);
+    let deadline = time::Deadline::after_ms(time::scaled_ms(DONE_TIMEOUT_MS));
     loop {
         let nudge = time::Deadline::after_ms(NUDGE_EVERY_MS);
         while !nudge.expired() {
@@ -380,7 +380,7 @@ fn wait_done(req: &Req, hold: u32) -> bool {
         }
         // Relaxed: a hint of whom to nudge.
         let pending = req.expected.load(Ordering::Relaxed) & !req.ran.load(Ordering::Relaxed);
-        for cpu in CpuMask(pending).and(SMP.online_mask()).iter() {
+        for cpu in CpuMask::from_word0(pending).and(SMP.online_mask()).iter() {
             count(c::NUDGES, 1);
             if cpu == percpu::this_cpu() {
                 self_flush(req, cpu);
@@ -394,7 +394,7 @@ fn wait_done(req: &Req, hold: u32) -> bool {
                 // Relaxed: for the diagnostic only.
                 req.id.load(Ordering::Relaxed),
                 pending,
-                DONE_TIMEOUT_MS
+                time::scaled_ms(DONE_TIMEOUT_MS)
             );
             error(e::TIMEOUT, 1);
             return false;

@@ -41,7 +41,7 @@ pub fn prepare(cfg: Config, participants: CpuMask) {
     CONFIG.call_once(|| cfg);
     // Relaxed: published by the Release in `set_idle_task` that starts
     // each invoker (and the leader runs its own after this).
-    PARTICIPANTS.store(participants.bits(), Ordering::Relaxed);
+    PARTICIPANTS.store(participants.word(0), Ordering::Relaxed);
 }
 
 /// A poll point: interrupts off, the host may take this CPU down here
@@ -76,13 +76,13 @@ pub fn all_stopped() -> bool {
 fn barrier(me: CpuId) -> bool {
     // SeqCst: arrival and the test of the others' arrival form one total
     // order, so the last to arrive sees everyone.
-    ARRIVED.fetch_or(CpuMask::of(me).bits(), Ordering::SeqCst);
-    let deadline = time::Deadline::after_ms(BARRIER_TIMEOUT_MS);
+    ARRIVED.fetch_or(CpuMask::of(me).word(0), Ordering::SeqCst);
+    let deadline = time::Deadline::after_ms(time::scaled_ms(BARRIER_TIMEOUT_MS));
     loop {
         if STARTED.load(Ordering::SeqCst) {
             return true;
         }
-        let want = PARTICIPANTS.load(Ordering::Relaxed) & SMP.online_mask().bits();
+        let want = PARTICIPANTS.load(Ordering::Relaxed) & SMP.online_mask().word(0);
         if want & !ARRIVED.load(Ordering::SeqCst) == 0 {
             STARTED.store(true, Ordering::SeqCst);
             return true;
@@ -91,7 +91,7 @@ fn barrier(me: CpuId) -> bool {
             crate::kprintln!(
                 "scftorture: start barrier: CPUs {:#x} did not arrive in {} ms",
                 want & !ARRIVED.load(Ordering::SeqCst),
-                BARRIER_TIMEOUT_MS
+                time::scaled_ms(BARRIER_TIMEOUT_MS)
             );
             STARTED.store(true, Ordering::SeqCst);
             return true;
@@ -168,7 +168,7 @@ fn invoke_one(me: CpuId, op: Op, r: u64) -> bool {
             let mask = if r & 1 == 0 {
                 SMP.online_mask()
             } else {
-                CpuMask(rand::next(me))
+                CpuMask::from_word0(rand::next(me))
             };
             multi(me, seq, mask, wait, c::MANY)
         }

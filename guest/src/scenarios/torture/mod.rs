@@ -284,8 +284,9 @@ pub fn run(cmdline: &str) -> GuestStatus {
     for cpu in others.iter() {
         idle::set_idle_task(cpu, None);
     }
-    if !time::spin_until(STOP_TIMEOUT_MS, invoker::all_stopped) {
-        kprintln!("scftorture: invokers still running {STOP_TIMEOUT_MS} ms after the stop");
+    let stop_ms = time::scaled_ms(STOP_TIMEOUT_MS);
+    if !time::spin_until(stop_ms, invoker::all_stopped) {
+        kprintln!("scftorture: invokers still running {stop_ms} ms after the stop");
         account::error(e::TIMEOUT, 1);
     }
     account::sweep();

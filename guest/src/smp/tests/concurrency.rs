@@ -170,7 +170,7 @@ fn mixed_random_workload_with_self_and_offline_targets() {
     fn cb(_: usize) {
         RAN.fetch_add(1, Relaxed);
     }
-    let online = CpuMask(0b01111);
+    let online = CpuMask::from_word0(0b01111);
     let m = Machine::with_online(N, online);
     let barrier = Arc::new(Barrier::new(4));
     let workers: Vec<_> = (0..4u32)
@@ -185,7 +185,7 @@ fn mixed_random_workload_with_self_and_offline_targets() {
                     let r = rand();
                     let target = CpuId((r >> 8) as u32 % (N + 1)); // includes 4 (offline) and 5 (invalid)
                     let wait = r & 1 == 0;
-                    let mask = CpuMask((r >> 16) & 0b11111);
+                    let mask = CpuMask::from_word0((r >> 16) & 0b11111);
                     match (r >> 4) % 5 {
                         0 | 1 => {
                             let res = s.smp_call_function_single(target, cb, 0, wait);

@@ -139,7 +139,7 @@ fn masks_and_nr_cpu_ids() {
     for cpu in [0, 2, 4] {
         smp.set_cpu_online(CpuId(cpu), true).unwrap();
     }
-    assert_eq!(smp.online_mask(), CpuMask(0b10101));
+    assert_eq!(smp.online_mask(), CpuMask::from_word0(0b10101));
     assert_eq!(
         (
             smp.num_online_cpus(),
@@ -152,7 +152,7 @@ fn masks_and_nr_cpu_ids() {
     assert!(smp.cpu_present(CpuId(4)) && !smp.cpu_present(CpuId(3)));
     assert!(smp.cpu_possible(CpuId(5)) && !smp.cpu_possible(CpuId(6)));
     smp.set_cpu_online(CpuId(2), false).unwrap();
-    assert_eq!(smp.online_mask(), CpuMask(0b10001));
+    assert_eq!(smp.online_mask(), CpuMask::from_word0(0b10001));
 
     // nr_cpus=: only lowers, and trims every mask.
     smp.apply_nr_cpus_param(0);
@@ -160,9 +160,9 @@ fn masks_and_nr_cpu_ids() {
     assert_eq!(smp.nr_cpu_ids(), 6);
     smp.apply_nr_cpus_param(4);
     assert_eq!(smp.nr_cpu_ids(), 4);
-    assert_eq!(smp.online_mask(), CpuMask(0b1));
-    assert_eq!(smp.present_mask(), CpuMask(0b111));
-    assert_eq!(smp.possible_mask(), CpuMask(0b1111));
+    assert_eq!(smp.online_mask(), CpuMask::from_word0(0b1));
+    assert_eq!(smp.present_mask(), CpuMask::from_word0(0b111));
+    assert_eq!(smp.possible_mask(), CpuMask::from_word0(0b1111));
     smp.set_nr_cpu_ids(0);
     assert_eq!(smp.nr_cpu_ids(), 1);
     smp.set_nr_cpu_ids(1000);
@@ -191,8 +191,8 @@ fn numa_node_map() {
     smp.set_cpu_node(CpuId(70), 5); // ignored
     assert_eq!(smp.cpu_to_node(CpuId(3)), 1);
     assert_eq!(smp.cpu_to_node(CpuId(70)), 0);
-    assert_eq!(smp.cpumask_of_node(0), CpuMask(0b0101));
-    assert_eq!(smp.cpumask_of_node(1), CpuMask(0b1010));
+    assert_eq!(smp.cpumask_of_node(0), CpuMask::from_word0(0b0101));
+    assert_eq!(smp.cpumask_of_node(1), CpuMask::from_word0(0b1010));
     assert_eq!(smp.cpumask_of_node(2), CpuMask::EMPTY);
 }
 

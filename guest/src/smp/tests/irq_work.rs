@@ -179,7 +179,7 @@ fn irq_work_to_offline_or_invalid_cpu_is_refused_and_warned() {
         RAN.fetch_add(1, Relaxed);
     }
     static W: IrqWork = IrqWork::new(work);
-    let m = Machine::with_online(3, CpuMask(0b011));
+    let m = Machine::with_online(3, CpuMask::from_word0(0b011));
     m.run_on(0, || {
         assert!(!smp().irq_work_queue_on(&W, CpuId(2)));
         assert!(!smp().irq_work_queue_on(&W, CpuId(70)));

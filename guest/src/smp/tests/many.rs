@@ -18,7 +18,7 @@ fn many_skips_self_and_offline_cpus() {
         RAN[this_cpu().index()].fetch_add(1, Relaxed);
     }
     // CPU 4 offline.
-    let m = Machine::with_online(5, CpuMask(0b01111));
+    let m = Machine::with_online(5, CpuMask::from_word0(0b01111));
     m.run_on(1, || {
         smp().smp_call_function_many(CpuMask::ALL, cb, 77, true)
     });
@@ -32,7 +32,7 @@ fn many_skips_self_and_offline_cpus() {
     assert_eq!(m.smp.stats(CpuId(1)).ipis_requested, 3);
     // Only itself and offline CPUs: nothing happens.
     m.run_on(1, || {
-        smp().smp_call_function_many(CpuMask(0b10010), cb, 77, true)
+        smp().smp_call_function_many(CpuMask::from_word0(0b10010), cb, 77, true)
     });
     assert_eq!(counts(&RAN), [1, 0, 1, 1, 0]);
     m.assert_clean();
@@ -46,7 +46,7 @@ fn one_target_gets_the_single_ipi() {
     }
     let m = Machine::new(3);
     m.run_on(0, || {
-        smp().smp_call_function_many(CpuMask(0b101), cb, 0, true)
+        smp().smp_call_function_many(CpuMask::from_word0(0b101), cb, 0, true)
     });
     assert_eq!(counts(&RAN), [0, 0, 1]);
     assert_eq!(m.ipis(2).single, 1);
@@ -73,7 +73,7 @@ fn wait_iff_enqueued_even_without_an_ipi() {
     });
     assert_eq!(m.ipis(1).single, 1);
     let mut caller = m.spawn_on(2, || {
-        smp().smp_call_function_many(CpuMask(0b011), cb, 0, true);
+        smp().smp_call_function_many(CpuMask::from_word0(0b011), cb, 0, true);
         // What the caller sees the moment it returns.
         (RAN[0].load(Relaxed), RAN[1].load(Relaxed))
     });
@@ -109,7 +109,7 @@ fn nowait_many_reuses_its_per_target_csds() {
     let m = Machine::new(3);
     m.run_on(0, || {
         for _ in 0..100 {
-            smp().smp_call_function_many(CpuMask(0b110), cb, 0, false);
+            smp().smp_call_function_many(CpuMask::from_word0(0b110), cb, 0, false);
         }
     });
     assert!(wait_until(|| counts(&RAN) == [0, 100, 100]));
@@ -122,7 +122,7 @@ fn smp_call_function_reaches_every_other_online_cpu() {
     fn cb(_: usize) {
         RAN[this_cpu().index()].fetch_add(1, Relaxed);
     }
-    let m = Machine::with_online(4, CpuMask(0b1011));
+    let m = Machine::with_online(4, CpuMask::from_word0(0b1011));
     m.run_on(3, || smp().smp_call_function(cb, 0, true));
     assert_eq!(counts(&RAN), [1, 1, 0, 0]);
     m.run_on(0, || smp().smp_call_function(cb, 0, false));
@@ -153,7 +153,7 @@ fn on_each_cpu_runs_locally_even_before_this_cpu_is_online() {
     fn cb(_: usize) {
         RAN[this_cpu().index()].fetch_add(1, Relaxed);
     }
-    let m = Machine::with_online(3, CpuMask(0b011));
+    let m = Machine::with_online(3, CpuMask::from_word0(0b011));
     m.run_on(2, || smp().on_each_cpu(cb, 0, true));
     assert_eq!(counts(&RAN), [1, 1, 1]);
     m.assert_clean();
@@ -166,9 +166,13 @@ fn on_each_cpu_mask_respects_the_mask() {
         RAN[this_cpu().index()].fetch_add(1, Relaxed);
     }
     let m = Machine::new(4);
-    m.run_on(0, || smp().on_each_cpu_mask(CpuMask(0b0101), cb, 0, true));
+    m.run_on(0, || {
+        smp().on_each_cpu_mask(CpuMask::from_word0(0b0101), cb, 0, true)
+    });
     assert_eq!(counts(&RAN), [1, 0, 1, 0]);
-    m.run_on(1, || smp().on_each_cpu_mask(CpuMask(0b0101), cb, 0, true));
+    m.run_on(1, || {
+        smp().on_each_cpu_mask(CpuMask::from_word0(0b0101), cb, 0, true)
+    });
     assert_eq!(counts(&RAN), [2, 0, 2, 0]);
     m.assert_clean();
 }
@@ -217,7 +221,7 @@ fn on_each_cpu_cond_asks_the_predicate_before_queueing() {
     assert_eq!(m.ipis(3), Default::default());
     assert_eq!(m.arch().mask_sends.load(Relaxed), 1);
     m.run_on(2, || {
-        smp().on_each_cpu_cond_mask(even, cb, 5, true, CpuMask(0b0011))
+        smp().on_each_cpu_cond_mask(even, cb, 5, true, CpuMask::from_word0(0b0011))
     });
     assert_eq!(counts(&RAN), [2, 0, 1, 0]);
     assert_eq!(m.ipis(0).single, 1);
@@ -282,7 +286,11 @@ fn many_with_irqs_disabled_warns() {
     );
     assert_eq!(
         m.warns(),
-        [(0, WarnKind::WaitWithIrqsDisabled, CpuMask(0b111).bits())]
+        [(
+            0,
+            WarnKind::WaitWithIrqsDisabled,
+            CpuMask::from_word0(0b111).word(0)
+        )]
     );
 }
 

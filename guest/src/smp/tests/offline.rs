@@ -63,7 +63,7 @@ fn ipi_on_offline_cpu_is_reported_with_its_pending_callbacks() {
 
 #[test]
 fn empty_ipi_on_offline_cpu_is_not_a_warning() {
-    let m = Machine::with_online(2, crate::smp::CpuMask(0b01));
+    let m = Machine::with_online(2, crate::smp::CpuMask::from_word0(0b01));
     m.send_ipi(1);
     assert!(wait_until(|| m.arch().cpu(1).handled.load(Relaxed) == 1));
     m.assert_clean();

@@ -94,7 +94,7 @@ fn invalid_or_offline_cpu_is_nxio_and_leaves_csds_unlocked() {
     }
     static ASYNC: Csd = Csd::new(cb, 0);
     // CPU 3 exists but is offline; nr_cpu_ids is 4.
-    let m = Machine::with_online(4, CpuMask(0b0111));
+    let m = Machine::with_online(4, CpuMask::from_word0(0b0111));
     m.run_on(0, || {
         let s = smp();
         for cpu in [3, 4, 63, 64, 1000, u32::MAX] {
@@ -214,7 +214,7 @@ fn offline_caller_may_call_with_irqs_disabled() {
         RAN.fetch_add(1, Relaxed);
     }
     // CPU 2 is still coming up (not online): nobody can be waiting for it.
-    let m = Machine::with_online(3, CpuMask(0b011));
+    let m = Machine::with_online(3, CpuMask::from_word0(0b011));
     m.run_on(2, || {
         let flags = smp().arch().irq_save();
         smp()

@@ -220,7 +220,7 @@ fn stall_in_a_many_call_names_the_right_target() {
     // Both targets need an IPI, so they get one mask IPI; CPU 2's is lost.
     m.arch().drop_next_ipis(2, 1);
     m.run_on(0, || {
-        smp().smp_call_function_many(CpuMask(0b110), cb, 9, true)
+        smp().smp_call_function_many(CpuMask::from_word0(0b110), cb, 9, true)
     });
     let s = stalls(&m);
     assert!(!s.is_empty());
