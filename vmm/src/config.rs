@@ -68,7 +68,14 @@ pub struct VmConfig {
     /// KiB of each CPU's ring; `None`: the command line's `trace_buf=`, or
     /// `shared::trace::DEFAULT_RING_KIB`.
     pub trace_buf_kib: Option<u32>,
+    /// Flight recorder: the last events of each CPU involved printed with
+    /// a stall, crash, protocol error or watchdog report (0: none; needs
+    /// the trace rings).
+    pub flight: usize,
 }
+
+/// Default of [`VmConfig::flight`].
+pub const DEFAULT_FLIGHT: usize = 16;
 
 impl Default for VmConfig {
     fn default() -> Self {
@@ -91,6 +98,7 @@ impl Default for VmConfig {
             seccomp: Default::default(),
             trace_rings: false,
             trace_buf_kib: None,
+            flight: DEFAULT_FLIGHT,
         }
     }
 }

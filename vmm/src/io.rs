@@ -93,6 +93,13 @@ impl GuestRead for VecMemory {
     }
 }
 
+/// The vCPU a protocol error names (`vCPU N: ...`, as every message
+/// here starts), if any.
+fn vcpu_of(msg: &str) -> Option<u32> {
+    let rest = msg.strip_prefix("vCPU ")?;
+    rest[..rest.find(':')?].parse().ok()
+}
+
 /// Collects everything the guest sends, from all vCPU threads.
 pub struct GuestIo {
     mem: std::sync::Arc<dyn GuestRead>,
@@ -104,6 +111,8 @@ pub struct GuestIo {
     bench: Option<std::sync::Arc<crate::bench::Collector>>,
     /// Each CPU's first `CpuOnline` record, stamped on arrival.
     online_at: Mutex<Vec<(u32, std::time::Instant)>>,
+    /// The timeline's VMM events and the flight recorder.
+    recorder: Option<std::sync::Arc<crate::trace::Recorder>>,
 }
 
 impl GuestIo {
@@ -121,7 +130,15 @@ impl GuestIo {
             errors: Mutex::new((Vec::new(), 0)),
             bench: None,
             online_at: Mutex::new(Vec::new()),
+            recorder: None,
         }
+    }
+
+    /// Notes stall reports, crashes and protocol errors in `recorder`
+    /// (with a flight-recorder report of the CPUs involved).
+    pub fn with_recorder(mut self, recorder: std::sync::Arc<crate::trace::Recorder>) -> Self {
+        self.recorder = Some(recorder);
+        self
     }
 
     /// Hands benchmark markers and results to `collector`.
@@ -135,6 +152,9 @@ impl GuestIo {
         let mut e = self.errors.lock().unwrap_or_else(|p| p.into_inner());
         if e.0.len() < ERRORS_MAX {
             log::warn!("{msg}");
+            if let Some(r) = &self.recorder {
+                r.protocol_error(vcpu_of(&msg), &msg);
+            }
             e.0.push(msg);
         } else {
             e.1 += 1;
@@ -283,6 +303,7 @@ impl GuestIo {
                         rec.cpu
                     ));
                 }
+                self.note(cpu, &rec.body);
                 // Relaxed: a budget, updated under the records lock below.
                 let bytes = self
                     .record_bytes
@@ -302,6 +323,26 @@ impl GuestIo {
                 "vCPU {cpu}: malformed record ({} bytes): {e}",
                 data.len()
             )),
+        }
+    }
+
+    /// Stall and exception reports for the timeline and the flight
+    /// recorder (read now, while the guest runs on).
+    fn note(&self, cpu: u32, body: &Body<&str>) {
+        let Some(r) = &self.recorder else { return };
+        match *body {
+            Body::CsdStall {
+                id,
+                target,
+                func,
+                info,
+                nth,
+                ..
+            } => r.stall(cpu, target.0, id, func, info, nth),
+            Body::Exception { vector, rip, .. } => {
+                r.crash(cpu, vector, shared::vectors::exception_name(vector), rip)
+            }
+            _ => {}
         }
     }
 

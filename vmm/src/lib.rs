@@ -31,6 +31,8 @@ pub mod regs;
 pub mod seccomp;
 pub mod stalls;
 pub mod stop_signal;
+pub mod symbols;
+pub mod trace;
 pub mod trace_rings;
 pub mod vcpu;
 pub mod vm;

@@ -121,6 +121,11 @@ pub struct Outcome {
     /// The trace rings, copied out of guest memory after the vCPUs
     /// stopped, when tracing was on ([`crate::trace_rings`]).
     pub trace: Option<crate::trace_rings::TraceSnapshot>,
+    /// The guest kernel's function symbols.
+    pub symbols: std::sync::Arc<crate::symbols::Symbols>,
+    /// What the VMM recorded for the trace: its own events, the VM-exit
+    /// samples, the clock, the flight-recorder reports.
+    pub timeline: crate::trace::VmmTimeline,
 }
 
 impl Outcome {
@@ -183,9 +188,10 @@ impl Outcome {
             {
                 let _ = write!(
                     s,
-                    "CPU {} exception {vector} ({}) error code {error_code:#x} at RIP {rip:#x}",
+                    "CPU {} exception {vector} ({}) error code {error_code:#x} at RIP {rip:#x} {}",
                     r.cpu,
-                    exception_name(vector)
+                    exception_name(vector),
+                    self.symbols.at(rip)
                 );
                 if vector == 14 {
                     let _ = write!(s, " address {cr2:#x}");
@@ -196,10 +202,11 @@ impl Outcome {
         for d in &self.dumps {
             let _ = writeln!(
                 s,
-                "vCPU {}: {} RIP {:#x} RSP {:#x} RFLAGS {:#x} CR0 {:#x} CR3 {:#x} EFER {:#x}",
+                "vCPU {}: {} RIP {:#x} {} RSP {:#x} RFLAGS {:#x} CR0 {:#x} CR3 {:#x} EFER {:#x}",
                 d.cpu,
                 d.mp_state_name(),
                 d.rip,
+                self.symbols.at(d.rip),
                 d.rsp,
                 d.rflags,
                 d.cr0,

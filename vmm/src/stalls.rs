@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::records::{OwnedBody, OwnedRecord};
+use crate::symbols::Symbols;
 
 /// One stall: who waited for whom, how often it was reported, whether the
 /// IPI was re-sent, and whether (and when) the lock got unstuck.
@@ -112,33 +113,65 @@ pub fn summary(stalls: &[CsdStall], provoked: Option<u64>) -> (String, bool) {
     (line, false)
 }
 
+impl CsdStall {
+    /// The stall in one line, its functions named by `syms` (unknown
+    /// addresses in hex).
+    pub fn line(&self, syms: &Symbols) -> String {
+        Line { s: self, syms }.to_string()
+    }
+}
+
 impl std::fmt::Display for CsdStall {
+    /// The stall in one line, functions as addresses ([`CsdStall::line`]
+    /// names them).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        Line {
+            s: self,
+            syms: &Symbols::default(),
+        }
+        .fmt(f)
+    }
+}
+
+/// A [`CsdStall`] printed with symbols.
+struct Line<'a> {
+    s: &'a CsdStall,
+    syms: &'a Symbols,
+}
+
+impl std::fmt::Display for Line<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (s, syms) = (self.s, self.syms);
         write!(
             f,
-            "csd-lock stall #{}: CPU {} waited for CPU {} to run {:#x}({:#x}); ",
-            self.id, self.waiter, self.target, self.func, self.info
+            "csd-lock stall #{}: CPU {} waited for CPU {} to run {}({:#x}); ",
+            s.id,
+            s.waiter,
+            s.target,
+            syms.at(s.func),
+            s.info
         )?;
-        if self.target_running == 0 {
-            write!(f, "CPU {} was running no callback; ", self.target)?;
+        if s.target_running == 0 {
+            write!(f, "CPU {} was running no callback; ", s.target)?;
         } else {
             write!(
                 f,
-                "CPU {} was running {:#x}; ",
-                self.target, self.target_running
+                "CPU {} was running {}; ",
+                s.target,
+                syms.at(s.target_running)
             )?;
         }
         write!(
             f,
             "{} report(s), IPI re-sent {} time(s); ",
-            self.reports, self.resends
+            s.reports, s.resends
         )?;
-        match self.unstuck_after {
+        match s.unstuck_after {
             Some(d) => write!(f, "unstuck after {:.1} ms", d.as_secs_f64() * 1e3),
             None => write!(
                 f,
                 "NOT unstuck (waited at least {:.1} ms)",
-                self.waited.as_secs_f64() * 1e3
+                s.waited.as_secs_f64() * 1e3
             ),
         }
     }
@@ -195,6 +228,13 @@ mod tests {
         let line = s[0].to_string();
         assert!(line.contains("CPU 0 waited for CPU 1") && line.contains("unstuck after 450.0 ms"));
         assert!(s[1].to_string().contains("NOT unstuck"));
+        let syms = Symbols::from_list(&[(0x1000, 4, "scenarios::bench::nop")]);
+        assert!(
+            s[0].line(&syms)
+                .contains("CPU 0 waited for CPU 1 to run scenarios::bench::nop(0x2)"),
+            "{}",
+            s[0].line(&syms)
+        );
     }
 
     #[test]

@@ -121,6 +121,10 @@ pub(super) fn rules(kind: ThreadKind) -> Result<Rules, BuildError> {
                     libc::SYS_newfstatat,
                     libc::SYS_statx,
                     libc::SYS_getrandom,
+                    // With tracing on, the watchdog loop samples each
+                    // vCPU's VM exits: a `pread` of the stats fds opened
+                    // before the filter.
+                    libc::SYS_pread64,
                 ],
             );
         }

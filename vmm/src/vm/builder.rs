@@ -82,6 +82,8 @@ impl VmBuilder {
             .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
         let vcpus = create_vcpus(&vm, &apic_ids)?;
         let tsc_khz = vcpus[0].get_tsc_khz().unwrap_or(0);
+        // Before any vCPU runs: the guest TSC and CLOCK_BOOTTIME together.
+        let clock = crate::trace::clock::Calibration::read(&vcpus[0], tsc_khz);
         set_cpuid(&vcpus, &apic_ids, &supported, tsc_khz)?;
         boot_info::write(&mem, config, &apic_ids, tsc_khz, &supported, trace)?;
         regs::setup_bsp(&vcpus[0], kernel.image.entry, layout::BOOT_INFO.start.0)?;
@@ -103,6 +105,8 @@ impl VmBuilder {
             listener,
             drop_ipi,
             trace,
+            symbols: Arc::new(symbols(&kernel)),
+            clock,
         })
     }
 }
@@ -111,6 +115,15 @@ impl VmBuilder {
 /// `stride > 1`, so that any confusion of the two ids shows up in tests.
 pub fn apic_ids(cpus: u32, stride: u32) -> Vec<ApicId> {
     (0..cpus).map(|c| ApicId(c * stride)).collect()
+}
+
+/// The kernel's function symbols (none, with one warning, if its symbol
+/// table cannot be read: reports then print addresses).
+fn symbols(kernel: &GuestKernel) -> crate::symbols::Symbols {
+    crate::symbols::Symbols::from_elf(&kernel.bytes).unwrap_or_else(|e| {
+        log::warn!("{}: {e}", kernel.path.display());
+        crate::symbols::Symbols::default()
+    })
 }
 
 /// The guest kernel; the embedded one with its trace points if `traced`.

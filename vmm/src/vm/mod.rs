@@ -55,6 +55,10 @@ pub struct Vm {
     drop_ipi: std::result::Result<Option<f64>, String>,
     /// The trace rings, when tracing is on.
     trace: Option<crate::trace_rings::TraceRegion>,
+    /// The kernel's function symbols, for the reports and the trace.
+    symbols: Arc<crate::symbols::Symbols>,
+    /// Guest TSC to CLOCK_BOOTTIME (`None` if KVM would not say).
+    clock: Option<crate::trace::clock::Calibration>,
 }
 
 /// Boots the VM described by `config` and runs it to the end.

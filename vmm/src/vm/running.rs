@@ -24,6 +24,8 @@ use crate::mailbox::Channel;
 use crate::outcome::{Ending, Outcome};
 use crate::seccomp::{Filters, SeccompMode, Startup};
 use crate::stop_signal;
+use crate::trace::flight::LiveRings;
+use crate::trace::{EXIT_SAMPLE_PERIOD, Recorder, VmmEventKind};
 use crate::vcpu::{Control, Dumps};
 
 impl Vm {
@@ -45,6 +47,11 @@ struct RunState {
     bench: Arc<Collector>,
     injector: Arc<Injector>,
     hotplug: Arc<Mutex<Vec<Event>>>,
+    /// The timeline's VMM side and the flight recorder.
+    recorder: Arc<Recorder>,
+    /// Each vCPU's KVM statistics and the offset of its `exits` counter,
+    /// sampled by the watchdog loop when tracing is on.
+    exit_stats: Vec<Option<(VcpuStats, usize)>>,
 }
 
 /// A VM whose threads run.
@@ -61,6 +68,8 @@ struct Running {
     channel: Arc<Channel>,
     /// The trace rings, when tracing is on.
     trace: Option<crate::trace_rings::TraceRegion>,
+    /// The kernel's function symbols.
+    symbols: Arc<crate::symbols::Symbols>,
 }
 
 /// The host's request channel to the guest (hotplug, control socket),
@@ -95,12 +104,39 @@ impl RunState {
         if let Err(why) = &vm.drop_ipi {
             injector.skip(why.clone());
         }
+        let live = vm.trace.map(|region| LiveRings {
+            mem: vm.mem.clone(),
+            region,
+        });
+        let recorder = Arc::new(Recorder::new(
+            vm.started,
+            vm.clock,
+            vm.symbols.clone(),
+            live,
+            vm.config.flight,
+        ));
+        // A second stats fd per vCPU (the collector's are its own), read
+        // only by the main thread.
+        let exit_stats = match vm.trace {
+            Some(_) => vm
+                .vcpus
+                .iter()
+                .map(|v| {
+                    let s = VcpuStats::open(v).ok()?;
+                    let at = s.layout().counter("exits")?;
+                    Some((s, at))
+                })
+                .collect(),
+            None => Vec::new(),
+        };
         let state = RunState {
-            io: Arc::new(io.with_bench(bench.clone())),
+            io: Arc::new(io.with_bench(bench.clone()).with_recorder(recorder.clone())),
             ctl: Arc::new(Control::default()),
             bench,
             injector: Arc::new(injector),
             hotplug: Arc::default(),
+            recorder,
+            exit_stats,
         };
         state.ctl.set_faults(state.injector.clone());
         state
@@ -138,6 +174,8 @@ impl RunState {
             bench: self.bench.take(),
             boot,
             trace: None,
+            symbols: Arc::new(crate::symbols::Symbols::default()),
+            timeline: Default::default(),
         }
     }
 }
@@ -155,6 +193,7 @@ impl Running {
         let state = RunState::new(&vm);
         let Vm {
             trace,
+            symbols,
             config,
             started,
             mem,
@@ -199,6 +238,7 @@ impl Running {
             vm,
             channel,
             trace,
+            symbols,
         })
     }
 
@@ -207,13 +247,25 @@ impl Running {
     fn watchdog(&self) -> Ending {
         let (ctl, timeout) = (&self.state.ctl, self.config.timeout);
         let deadline = Instant::now() + timeout;
+        let sampling = !self.state.exit_stats.is_empty();
+        let poll = if sampling {
+            EXIT_SAMPLE_PERIOD
+        } else {
+            stop_signal::POLL
+        };
         loop {
+            if sampling {
+                self.sample_exits();
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
+                self.state
+                    .recorder
+                    .watchdog(self.config.cpus, timeout.as_secs_f64());
                 ctl.finish(Ending::Timeout(timeout), Dumps::Take);
                 return ctl.ending().unwrap_or(Ending::Timeout(timeout));
             }
-            if let Some(e) = ctl.wait(left.min(stop_signal::POLL)) {
+            if let Some(e) = ctl.wait(left.min(poll)) {
                 return e;
             }
             if let Some(sig) = stop_signal::pending() {
@@ -221,6 +273,53 @@ impl Running {
                 return ctl.ending().unwrap_or(Ending::Signal(sig));
             }
         }
+    }
+
+    /// One sample of every vCPU's VM exits (a `pread` of each stats fd).
+    fn sample_exits(&self) {
+        let exits = self
+            .state
+            .exit_stats
+            .iter()
+            .map(|s| {
+                let (stats, at) = s.as_ref()?;
+                stats.read(&[*at]).ok()?.first().copied()
+            })
+            .collect();
+        self.state.recorder.sample(exits);
+    }
+
+    /// The VMM events known only at the end (hotplug requests, injected
+    /// stalls), and a flight report for a crash no exception record
+    /// reported (a triple fault, a failed entry).
+    fn note_end(r: &Recorder, outcome: &Outcome) {
+        for e in &outcome.hotplug {
+            let result = match &e.result {
+                Ok(0) => "done".to_string(),
+                Ok(errno) => format!("errno {errno}"),
+                Err(err) => err.to_string(),
+            };
+            let detail = format!("cpu={} change={} result={result}", e.cpu, e.change.name());
+            r.event_at(r.ns_after_start(e.at), VmmEventKind::Hotplug, None, detail);
+        }
+        for s in &outcome.faults.stalls {
+            let dur = u64::try_from(s.lasted.as_nanos()).unwrap_or(u64::MAX);
+            let detail = format!("cpu={}", s.cpu);
+            let ns = r.ns_after_start(s.at);
+            r.event_at(ns, VmmEventKind::FaultStall, Some(dur), detail);
+        }
+        let cpu = match &outcome.ending {
+            Ending::TripleFault { cpu }
+            | Ending::FailEntry { cpu, .. }
+            | Ending::InternalError { cpu }
+            | Ending::UnexpectedExit { cpu, .. }
+            | Ending::RunFailed { cpu, .. } => *cpu,
+            _ => return,
+        };
+        let title = outcome.diagnosis();
+        let title = title.lines().next().unwrap_or("crash");
+        r.event(VmmEventKind::Crash, title.to_string());
+        r.flight(title, &[cpu]);
     }
 
     /// Stops every thread and makes the outcome of `ending`.
@@ -234,11 +333,14 @@ impl Running {
             self.state
                 .outcome(ending, &stuck, [self.started, self.vcpus_started, ended]);
         outcome.faults.check_injected(&self.config.faults);
+        outcome.symbols = self.symbols.clone();
+        Self::note_end(&self.state.recorder, &outcome);
         // After the vCPU threads stopped (a stuck one may still write: its
         // entries then read as torn, never out of bounds).
         outcome.trace = self
             .trace
             .and_then(|t| crate::trace_rings::TraceSnapshot::take(&self.mem, t));
+        outcome.timeline = self.state.recorder.take();
         drop(self.channel);
         if stuck.vcpus > 0 {
             // A thread may still be inside KVM_RUN: keep its VM and memory.
