@@ -140,6 +140,21 @@ struct Cli {
     /// Test hook: vCPU 0's thread opens a file once its filter is in place.
     #[arg(long, hide = true)]
     seccomp_test_violation: bool,
+    /// Record the run's timeline: every cross call of every vCPU (the
+    /// guest's trace rings), the VMM's own events and each vCPU's VM exits,
+    /// as Perfetto's protobuf trace (open it in ui.perfetto.dev), or as
+    /// ftrace-style text lines if PATH ends in .txt. Turns tracing on (the
+    /// guest with its trace points). Written however the run ends (also on
+    /// exit 1, 3, 4); checked as --json.
+    #[arg(long, value_name = "PATH")]
+    trace: Option<PathBuf>,
+    /// Flight recorder: with a csd-lock stall report, a guest crash, a
+    /// protocol error or a watchdog timeout, print the last N events of
+    /// each CPU involved, newest last (default 16). Needs tracing: on with
+    /// --trace, --flight or the command-line word `trace`.
+    #[arg(long, value_name = "N", allow_negative_numbers = true,
+          value_parser = |s: &str| whole::<usize>(s))]
+    flight: Option<usize>,
     /// Do not copy the guest console to stdout.
     #[arg(long, short)]
     quiet: bool,
@@ -325,6 +340,14 @@ fn config(cli: &Cli) -> Result<VmConfig, String> {
         None => Vec::new(),
     };
     scenario_options(cli)?;
+    if let Some(n) = cli.flight
+        && n > vmm::trace::flight::MAX_FLIGHT
+    {
+        return Err(format!(
+            "--flight {n}: at most {} events per CPU",
+            vmm::trace::flight::MAX_FLIGHT
+        ));
+    }
     let duration = cli.duration.map(|d| seconds("--duration", d)).transpose()?;
     let faults = cli
         .fault
@@ -356,9 +379,11 @@ fn config(cli: &Cli) -> Result<VmConfig, String> {
             main_thread: true,
             test_violation: cli.seccomp_test_violation,
         },
-        // The command line's `trace`/`trace_buf=` turn the rings on.
-        trace_rings: false,
+        // --trace and --flight turn the rings on; so do the command
+        // line's `trace`/`trace_buf=`.
+        trace_rings: cli.trace.is_some() || cli.flight.is_some(),
         trace_buf_kib: None,
+        flight: cli.flight.unwrap_or(vmm::config::DEFAULT_FLIGHT),
     })
 }
 
@@ -447,6 +472,7 @@ struct Outputs {
     json: Option<Output>,
     plot: Option<Output>,
     junit: Option<Output>,
+    trace: Option<Output>,
 }
 
 impl Outputs {
@@ -459,6 +485,7 @@ impl Outputs {
             ("--json", &cli.json),
             ("--plot", &cli.plot),
             ("--junit", &cli.junit),
+            ("--trace", &cli.trace),
         ];
         for (flag, path) in wanted {
             let Some(path) = path else { continue };
@@ -484,6 +511,7 @@ impl Outputs {
             match flag {
                 "--json" => outs.json = Some(out),
                 "--plot" => outs.plot = Some(out),
+                "--trace" => outs.trace = Some(out),
                 _ => outs.junit = Some(out),
             }
             if let Some(msg) = same {
@@ -495,12 +523,17 @@ impl Outputs {
     }
 
     fn iter(&self) -> impl Iterator<Item = &Output> {
-        [&self.json, &self.plot, &self.junit].into_iter().flatten()
+        [&self.json, &self.plot, &self.junit, &self.trace]
+            .into_iter()
+            .flatten()
     }
 
     /// Removes the files this run created (it is not going to write them).
     fn discard(self) {
-        for o in [self.json, self.plot, self.junit].into_iter().flatten() {
+        for o in [self.json, self.plot, self.junit, self.trace]
+            .into_iter()
+            .flatten()
+        {
             o.discard();
         }
     }
@@ -603,7 +636,7 @@ fn main() -> ProcessExit {
                     stalls.iter().partition(|s| s.unstuck_after.is_none());
                 let shown = if explained { 0 } else { STALLS_SHOWN };
                 for s in stuck.iter().chain(rest.iter().take(shown)) {
-                    println!("{s}");
+                    println!("{}", s.line(&outcome.symbols));
                 }
                 if rest.len() > shown && !explained {
                     println!("... and {} more unstuck stalls", rest.len() - shown);
@@ -626,6 +659,20 @@ fn main() -> ProcessExit {
                 eprintln!("vmm: {msg}");
                 if outcome.exit_code() == ExitCode::Success {
                     return ProcessExit::from(ExitCode::Usage as u8);
+                }
+            }
+            for report in &outcome.timeline.flight {
+                eprint!("{report}");
+            }
+            // Written however the run ended; a failed write exits 2 unless
+            // the guest failed (as --json).
+            if let Some(out) = &mut outputs.trace {
+                let format = vmm::trace::Format::of_path(&out.path);
+                if let Err(msg) = out.write(&vmm::trace::render(&outcome, format)) {
+                    eprintln!("vmm: {msg}");
+                    if outcome.exit_code() == ExitCode::Success {
+                        return ProcessExit::from(ExitCode::Usage as u8);
+                    }
                 }
             }
             let diagnosis = outcome.diagnosis();
