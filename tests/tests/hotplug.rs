@@ -252,7 +252,9 @@ fn an_ap_that_does_not_come_up_is_cancelled_and_can_be_retried() {
     c.hotplug = parse_schedule("0ms:on 1; 0ms:off 2; 0ms:on 2", 3).unwrap();
     let o = run(&c);
     assert_success(&o);
-    assert_console(&o, "CPU 1 (APIC id 0x1) did not come online within 200 ms");
+    // The guest prints its scaled deadline (ap_timeout_ms times the
+    // host-speed factor), which a loaded host can raise: no number here.
+    assert_console(&o, "CPU 1 (APIC id 0x1) did not come online within ");
     assert_console(&o, "Brought up 2 CPUs");
     use Change::{Offline, Online};
     assert_eq!(
