@@ -59,8 +59,10 @@ fn hp(cpu: CpuId) -> &'static HpCpu {
     &HP[cpu.index() % MAX_CPUS]
 }
 
-/// Sends `cpu` the WAKE IPI (out of a halt, to a poll point).
+/// Sends `cpu` the WAKE IPI (out of a halt, to a poll point), with a
+/// recheck request so that its idle loop looks at what changed.
 pub fn wake(cpu: CpuId) {
+    percpu::request_idle_recheck(cpu);
     let apic = percpu::area(cpu).apic_id();
     x2apic::send(Icr::fixed(vectors::WAKE, Destination::Physical(apic)));
 }

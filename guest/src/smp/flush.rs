@@ -140,9 +140,9 @@ impl<A: Arch> Smp<A> {
         let pcpu = self.pcpu(this);
         let entry = self.queue(this).del_all();
         if let Some(node) = NonNull::new(entry) {
-            bump(&pcpu.counters.kicks_taken);
             // SAFETY: `del_all` detached the chain; this CPU owns it.
             if !unsafe { self.run_lone_sync(this, pcpu, node) } {
+                bump(&pcpu.counters.kicks_taken);
                 // SAFETY: as above, and nothing of it has run.
                 unsafe { self.run_taken_chain(pcpu, entry, warn_cpu_offline) };
             }
@@ -151,7 +151,8 @@ impl<A: Arch> Smp<A> {
 
     /// The short path: if the chain is one SYNC csd and this CPU is
     /// online, runs it and unlocks it (as pass 1 of [`Self::run_chain`]
-    /// would) and returns true; otherwise touches nothing and returns false.
+    /// would; counted once, as a kick taken and a callback run) and returns
+    /// true; otherwise touches nothing and returns false.
     /// Only the csd is live across the callback (the count is taken before
     /// it, the running word is this-CPU storage of the arch), and the unlock
     /// is the first thing after it.
@@ -162,21 +163,24 @@ impl<A: Arch> Smp<A> {
     #[inline(always)]
     unsafe fn run_lone_sync(&self, this: CpuId, pcpu: &PerCpu, node: NonNull<LlistNode>) -> bool {
         // SAFETY: `node` is on our detached chain.
-        let lone = unsafe { node.as_ref() }.next().is_null();
+        let next = unsafe { node.as_ref() }.next() as usize;
         // SAFETY: every node on a call queue is the first field of a
         // `CallSingleNode`.
         let csn = unsafe { node.cast::<CallSingleNode>().as_ref() };
         // Relaxed: as in `CallSingleNode::csd_type`. A queued SYNC csd's
         // flags are exactly LOCK | SYNC.
-        let sync = csn.flags.load(Ordering::Relaxed) == CSD_FLAG_LOCK | CSD_TYPE_SYNC;
-        if !lone || !sync || !self.valid_cpu_online(this) {
+        let flags = csn.flags.load(Ordering::Relaxed);
+        // Alone (no next) and SYNC, in one test.
+        let lone_sync = next | (flags ^ (CSD_FLAG_LOCK | CSD_TYPE_SYNC)) as usize == 0;
+        if !lone_sync || !self.valid_cpu_online(this) {
             return false;
         }
         // SAFETY: a SYNC node is a csd; we release it last.
         let csd = unsafe { Csd::from_node(node) };
         // SAFETY: taken off our queue, not unlocked yet.
         let (func, info) = unsafe { csd.read() };
-        bump(&pcpu.counters.callbacks_run);
+        // One count for the kick and the callback (see `Counters`).
+        bump(&pcpu.counters.lone_syncs_run);
         self.arch.set_running(func as usize);
         trace_point!(
             self,

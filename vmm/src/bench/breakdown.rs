@@ -49,11 +49,9 @@ const fn part(what: &'static str, insn: u32) -> Part {
 const ENTRY: Part = part("entry stub: 9 saves, call, 9 restores, iretq", 20);
 /// The x2APIC EOI: `mov ecx`, two zeroing `xor`s, `wrmsr`.
 const EOI: Part = part("EOI (x2APIC wrmsr and its operands)", 4);
-/// The idle loop from a `hlt` that an interrupt ended to the next `hlt`.
-const IDLE_HALT: Part = part(
-    "idle loop: cli, hotplug poll point, idle-task lock, idle=poll test, sti; hlt",
-    26,
-);
+/// The halting idle loop from a `hlt` that an interrupt ended to the next
+/// `hlt`, when the interrupt requested no recheck.
+const IDLE_HALT: Part = part("idle loop: cli, recheck test, sti; hlt", 5);
 
 /// Every breakdown the report knows.
 pub const BREAKDOWNS: &[Breakdown] = &[
@@ -64,12 +62,12 @@ pub const BREAKDOWNS: &[Breakdown] = &[
             ENTRY,
             part("handler frame: push/pop rbx, ret", 3),
             EOI,
-            part("per-CPU block: gs:[0], and, shl", 3),
+            part("per-CPU block: gs:[0], and, shl, lea", 4),
             part("queue take: zero, xchg, empty test", 4),
-            part("counters kicks_taken, callbacks_run (lea, 2 lock inc)", 3),
-            part("lone-SYNC test: next, flags", 6),
+            part("lone-SYNC test: next, flags, one branch", 5),
             part("online test", 3),
             part("csd func and info", 2),
+            part("counter lone_syncs_run (lock inc)", 1),
             part("running word: set, clear", 2),
             part("call the function, its ret (nop)", 2),
             part("unlock (release store)", 1),
