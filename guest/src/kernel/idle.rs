@@ -57,10 +57,11 @@ pub fn idle() -> ! {
         }
         if ipi.idle_polls(me) && window.open() {
             poll_idle::polling_enter(me);
+            let queue = SMP.call_queue_word(me);
             loop {
-                let woken = window.poll_batch(|| SMP.call_queue_pending(me));
+                let woken = window.poll_batch(queue);
                 if woken {
-                    SMP.run_call_queue_irqs_off();
+                    SMP.run_call_queue_of(me);
                 }
                 window.batch_done(woken);
                 // Whatever else this CPU waits for (a hotplug request, an

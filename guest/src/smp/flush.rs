@@ -81,6 +81,27 @@ impl<A: Arch> Smp<A> {
         self.run_call_queue(this, OfflineCalls::Warn);
     }
 
+    /// [`Self::run_call_queue_irqs_off`] for a caller that read this CPU's
+    /// number once and drains in a loop (the polling idle loop): the
+    /// queue's address is then computed once, outside the loop.
+    ///
+    /// Context: as [`Self::run_call_queue_irqs_off`]; `this` is this CPU
+    /// (from [`Arch::this_cpu`]).
+    #[inline(always)]
+    pub fn run_call_queue_of(&self, this: CpuId) {
+        debug_assert_eq!(this, self.arch.this_cpu());
+        self.run_call_queue(this, OfflineCalls::Warn);
+    }
+
+    /// The word a polling idle loop spins on: `cpu`'s call queue head,
+    /// non-zero while calls are queued. Read it only as a hint (a plain
+    /// load); the drain that acts on it is the synchronizing read.
+    #[cfg(not(loom))]
+    #[inline(always)]
+    pub fn call_queue_word(&self, cpu: CpuId) -> *const usize {
+        self.queue(cpu).word()
+    }
+
     /// Whether calls are queued to `cpu` (this CPU, from
     /// [`Arch::this_cpu`]). A hint for a polling idle loop: it can change at
     /// once; the drain that acts on it is the synchronizing read.

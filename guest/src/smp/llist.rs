@@ -111,6 +111,14 @@ impl LlistHead {
         self.first.swap(ptr::null_mut(), Ordering::SeqCst)
     }
 
+    /// The head word's address, for a consumer that spins on it with plain
+    /// loads (a hint, as [`Self::is_empty`]).
+    #[cfg(not(loom))]
+    #[inline]
+    pub(crate) fn word(&self) -> *const usize {
+        self.first.as_ptr().cast::<usize>().cast_const()
+    }
+
     /// Whether the list is empty right now (a hint: it can change at once).
     #[inline]
     pub(crate) fn is_empty(&self) -> bool {

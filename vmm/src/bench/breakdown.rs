@@ -7,7 +7,10 @@
 //!
 //! A round trip of a halted target starts where its `hlt` returns after the
 //! interrupt and ends at its next `hlt`; a polling target's, where its spin
-//! sees the call and ends where it sees the next one. A count here changes
+//! sees the call and ends where it sees the next one: its count has one
+//! look of the spin, and what the target measured beyond the count is its
+//! spinning while the sender was busy (or preempted: on a loaded host that
+//! dominates the mean). A count here changes
 //! with the code it describes: whoever changes that code recounts it.
 
 use shared::bench::{Case, IdleMode};
@@ -72,6 +75,28 @@ pub const BREAKDOWNS: &[Breakdown] = &[
             part("call the function, its ret (nop)", 2),
             part("unlock (release store)", 1),
             IDLE_HALT,
+        ],
+    },
+    Breakdown {
+        case: Case::SingleWait,
+        idle: IdleMode::Poll,
+        parts: &[
+            part(
+                "spin: the look that sees the call (pause, cmp, jne); \
+                 every earlier look adds 3, every 4th 2 more",
+                3,
+            ),
+            part("leave the spin: cli, test, branch", 3),
+            part("queue take: zero, xchg, empty test", 4),
+            part("lone-SYNC test: next, flags, one branch", 5),
+            part("online test", 3),
+            part("csd func and info", 2),
+            part("counter lone_syncs_run (lock inc)", 1),
+            part("running word: set, clear", 2),
+            part("keep the csd across the call, call, its ret (nop)", 3),
+            part("unlock (release store)", 1),
+            part("recheck test (gs), branch", 3),
+            part("next batch: spin count, sti", 2),
         ],
     },
     Breakdown {

@@ -173,9 +173,20 @@ pub fn take_idle_recheck() {
 /// spin for a full look, which takes the request).
 #[inline(always)]
 pub fn idle_recheck_requested() -> bool {
-    // Relaxed: a hint; the look that acts on it follows the Acquire swap
-    // in `take_idle_recheck`.
-    this().idle_recheck.load(Ordering::Relaxed) != 0
+    let v: u32;
+    // SAFETY: GS points at this CPU's `PerCpu`, whose `idle_recheck` (an
+    // aligned AtomicU32: the load is atomic on x86) is at offset
+    // IDLE_RECHECK. Relaxed: a hint; the look that acts on it follows the
+    // Acquire swap in `take_idle_recheck`.
+    unsafe {
+        core::arch::asm!(
+            "mov {:e}, gs:[{off}]",
+            out(reg) v,
+            off = const IDLE_RECHECK,
+            options(nostack, preserves_flags, readonly)
+        )
+    };
+    v != 0
 }
 
 /// The halting idle loop's wait: enables interrupts and halts (the `sti`
