@@ -95,7 +95,9 @@ impl LlistHead {
                 Ordering::SeqCst,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return first.is_null(),
+                // The value seen is `first` itself; testing it rather than
+                // `first` needs no copy of it across the compare-exchange.
+                Ok(seen) => return seen.is_null(),
                 Err(current) => first = current,
             }
         }
