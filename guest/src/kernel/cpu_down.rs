@@ -78,15 +78,6 @@ pub fn starting(cpu: CpuId) {
     h.held.store(false, Ordering::Relaxed);
 }
 
-/// Whether a hotplug request (go down, or hold) waits for idle `me` at
-/// its next [`poll`] point.
-#[inline(always)]
-pub fn requested(me: CpuId) -> bool {
-    let h = hp(me);
-    // Relaxed: a hint; `poll` reads both again with Acquire.
-    h.hold.load(Ordering::Relaxed) || h.down_requested.load(Ordering::Relaxed)
-}
-
 /// A poll point: must be called with interrupts disabled. Goes offline
 /// (never returns) if asked to, sits in `hold` if asked to.
 pub fn poll(me: CpuId) {

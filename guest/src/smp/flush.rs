@@ -102,16 +102,6 @@ impl<A: Arch> Smp<A> {
         self.queue(cpu).word()
     }
 
-    /// Whether calls are queued to `cpu` (this CPU, from
-    /// [`Arch::this_cpu`]). A hint for a polling idle loop: it can change at
-    /// once; the drain that acts on it is the synchronizing read.
-    ///
-    /// Context: any.
-    #[inline(always)]
-    pub fn call_queue_pending(&self, cpu: CpuId) -> bool {
-        !self.queue(cpu).is_empty()
-    }
-
     /// Runs this CPU's pending calls and irq_work from any context (e.g.
     /// a CPU that comes online, for what was queued while it was offline);
     /// modern Linux's `flush_smp_call_function_queue(void)`. Returns at
