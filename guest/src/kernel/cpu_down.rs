@@ -59,8 +59,10 @@ fn hp(cpu: CpuId) -> &'static HpCpu {
     &HP[cpu.index() % MAX_CPUS]
 }
 
-/// Sends `cpu` the WAKE IPI (out of a halt, to a poll point).
+/// Sends `cpu` the WAKE IPI (out of a halt, to a poll point), with a
+/// recheck request so that its idle loop looks at what changed.
 pub fn wake(cpu: CpuId) {
+    percpu::request_idle_recheck(cpu);
     let apic = percpu::area(cpu).apic_id();
     x2apic::send(Icr::fixed(vectors::WAKE, Destination::Physical(apic)));
 }
@@ -74,15 +76,6 @@ pub fn starting(cpu: CpuId) {
     h.dead.store(false, Ordering::Relaxed);
     h.hold.store(false, Ordering::Relaxed);
     h.held.store(false, Ordering::Relaxed);
-}
-
-/// Whether a hotplug request (go down, or hold) waits for idle `me` at
-/// its next [`poll`] point.
-#[inline(always)]
-pub fn requested(me: CpuId) -> bool {
-    let h = hp(me);
-    // Relaxed: a hint; `poll` reads both again with Acquire.
-    h.hold.load(Ordering::Relaxed) || h.down_requested.load(Ordering::Relaxed)
 }
 
 /// A poll point: must be called with interrupts disabled. Goes offline

@@ -33,7 +33,8 @@ pub fn set_idle_task(cpu: CpuId, task: Option<fn()>) {
 /// itself, still polling, and goes straight back to its spin unless a
 /// hotplug request or an idle task is waiting (the next call may follow
 /// at once). It stops polling (and drains once more) after each batch of
-/// pauses that found no work, for the hotplug poll point, and halts once
+/// pauses that found no work, for the hotplug poll point (or at once when
+/// a recheck is requested, see `percpu::request_idle_recheck`), and halts once
 /// it polled a while without being woken (see `PollWindow`); after
 /// the next interrupt it polls again.
 pub fn idle() -> ! {
@@ -43,6 +44,8 @@ pub fn idle() -> ! {
     let mut window = PollWindow::new();
     loop {
         cpu::cli();
+        // Before the look: a request made after it stays set.
+        percpu::take_idle_recheck();
         cpu_down::poll(me);
         // Copied out: the lock is not held while the task runs.
         let task = *IDLE_TASK[me.index() % MAX_CPUS].lock();
@@ -54,13 +57,16 @@ pub fn idle() -> ! {
         }
         if ipi.idle_polls(me) && window.open() {
             poll_idle::polling_enter(me);
+            let queue = SMP.call_queue_word(me);
             loop {
-                let woken = window.poll_batch(|| SMP.call_queue_pending(me));
+                let woken = window.poll_batch(queue);
                 if woken {
-                    SMP.run_call_queue_irqs_off();
+                    SMP.run_call_queue_of(me);
                 }
                 window.batch_done(woken);
-                if !woken || !ipi.idle_polls(me) || wanted_elsewhere(me) {
+                // Whatever else this CPU waits for (a hotplug request, an
+                // idle task, its idle mode) comes with a recheck request.
+                if !woken || percpu::idle_recheck_requested() {
                     break;
                 }
             }
@@ -72,17 +78,15 @@ pub fn idle() -> ! {
         // The wake-up from this halt starts a new polling window.
         window.reset();
         // Atomically re-enable interrupts and halt: a wake-up that arrives
-        // after `poll` looked is not lost.
-        cpu::sti_hlt();
+        // after `poll` looked is not lost. A CPU that polls when idle
+        // goes back to polling after any interrupt; the others halt again
+        // at once after the interrupts (calls) that leave nothing else to
+        // look at: whoever changes what the loop waits for requests a
+        // recheck first (`cpu_down::wake`, `IpiDelivery::set_poll_cpus`).
+        if ipi.idle_polls(me) {
+            cpu::sti_hlt();
+        } else {
+            percpu::halt_until_recheck();
+        }
     }
-}
-
-/// Whether something other than calls waits for this idle CPU: a hotplug
-/// request or an idle task (a task being set counts as one).
-#[inline(always)]
-fn wanted_elsewhere(me: CpuId) -> bool {
-    cpu_down::requested(me)
-        || IDLE_TASK[me.index() % MAX_CPUS]
-            .try_lock()
-            .is_none_or(|t| t.is_some())
 }

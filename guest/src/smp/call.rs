@@ -157,7 +157,14 @@ impl<A: Arch> Smp<A> {
             // round trip's critical path.
             if kick {
                 trace_point!(self, IpiSendCpu, cpu.0, callsite!(self), func as usize);
-                self.send_single_ipi(this, cpu);
+                self.arch.send_call_function_single_ipi(cpu);
+            }
+            // Read again rather than kept: this CPU's block is then found
+            // again after the IPI, and no register holds its address
+            // across the queueing and the ICR write.
+            let this = self.arch.this_cpu();
+            if kick {
+                bump(&self.pcpu(this).counters.ipis_requested);
             }
             self.send_exit(this, window);
             self.check_irqs_enabled(this, u64::from(cpu.0));

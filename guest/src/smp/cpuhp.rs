@@ -32,28 +32,36 @@ const SENDER_WAIT_NS: u64 = 2_000_000_000;
 /// The outgoing CPU reads the clock once per this many spins of its wait.
 const CLOCK_EVERY_SPINS: u32 = 64;
 
+/// An open send window ([`Smp::send_enter`]), to hand back to
+/// [`Smp::send_exit`].
+#[must_use = "a send window must be closed with send_exit"]
+pub(crate) struct SendWindow(());
+
 impl<A: Arch> Smp<A> {
     /// Opens this CPU's send window: from here until [`Self::send_exit`]
-    /// an outgoing CPU waits before its dying flush. Returns the previous
-    /// window state, so that a window opened by an interrupt handler
-    /// nested in another restores it.
+    /// an outgoing CPU waits before its dying flush. The word counts the
+    /// open windows (one `lock inc` with no register: the IPI round trip's
+    /// sender runs it), so that a window opened by an interrupt handler
+    /// nested in another leaves the outer one open when it closes.
     #[inline(always)]
-    pub(crate) fn send_enter(&self, this: CpuId) -> u32 {
-        // SeqCst: this store and the online test that follows
+    pub(crate) fn send_enter(&self, this: CpuId) -> SendWindow {
+        // SeqCst: this increment and the online test that follows
         // (`cpu_online_in_window`, or the mask load of a multi-CPU call)
         // against the outgoing CPU's SeqCst stores to its online mirror
         // and mask (`set_cpu_online`) and its SeqCst load of this word: either the sender sees
         // the CPU offline, or the outgoing CPU sees the window open.
-        self.pcpu(this).sending.swap(1, Ordering::SeqCst)
+        self.pcpu(this).sending.fetch_add(1, Ordering::SeqCst);
+        SendWindow(())
     }
 
     /// Closes the window opened by [`Self::send_enter`].
     #[inline(always)]
-    pub(crate) fn send_exit(&self, this: CpuId, prev: u32) {
+    pub(crate) fn send_exit(&self, this: CpuId, window: SendWindow) {
+        let SendWindow(()) = window;
         // Release: the queueing inside the window happens before the
         // outgoing CPU's Acquire load sees the window closed, so its dying
         // flush finds the call.
-        self.pcpu(this).sending.store(prev, Ordering::Release);
+        self.pcpu(this).sending.fetch_sub(1, Ordering::Release);
     }
 
     /// [`Self::cpu_online`] for use inside a send window (SeqCst load of

@@ -81,14 +81,25 @@ impl<A: Arch> Smp<A> {
         self.run_call_queue(this, OfflineCalls::Warn);
     }
 
-    /// Whether calls are queued to `cpu` (this CPU, from
-    /// [`Arch::this_cpu`]). A hint for a polling idle loop: it can change at
-    /// once; the drain that acts on it is the synchronizing read.
+    /// [`Self::run_call_queue_irqs_off`] for a caller that read this CPU's
+    /// number once and drains in a loop (the polling idle loop): the
+    /// queue's address is then computed once, outside the loop.
     ///
-    /// Context: any.
+    /// Context: as [`Self::run_call_queue_irqs_off`]; `this` is this CPU
+    /// (from [`Arch::this_cpu`]).
     #[inline(always)]
-    pub fn call_queue_pending(&self, cpu: CpuId) -> bool {
-        !self.queue(cpu).is_empty()
+    pub fn run_call_queue_of(&self, this: CpuId) {
+        debug_assert_eq!(this, self.arch.this_cpu());
+        self.run_call_queue(this, OfflineCalls::Warn);
+    }
+
+    /// The word a polling idle loop spins on: `cpu`'s call queue head,
+    /// non-zero while calls are queued. Read it only as a hint (a plain
+    /// load); the drain that acts on it is the synchronizing read.
+    #[cfg(not(loom))]
+    #[inline(always)]
+    pub fn call_queue_word(&self, cpu: CpuId) -> *const usize {
+        self.queue(cpu).word()
     }
 
     /// Runs this CPU's pending calls and irq_work from any context (e.g.
@@ -140,9 +151,9 @@ impl<A: Arch> Smp<A> {
         let pcpu = self.pcpu(this);
         let entry = self.queue(this).del_all();
         if let Some(node) = NonNull::new(entry) {
-            bump(&pcpu.counters.kicks_taken);
             // SAFETY: `del_all` detached the chain; this CPU owns it.
             if !unsafe { self.run_lone_sync(this, pcpu, node) } {
+                bump(&pcpu.counters.kicks_taken);
                 // SAFETY: as above, and nothing of it has run.
                 unsafe { self.run_taken_chain(pcpu, entry, warn_cpu_offline) };
             }
@@ -151,7 +162,8 @@ impl<A: Arch> Smp<A> {
 
     /// The short path: if the chain is one SYNC csd and this CPU is
     /// online, runs it and unlocks it (as pass 1 of [`Self::run_chain`]
-    /// would) and returns true; otherwise touches nothing and returns false.
+    /// would; counted once, as a kick taken and a callback run) and returns
+    /// true; otherwise touches nothing and returns false.
     /// Only the csd is live across the callback (the count is taken before
     /// it, the running word is this-CPU storage of the arch), and the unlock
     /// is the first thing after it.
@@ -162,21 +174,24 @@ impl<A: Arch> Smp<A> {
     #[inline(always)]
     unsafe fn run_lone_sync(&self, this: CpuId, pcpu: &PerCpu, node: NonNull<LlistNode>) -> bool {
         // SAFETY: `node` is on our detached chain.
-        let lone = unsafe { node.as_ref() }.next().is_null();
+        let next = unsafe { node.as_ref() }.next() as usize;
         // SAFETY: every node on a call queue is the first field of a
         // `CallSingleNode`.
         let csn = unsafe { node.cast::<CallSingleNode>().as_ref() };
         // Relaxed: as in `CallSingleNode::csd_type`. A queued SYNC csd's
         // flags are exactly LOCK | SYNC.
-        let sync = csn.flags.load(Ordering::Relaxed) == CSD_FLAG_LOCK | CSD_TYPE_SYNC;
-        if !lone || !sync || !self.valid_cpu_online(this) {
+        let flags = csn.flags.load(Ordering::Relaxed);
+        // Alone (no next) and SYNC, in one test.
+        let lone_sync = next | (flags ^ (CSD_FLAG_LOCK | CSD_TYPE_SYNC)) as usize == 0;
+        if !lone_sync || !self.valid_cpu_online(this) {
             return false;
         }
         // SAFETY: a SYNC node is a csd; we release it last.
         let csd = unsafe { Csd::from_node(node) };
         // SAFETY: taken off our queue, not unlocked yet.
         let (func, info) = unsafe { csd.read() };
-        bump(&pcpu.counters.callbacks_run);
+        // One count for the kick and the callback (see `Counters`).
+        bump(&pcpu.counters.lone_syncs_run);
         self.arch.set_running(func as usize);
         trace_point!(
             self,

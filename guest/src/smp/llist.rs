@@ -95,7 +95,9 @@ impl LlistHead {
                 Ordering::SeqCst,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return first.is_null(),
+                // The value seen is `first` itself; testing it rather than
+                // `first` needs no copy of it across the compare-exchange.
+                Ok(seen) => return seen.is_null(),
                 Err(current) => first = current,
             }
         }
@@ -109,6 +111,14 @@ impl LlistHead {
         // than Acquire (the same `xchg` on x86): a polling consumer orders
         // it after its SeqCst store that ends polling (arch `poll_idle`).
         self.first.swap(ptr::null_mut(), Ordering::SeqCst)
+    }
+
+    /// The head word's address, for a consumer that spins on it with plain
+    /// loads (a hint, as [`Self::is_empty`]).
+    #[cfg(not(loom))]
+    #[inline]
+    pub(crate) fn word(&self) -> *const usize {
+        self.first.as_ptr().cast::<usize>().cast_const()
     }
 
     /// Whether the list is empty right now (a hint: it can change at once).

@@ -37,8 +37,9 @@ pub(super) struct PerCpu {
     pub(super) csd_data: CacheLine<Csd>,
     /// This CPU's irq_work list (only this CPU adds to it).
     pub(super) irq_work: LlistHead,
-    /// Non-zero while this CPU is between testing a target online and
-    /// queueing to it (see `hotplug.rs`, `synchronize_senders`).
+    /// The send windows this CPU has open: non-zero while it is between
+    /// testing a target online and queueing to it (see `cpuhp.rs`,
+    /// `Smp::send_enter`, `synchronize_senders`).
     pub(super) sending: AtomicU32,
     /// NUMA node.
     pub(super) node: AtomicU32,

@@ -32,6 +32,11 @@ pub(crate) struct Counters {
     /// (call-function IPIs, polling wake-ups, task-context flushes). An IPI
     /// that finds its calls already run counts nothing.
     pub(crate) kicks_taken: AtomicU64,
+    /// Kicks that found one SYNC csd alone and ran it (the IPI path of
+    /// `smp_call_function_single(wait)`): each is a kick taken and a
+    /// callback run, counted here once instead of in both (one `lock inc`
+    /// on the round trip); [`Smp::stats`] adds it to both.
+    pub(crate) lone_syncs_run: AtomicU64,
     /// WARNs that fired on this CPU, by `WarnKind as usize - 1`.
     warns: [AtomicU32; WARN_KINDS],
 }
@@ -43,6 +48,7 @@ impl Counters {
             callbacks_run: AtomicU64::new(0),
             ipis_requested: AtomicU64::new(0),
             kicks_taken: AtomicU64::new(0),
+            lone_syncs_run: AtomicU64::new(0),
             warns: [const { AtomicU32::new(0) }; WARN_KINDS],
         }
     }
@@ -96,12 +102,14 @@ impl<A: Arch> Smp<A> {
             return CpuStats::default();
         };
         let c = &p.counters;
+        // Relaxed: as below.
+        let lone = c.lone_syncs_run.load(Ordering::Relaxed);
         // Relaxed loads: a snapshot of statistics.
         CpuStats {
             calls_queued: c.calls_queued.load(Ordering::Relaxed),
-            callbacks_run: c.callbacks_run.load(Ordering::Relaxed),
+            callbacks_run: c.callbacks_run.load(Ordering::Relaxed) + lone,
             ipis_requested: c.ipis_requested.load(Ordering::Relaxed),
-            kicks_taken: c.kicks_taken.load(Ordering::Relaxed),
+            kicks_taken: c.kicks_taken.load(Ordering::Relaxed) + lone,
             warns: core::array::from_fn(|i| c.warns[i].load(Ordering::Relaxed)),
         }
     }

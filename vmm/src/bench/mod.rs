@@ -5,8 +5,10 @@
 //! each marker and keeps the guest's results; [`report`] derives the numbers
 //! and [`render`] prints them as a table and JSON (schema in README.md,
 //! "Benchmark"); [`plot`] draws the latency distributions as SVG, and
-//! [`fanout_plot`] the fan-out curve.
+//! [`fanout_plot`] the fan-out curve; [`breakdown`] says where a target's
+//! instructions go.
 
+pub mod breakdown;
 pub mod collect;
 pub mod fanout_plot;
 pub mod plot;

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use serde_json::{Map, Value, json};
 use shared::bench::{Case, Status};
 
+use super::breakdown::{self, Breakdown};
 use super::report::{CaseReport, Percentiles, Report, VcpuPart};
 use crate::boot_times::BootCurve;
 
@@ -146,6 +147,7 @@ impl Report {
                 );
             }
         }
+        self.breakdown_table(&mut s, insn);
         self.fanout_table(&mut s, insn, exits);
         self.ipi_benchmark_table(&mut s, insn, exits);
         if let Some(b) = &self.info.boot {
@@ -165,6 +167,46 @@ impl Report {
             );
         }
         s
+    }
+
+    /// The cases that have a [`breakdown`], each with the target's
+    /// measured instructions per operation (if counted).
+    pub fn breakdowns(&self) -> Vec<(&CaseReport, &'static Breakdown, Option<f64>)> {
+        let insn = self.counter("insn_emulation");
+        self.cases
+            .iter()
+            .filter(|c| c.status == Status::Ok)
+            .filter_map(|c| {
+                let b = breakdown::of(c.case, c.idle_mode)?;
+                let (_, mean) = c.target_sum_and_mean();
+                Some((c, b, insn.and_then(|i| mean.get(i).copied())))
+            })
+            .collect()
+    }
+
+    fn breakdown_table(&self, s: &mut String, insn: Option<usize>) {
+        let rows = self.breakdowns();
+        if rows.is_empty() || insn.is_none() {
+            return;
+        }
+        let _ = writeln!(
+            s,
+            "where the target's instructions go (counted in the guest's disassembly; \
+             measured: tgt insn)"
+        );
+        for (c, b, measured) in rows {
+            let _ = writeln!(
+                s,
+                "  {} (target {}): {} counted, {} measured",
+                c.case.name(),
+                c.idle_mode.name(),
+                b.total(),
+                measured.map_or("-".into(), |m| format!("{m:.1}"))
+            );
+            for p in b.parts {
+                let _ = writeln!(s, "    {:>3}  {}", p.insn, p.what);
+            }
+        }
     }
 
     fn fanout_table(&self, s: &mut String, insn: Option<usize>, exits: Option<usize>) {
@@ -334,6 +376,20 @@ impl Report {
                 (target.to_string(), v.unwrap_or(Value::Null))
             })
             .collect();
+        let target_breakdown: Vec<Value> = self
+            .breakdowns()
+            .into_iter()
+            .map(|(c, b, measured)| {
+                json!({
+                    "case": c.case.name(),
+                    "idle_mode": c.idle_mode.name(),
+                    "parts": b.parts.iter().map(|p| json!({"what": p.what, "insn": p.insn}))
+                        .collect::<Vec<_>>(),
+                    "counted": b.total(),
+                    "measured": measured,
+                })
+            })
+            .collect();
         json!({
             "schema": SCHEMA,
             "host": {
@@ -361,6 +417,7 @@ impl Report {
             "fanout": fanout,
             "ipi_benchmark": ipi_benchmark,
             "spin_vs_halt": spin_vs_halt,
+            "target_breakdown": target_breakdown,
             "boot": self.info.boot.as_ref().map(boot_json),
         })
     }

@@ -21,10 +21,10 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 
-use shared::CpuId;
 use shared::bench::{Case, IdleMode, IpiMode, Marker, Phase};
 use shared::ports::Port;
 use shared::vectors::{self, Vector};
+use shared::{CpuId, MAX_CPUS};
 
 use super::hypercall::{self, Insn, Probe};
 use super::x2apic::{self, Destination, Icr};
@@ -290,6 +290,13 @@ impl IpiDelivery {
     pub fn set_poll_cpus(&self, mask: CpuMask) -> CpuMask {
         let prev = self.poll_cpus.swap(mask);
         self.update_single_flags();
+        // A polling CPU that busy calls keep woken looks at its mode only
+        // when asked to (see `percpu::request_idle_recheck`); a halted one
+        // at its next wake-up, which the caller sends.
+        let changed = prev.or(mask).and_not(prev.and(mask));
+        for cpu in changed.iter().take_while(|c| c.index() < MAX_CPUS) {
+            percpu::request_idle_recheck(cpu);
+        }
         prev
     }
 

@@ -7,9 +7,10 @@ use shared::{ApicId, CpuId, MAX_CPUS};
 
 use super::msr;
 
-/// One CPU's private area. GS points at it; `cpu`, `this` and `running`
-/// are at fixed offsets so that [`this_cpu`], [`this`] and [`set_running`]
-/// are one instruction each.
+/// One CPU's private area. GS points at it; `cpu`, `this`, `running` and
+/// `idle_recheck` are at fixed offsets so that [`this_cpu`], [`this`],
+/// [`set_running`] and the halting idle loop's test of
+/// [`halt_until_recheck`] are one instruction each.
 #[repr(C, align(64))]
 pub struct PerCpu {
     /// CPU number (offset 0, read through GS).
@@ -21,6 +22,9 @@ pub struct PerCpu {
     /// Address of the smp callback this CPU runs now, or 0 (offset 16,
     /// written through GS; read by the stall detector of other CPUs).
     running: AtomicUsize,
+    /// Non-zero when something the idle loop waits for may have changed
+    /// (offset 24; see [`request_idle_recheck`]).
+    idle_recheck: AtomicU32,
     /// Interrupts from the VMM taken by this CPU.
     pub host_requests: AtomicU64,
     /// APIC errors seen.
@@ -34,6 +38,7 @@ impl PerCpu {
             apic_id: AtomicU32::new(0),
             this: AtomicU64::new(0),
             running: AtomicUsize::new(0),
+            idle_recheck: AtomicU32::new(0),
             host_requests: AtomicU64::new(0),
             apic_errors: AtomicU64::new(0),
         }
@@ -75,6 +80,8 @@ const _: () = assert!(core::mem::offset_of!(PerCpu, cpu) == 0);
 const _: () = assert!(core::mem::offset_of!(PerCpu, this) == 8);
 const RUNNING: usize = 16;
 const _: () = assert!(core::mem::offset_of!(PerCpu, running) == RUNNING);
+const IDLE_RECHECK: usize = 24;
+const _: () = assert!(core::mem::offset_of!(PerCpu, idle_recheck) == IDLE_RECHECK);
 
 /// Points this CPU's GS at the area of `cpu`. Call once per CPU, first
 /// thing after entry.
@@ -136,6 +143,76 @@ pub fn clear_running() {
             "mov qword ptr gs:[{off}], 0",
             off = const RUNNING,
             options(nostack, preserves_flags)
+        )
+    };
+}
+
+/// Tells `cpu`'s idle loop to look again at everything it waits for (a
+/// hotplug request, an idle task, its idle mode) at its next wake-up:
+/// a halted CPU that only takes call-function interrupts otherwise goes
+/// straight back to `hlt` ([`halt_until_recheck`]). Call after the change
+/// it should see, and before the interrupt that wakes the CPU.
+pub fn request_idle_recheck(cpu: CpuId) {
+    // Release: pairs with the Acquire swap in `take_idle_recheck` on
+    // `cpu`: the change made before this store is visible to the idle
+    // loop's look that follows the swap which sees it.
+    area(cpu).idle_recheck.store(1, Ordering::Release);
+}
+
+/// On this CPU, interrupts disabled: clears its recheck request, before
+/// the idle loop looks at what it waits for. A request made after this
+/// stays set for the next look.
+#[inline(always)]
+pub fn take_idle_recheck() {
+    // Acquire: pairs with the Release store in `request_idle_recheck`.
+    this().idle_recheck.swap(0, Ordering::Acquire);
+}
+
+/// Whether a recheck was requested of this CPU since its last
+/// [`take_idle_recheck`] (a hint for the polling loop: it then leaves its
+/// spin for a full look, which takes the request).
+#[inline(always)]
+pub fn idle_recheck_requested() -> bool {
+    let v: u32;
+    // SAFETY: GS points at this CPU's `PerCpu`, whose `idle_recheck` (an
+    // aligned AtomicU32: the load is atomic on x86) is at offset
+    // IDLE_RECHECK. Relaxed: a hint; the look that acts on it follows the
+    // Acquire swap in `take_idle_recheck`.
+    unsafe {
+        core::arch::asm!(
+            "mov {:e}, gs:[{off}]",
+            out(reg) v,
+            off = const IDLE_RECHECK,
+            options(nostack, preserves_flags, readonly)
+        )
+    };
+    v != 0
+}
+
+/// The halting idle loop's wait: enables interrupts and halts (the `sti`
+/// shadow makes the pair atomic), and after each interrupt halts again
+/// unless it left a recheck requested ([`request_idle_recheck`]); returns
+/// with interrupts disabled. A call-function interrupt thus costs the
+/// idle loop five instructions (`cli`, the test, `sti`, `hlt`).
+#[inline(always)]
+pub fn halt_until_recheck() {
+    // SAFETY: GS points at this CPU's `PerCpu`, whose `idle_recheck` (an
+    // AtomicU32 written by other CPUs: an aligned load is atomic on x86)
+    // is at offset IDLE_RECHECK; `sti; hlt` only waits for an interrupt,
+    // whose handlers may write memory (the block is not `nomem`). The
+    // plain load is Relaxed: see `idle_recheck_requested`; a request
+    // stored before the interrupt that ends the `hlt` is seen by the test
+    // after it (the sender's ICR write is fenced after its store).
+    unsafe {
+        core::arch::asm!(
+            "2:",
+            "sti",
+            "hlt",
+            "cli",
+            "cmp dword ptr gs:[{off}], 0",
+            "je 2b",
+            off = const IDLE_RECHECK,
+            options(nostack)
         )
     };
 }

@@ -27,7 +27,7 @@ use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use shared::{CpuId, MAX_CPUS};
 
-use super::{cpu, percpu};
+use super::percpu;
 
 /// A CPU's idle word is polled by itself and written by senders: each on
 /// its own cache line.
@@ -78,8 +78,10 @@ pub(super) fn count_skipped() {
         .fetch_add(1, Ordering::Relaxed);
 }
 
-/// Pauses in one batch of polling (between two hotplug poll points).
+/// Pauses in one batch of polling (a multiple of 4; see
+/// [`PollWindow::poll_batch`]).
 const POLL_SPINS: u32 = 256;
+const _: () = assert!(POLL_SPINS >= 4 && POLL_SPINS.is_multiple_of(4));
 /// A polling idle CPU halts after polling this long without being woken...
 const POLL_WINDOW_MS: u64 = 2;
 /// ...and at least this many batches (host preemption must not use up
@@ -122,28 +124,55 @@ impl PollWindow {
 
     /// One batch of polling, between [`polling_enter`] and
     /// [`polling_exit`]: called and returns with interrupts disabled,
-    /// enables them while it spins; stops early once `work_pending` (this
-    /// CPU's call queue is not empty) says so, and returns whether it did.
-    /// The caller then drains its queue, still polling (a sender that
-    /// queues meanwhile skips the IPI, and the next batch sees its call),
-    /// and hands the result to [`Self::batch_done`].
+    /// enables them while it spins; stops early once the word at `queue`
+    /// (this CPU's call queue head, `Smp::call_queue_word`) is non-zero,
+    /// and returns whether it did. The caller then drains its queue, still
+    /// polling (a sender that queues meanwhile skips the IPI, and the next
+    /// batch sees its call), and hands the result to [`Self::batch_done`].
+    ///
+    /// Three instructions a spin (`pause`, a compare with memory, a
+    /// branch), four spins to a round: the spin runs on every round trip
+    /// to a polling CPU, and this host counts every instruction.
     #[inline(always)]
-    pub fn poll_batch(&mut self, work_pending: impl Fn() -> bool) -> bool {
-        cpu::sti();
-        let mut woken = false;
-        for _ in 0..POLL_SPINS {
-            // First, in the one-instruction shadow of `sti`: an interrupt
-            // already pending (an IPI sent before this CPU polled) is taken
-            // before the queue is looked at, so its flush runs what it was
-            // sent for and no wake-up is counted for that work as well.
-            cpu::pause();
-            if work_pending() {
-                woken = true;
-                break;
-            }
-        }
-        cpu::cli();
-        woken
+    pub fn poll_batch(&mut self, queue: *const usize) -> bool {
+        let mut rounds = POLL_SPINS / 4;
+        // SAFETY: `queue` is the address of an aligned, always-live word
+        // (a static call queue head) that other CPUs write atomically; the
+        // plain 8-byte loads are atomic on x86 and only a hint (Relaxed:
+        // the drain's SeqCst take is the synchronizing read). `sti` and
+        // `cli` bracket the spin: interrupt handlers may run in it and
+        // write memory (the block is not `nomem`). The first `pause` is in
+        // the one-instruction shadow of `sti`: an interrupt already pending
+        // (an IPI sent before this CPU polled) is taken before the queue is
+        // looked at, so its flush runs what it was sent for and no wake-up
+        // is counted for that work as well.
+        unsafe {
+            core::arch::asm!(
+                "sti",
+                "2:",
+                "pause",
+                "cmp qword ptr [{q}], 0",
+                "jne 3f",
+                "pause",
+                "cmp qword ptr [{q}], 0",
+                "jne 3f",
+                "pause",
+                "cmp qword ptr [{q}], 0",
+                "jne 3f",
+                "pause",
+                "cmp qword ptr [{q}], 0",
+                "jne 3f",
+                "dec {n:e}",
+                "jnz 2b",
+                "3:",
+                "cli",
+                q = in(reg) queue,
+                n = inout(reg) rounds,
+                options(nostack)
+            )
+        };
+        // Non-zero: the spin ended before its last round did.
+        rounds != 0
     }
 
     /// Accounts for a batch: a wake-up starts the window over; the first

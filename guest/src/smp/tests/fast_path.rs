@@ -4,7 +4,7 @@
 //! warning, and the interrupts-off flush (the IPI handler's and a polling
 //! idle loop's) runs calls whose IPI never came.
 
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
 
 use super::harness::{Machine, addr, smp, this_cpu, wait_until};
 use crate::smp::{Arch, CpuId, WarnKind};
@@ -50,7 +50,9 @@ fn lone_sync_csd_runs_once_unlocked_and_counted() {
         })
         .unwrap();
         assert_eq!(RUNS.load(Relaxed) as u64, n);
+        // One kick, one callback: the short path counts both at once.
         assert_eq!(m.smp.stats(CpuId(1)).callbacks_run, n);
+        assert_eq!(m.smp.stats(CpuId(1)).kicks_taken, n);
         assert_eq!(m.smp.stats(CpuId(0)).calls_queued, n);
         assert_eq!(m.smp.stats(CpuId(0)).ipis_requested, n);
     }
@@ -76,5 +78,34 @@ fn interrupts_off_flush_runs_a_waiting_call_whose_ipi_was_lost() {
     });
     assert_eq!(caller.wait(), Ok(()));
     assert_eq!(RAN.load(Relaxed), 1);
+    m.assert_clean();
+}
+
+#[test]
+fn the_polling_loops_drain_runs_a_call_found_through_the_queue_word() {
+    static RAN: AtomicU32 = AtomicU32::new(0);
+    fn cb(_: usize) {
+        RAN.fetch_add(1, Relaxed);
+    }
+    let m = Machine::new(2);
+    let word = m.smp.call_queue_word(CpuId(1)) as usize;
+    // SAFETY: the word is the call queue head of CPU 1 (an atomic pointer,
+    // pointer-sized), which lives as long as the machine.
+    let head = unsafe { &*(word as *const AtomicUsize) };
+    // Relaxed: a hint, as the polling loop's plain load.
+    let queued = move || head.load(Relaxed) != 0;
+    assert!(!queued());
+    m.arch().drop_next_ipis(1, 1);
+    let caller = m.spawn_on(0, || smp().smp_call_function_single(CpuId(1), cb, 0, true));
+    assert!(wait_until(queued), "the queue word did not show the call");
+    // What the polling idle loop does once its spin sees the word.
+    m.run_on(1, || {
+        let flags = smp().arch().irq_save();
+        smp().run_call_queue_of(this_cpu());
+        smp().arch().irq_restore(flags);
+    });
+    assert_eq!(caller.wait(), Ok(()));
+    assert_eq!(RAN.load(Relaxed), 1);
+    assert!(!queued());
     m.assert_clean();
 }
