@@ -561,6 +561,7 @@ fn bench_report(
         host: vmm::host::info(),
         vcpus: config.cpus,
         cmdline: config.guest_cmdline(),
+        trace: config.tracing(),
         boot: Some(boot),
     };
     let report = vmm::bench::Report::new(info, &outcome.bench);
