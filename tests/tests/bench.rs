@@ -23,6 +23,7 @@ fn bench(cpus: u32, cmdline: &str) -> (Outcome, Report) {
         host: vmm::host::info(),
         vcpus: cpus,
         cmdline: c.guest_cmdline(),
+        trace: c.tracing(),
         boot: Some(o.boot.since(o.boot.build_started)),
     };
     let r = Report::new(info, &o.bench);

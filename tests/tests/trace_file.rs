@@ -161,6 +161,16 @@ fn demo_text_trace_has_one_line_per_callback() {
         .filter(|l| l.contains(&say) || l.contains(&irq_say))
         .count() as u64;
     assert_eq!(lines, total, "{text}");
+    // The csd-lock waits name the csd's function (shared::trace's
+    // contract), as the callbacks do.
+    let waits: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(": csd_lock_wait_"))
+        .collect();
+    assert!(!waits.is_empty(), "the demo's calls wait: {text}");
+    for l in &waits {
+        assert!(l.contains(" func=guest::"), "{l}");
+    }
     // ftrace's shape: `vcpuN [00N] secs.ns: event: fields`.
     let first = text.lines().next().expect("a line");
     let words: Vec<&str> = first.split_whitespace().collect();
@@ -224,4 +234,64 @@ fn a_crash_names_the_crashing_function() {
         .find(|r| r.contains("exception 14"))
         .unwrap_or_else(|| panic!("{:?}", o.timeline.flight));
     assert!(report.contains("at guest::"), "{report}");
+}
+
+#[test]
+fn a_watchdog_timeout_reports_every_cpu_and_its_trace_decodes() {
+    // The invokers wait for vCPU 2, stopped past the watchdog's timeout.
+    let mut c = config(4, Scenario::Torture, "");
+    c.trace_rings = true;
+    c.duration = Some(Duration::from_secs(1));
+    c.timeout = smpcall_tests::SHORT_TIMEOUT;
+    c.faults = vec![vmm::fault::Fault::parse("stall:2:8000").unwrap()];
+    let o = run(&c);
+    assert_eq!(o.exit_code(), ExitCode::Timeout, "{}", explain(&o));
+    let report = o
+        .timeline
+        .flight
+        .iter()
+        .find(|r| r.starts_with("flight recorder: watchdog"))
+        .unwrap_or_else(|| panic!("{:?}\n{}", o.timeline.flight, explain(&o)));
+    for cpu in 0..4 {
+        assert!(
+            report.contains(&format!("\n  CPU {cpu}: last ")),
+            "{report}"
+        );
+    }
+    let funcs: Vec<&str> = report
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("func="))
+        .collect();
+    assert!(!funcs.is_empty(), "{report}");
+    assert!(funcs.iter().all(|f| f.starts_with("guest::")), "{report}");
+
+    // The trace of a run that ended badly decodes with Perfetto's schema,
+    // with the watchdog on the VMM's track.
+    let trace = Trace::parse_from_bytes(&render(&o, Format::Perfetto)).expect("decodes");
+    let vmm_track = trace
+        .packet
+        .iter()
+        .filter(|p| p.has_track_descriptor())
+        .map(|p| p.track_descriptor())
+        .find(|d| d.name() == "VMM")
+        .map(|d| d.uuid())
+        .expect("a VMM track");
+    let watchdog = trace
+        .packet
+        .iter()
+        .filter(|p| p.has_track_event())
+        .map(|p| p.track_event())
+        .find(|e| e.name() == "watchdog")
+        .expect("the watchdog event");
+    assert_eq!(watchdog.track_uuid(), vmm_track);
+    let callbacks = trace
+        .packet
+        .iter()
+        .filter(|p| p.has_track_event())
+        .filter(|p| {
+            annotation(&p.track_event().debug_annotations, "event").map(|a| a.string_value())
+                == Some("csd_function_entry")
+        })
+        .count();
+    assert!(callbacks > 0, "the torture's callbacks are in it");
 }

@@ -112,6 +112,12 @@ impl VmConfig {
         }
     }
 
+    /// Whether tracing is on: [`Self::trace_rings`], or the command line's
+    /// `trace` / `trace_buf=` (the traced guest boots).
+    pub fn tracing(&self) -> bool {
+        matches!(crate::trace_rings::ring_bytes(self), Ok(Some(_)))
+    }
+
     /// The full guest command line: the VMM's words (`--duration`), then
     /// the user's.
     pub fn guest_cmdline(&self) -> String {
@@ -297,6 +303,20 @@ mod tests {
             ..VmConfig::with_cpus(1)
         };
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn tracing_follows_the_flag_and_the_command_line() {
+        let with = |rings, cmdline: &str| VmConfig {
+            trace_rings: rings,
+            cmdline: cmdline.into(),
+            ..VmConfig::with_cpus(2)
+        };
+        assert!(!with(false, "").tracing());
+        assert!(!with(false, "bench_ms=50 tracer").tracing());
+        assert!(with(true, "").tracing());
+        assert!(with(false, "trace").tracing());
+        assert!(with(false, "trace_buf=64").tracing());
     }
 
     #[test]

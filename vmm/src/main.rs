@@ -561,6 +561,7 @@ fn bench_report(
         host: vmm::host::info(),
         vcpus: config.cpus,
         cmdline: config.guest_cmdline(),
+        trace: config.tracing(),
         boot: Some(boot),
     };
     let report = vmm::bench::Report::new(info, &outcome.bench);
@@ -668,7 +669,20 @@ fn main() -> ProcessExit {
             // the guest failed (as --json).
             if let Some(out) = &mut outputs.trace {
                 let format = vmm::trace::Format::of_path(&out.path);
-                if let Err(msg) = out.write(&vmm::trace::render(&outcome, format)) {
+                let read = std::time::Instant::now();
+                let guest = vmm::trace::guest_events(&outcome);
+                let decoded = read.elapsed();
+                let bytes = vmm::trace::render_events(&outcome, &guest, format);
+                // The reader's cost (-v): decoding every ring, then encoding.
+                log::info!(
+                    "trace: read and decoded {} events of {} rings in {:.2} ms; encoded {} KiB ({format:?}) in {:.2} ms",
+                    guest.len(),
+                    outcome.trace.as_ref().map_or(0, |s| s.region.cpus),
+                    decoded.as_secs_f64() * 1e3,
+                    bytes.len() / 1024,
+                    (read.elapsed() - decoded).as_secs_f64() * 1e3
+                );
+                if let Err(msg) = out.write(&bytes) {
                     eprintln!("vmm: {msg}");
                     if outcome.exit_code() == ExitCode::Success {
                         return ProcessExit::from(ExitCode::Usage as u8);

@@ -584,3 +584,187 @@ fn bench_reports_are_written_under_seccomp() {
         );
     }
 }
+
+/// A `--trace` path that cannot be written, and a `--flight` out of range,
+/// are refused in one line before the VM starts (nothing on stdout), and
+/// a refused run creates no trace file.
+#[test]
+fn trace_and_flight_are_checked_before_the_run() {
+    rejected(
+        &["--trace", "/nonexistent/t.pftrace"],
+        "--trace /nonexistent/t.pftrace: cannot create",
+    );
+    rejected(
+        &["--trace", "/dev/full"],
+        "--trace /dev/full: not a regular file",
+    );
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let dir_s = dir.to_string_lossy().into_owned();
+    // Under a regular file (not a directory): also for the text form.
+    let file = dir.join("cli-trace-not-a-dir");
+    std::fs::write(&file, b"x").expect("temp file");
+    let under = file.join("t.txt").to_string_lossy().into_owned();
+    rejected(&["--trace", &under], &format!("--trace {under}: "));
+    rejected(&["--trace", &dir_s], "not a regular file (a directory)");
+    let max = vmm::trace::flight::MAX_FLIGHT;
+    let over = (max + 1).to_string();
+    rejected(
+        &["--flight", &over],
+        &format!("--flight {over}: at most {max} events per CPU"),
+    );
+    rejected(&["--flight", "-1"], "--flight");
+    rejected(&["--flight", "many"], "--flight");
+    rejected(&["--flight", "99999999999999999999999"], "--flight");
+    // Refused for --flight: the (new) trace file is not created.
+    let trace = dir.join("cli-refused.pftrace");
+    let _ = std::fs::remove_file(&trace);
+    rejected(
+        &["--trace", &trace.to_string_lossy(), "--flight", &over],
+        "--flight",
+    );
+    assert!(!trace.exists(), "a refused run left {trace:?} behind");
+    // The same file as --json.
+    let json = dir.join("cli-trace-json.json");
+    let json_s = json.to_string_lossy().into_owned();
+    rejected(
+        &["--run", "bench", "--json", &json_s, "--trace", &json_s],
+        "same file",
+    );
+}
+
+/// The watchdog's flight report covers every CPU, symbolized, and the
+/// `--trace` file is still written when the run ends with exit 4: a
+/// torture whose invokers wait for a vCPU stopped past `--timeout`.
+#[test]
+fn a_watchdog_timeout_prints_every_cpu_and_still_writes_the_trace() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let trace = dir.join("cli-watchdog.txt");
+    let _ = std::fs::remove_file(&trace);
+    let out = vmm(&[
+        "--cpus",
+        "4",
+        "--run",
+        "torture",
+        "--duration",
+        "1",
+        "--timeout",
+        "2",
+        "--fault",
+        "stall:2:8000",
+        "--flight",
+        "6",
+        "--trace",
+        &trace.to_string_lossy(),
+        "--quiet",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    let block: Vec<&str> = err
+        .lines()
+        .skip_while(|l| !l.starts_with("flight recorder: watchdog"))
+        .take_while(|l| l.starts_with("flight recorder: watchdog") || l.starts_with("  "))
+        .collect();
+    assert!(!block.is_empty(), "no watchdog flight report: {err}");
+    for cpu in 0..4 {
+        let head = format!("  CPU {cpu}: last ");
+        assert!(block.iter().any(|l| l.starts_with(&head)), "{err}");
+    }
+    // Symbolized: every function is named, none is an address (the
+    // csd-lock waits name theirs too).
+    let events: Vec<&&str> = block.iter().filter(|l| l.starts_with("    ")).collect();
+    assert!(events.len() >= 4, "{err}");
+    let funcs: Vec<&str> = events
+        .iter()
+        .flat_map(|l| l.split_whitespace())
+        .filter_map(|w| w.strip_prefix("func="))
+        .collect();
+    assert!(!funcs.is_empty(), "{err}");
+    assert!(funcs.iter().all(|f| f.starts_with("guest::")), "{err}");
+    let text = std::fs::read_to_string(&trace).expect("the trace is written at exit 4");
+    assert!(
+        text.lines().any(|l| l.contains(": watchdog: timeout_s=2")),
+        "{text}"
+    );
+    assert!(
+        text.contains(": csd_function_entry: func=guest::"),
+        "{text}"
+    );
+    assert!(text.ends_with('\n'), "whole lines");
+}
+
+/// A crash (exit 3) still writes `--trace`: a whole Perfetto trace with the
+/// crash on the VMM's track.
+#[test]
+fn a_crash_still_writes_the_trace() {
+    use prost::Message;
+    use vmm::trace::perfetto::Trace;
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let trace = dir.join("cli-crash.pftrace");
+    let _ = std::fs::remove_file(&trace);
+    let out = vmm(&[
+        "--cpus",
+        "2",
+        "--cmdline",
+        "crash=pf",
+        "--trace",
+        &trace.to_string_lossy(),
+        "--quiet",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("flight recorder: CPU "), "{err}");
+    let bytes = std::fs::read(&trace).expect("the trace is written at exit 3");
+    let t = Trace::decode(bytes.as_slice()).expect("it decodes");
+    let crash = t
+        .packet
+        .iter()
+        .filter_map(|p| p.track_event.as_ref())
+        .find(|e| e.name.as_deref() == Some("guest_crash"));
+    assert!(
+        crash.is_some(),
+        "no guest_crash event in {} packets",
+        t.packet.len()
+    );
+    let guest = t
+        .packet
+        .iter()
+        .filter_map(|p| p.track_event.as_ref())
+        .filter(|e| e.name.as_deref().is_some_and(|n| n.starts_with("cpuhp ")))
+        .count();
+    assert!(guest > 0, "the guest's events are in it");
+}
+
+/// The bench report says whether tracing was on (console `vm:` line and
+/// JSON `vm.trace`), following `--trace` and the command-line word
+/// `trace`, so that two runs can be compared.
+#[test]
+fn bench_report_says_whether_tracing_was_on() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let json = dir.join("cli-bench-trace.json");
+    let json_s = json.to_string_lossy().into_owned();
+    let trace = dir.join("cli-bench-trace.pftrace");
+    let trace_s = trace.to_string_lossy().into_owned();
+    let cases: [(&[&str], bool); 3] = [
+        (&["--cmdline", "bench_ms=10"], false),
+        (&["--cmdline", "bench_ms=10", "--trace", &trace_s], true),
+        (&["--cmdline", "bench_ms=10 trace"], true),
+    ];
+    for (extra, on) in cases {
+        let _ = std::fs::remove_file(&json);
+        let mut args = vec!["--cpus", "2", "--run", "bench", "--json", &json_s];
+        args.extend_from_slice(extra);
+        let out = vmm(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{extra:?}: {err}");
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&json).expect("the JSON report")).expect("JSON");
+        assert_eq!(report["vm"]["trace"], on, "{extra:?}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let vm = stdout
+            .lines()
+            .find(|l| l.starts_with("vm: "))
+            .unwrap_or_else(|| panic!("no vm: line in {stdout}"));
+        let want = if on { ", tracing on" } else { ", tracing off" };
+        assert!(vm.contains(want), "{extra:?}: {vm}");
+    }
+}

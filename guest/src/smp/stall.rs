@@ -40,6 +40,18 @@ struct Watch {
     func: usize,
 }
 
+/// The address of `csd`'s function, for the csd-lock wait's trace events.
+#[cfg(feature = "trace")]
+#[inline(always)]
+fn traced_func(csd: &Csd) -> usize {
+    // SAFETY: a waiter only waits on its own csds (the on-stack csd of its
+    // call, its cfd csds, its per-CPU csd before relocking it), which it
+    // locked and queued itself: their func is not written while they are
+    // locked (the flusher only reads it), and only this CPU writes it once
+    // they are unlocked, not during this wait.
+    unsafe { csd.read() }.0 as usize
+}
+
 impl<A: Arch> Smp<A> {
     /// Waits until `csd` is unlocked (the seed's `csd_lock_wait`), with the
     /// stall detector. `this` is this CPU. The Acquire in `is_locked` makes
@@ -84,21 +96,38 @@ impl<A: Arch> Smp<A> {
     /// stack frame to tear down.
     #[inline(never)]
     fn csd_lock_wait_spin(&self, csd: &Csd, this: CpuId) {
+        // The wait's events name the csd's function (shared::trace's
+        // contract); read once, only in the traced build.
+        #[cfg(feature = "trace")]
+        let func = traced_func(csd);
         trace_point!(
             self,
             CsdLockWaitStart,
             csd.dst(),
-            csd as *const Csd as usize
+            csd as *const Csd as usize,
+            func
         );
         for _ in 0..CHECK_EVERY {
             self.arch.cpu_relax();
             if !csd.is_locked() {
-                trace_point!(self, CsdLockWaitEnd, csd.dst(), csd as *const Csd as usize);
+                trace_point!(
+                    self,
+                    CsdLockWaitEnd,
+                    csd.dst(),
+                    csd as *const Csd as usize,
+                    func
+                );
                 return;
             }
         }
         self.csd_lock_wait_watched(csd, this);
-        trace_point!(self, CsdLockWaitEnd, csd.dst(), csd as *const Csd as usize);
+        trace_point!(
+            self,
+            CsdLockWaitEnd,
+            csd.dst(),
+            csd as *const Csd as usize,
+            func
+        );
     }
 
     /// The rest of a wait, under the stall detector; its first clock read

@@ -71,10 +71,15 @@ impl Report {
             .unwrap_or_default();
         let _ = writeln!(
             s,
-            "vm: {} vCPUs, {}, TSC {} kHz, boot modes {modes}",
+            "vm: {} vCPUs, {}, TSC {} kHz, boot modes {modes}, tracing {}",
             self.info.vcpus,
             self.pinning_line(),
-            self.tsc_khz
+            self.tsc_khz,
+            if self.info.trace {
+                "on (guest trace points: compare a run without --trace)"
+            } else {
+                "off"
+            }
         );
         if let Some(e) = &self.stats_error {
             let _ = writeln!(s, "KVM statistics unavailable: {e}");
@@ -405,6 +410,7 @@ impl Report {
                 "pinning": self.pinning,
                 "tsc_khz": self.tsc_khz,
                 "cmdline": self.info.cmdline,
+                "trace": self.info.trace,
             },
             "kvm_counters": self.counters,
             "kvm_stats_error": self.stats_error,
@@ -438,6 +444,14 @@ mod tests {
         for k in ["vcpus", "pinned", "pinning", "tsc_khz", "cmdline"] {
             assert!(v["vm"].get(k).is_some(), "vm.{k}");
         }
+        assert_eq!(v["vm"]["trace"], false);
+        let table = Report::new(sample_info(), &sample_run()).table();
+        assert!(table.contains(", tracing off\n"), "{table}");
+        let mut info = sample_info();
+        info.trace = true;
+        let r = Report::new(info, &sample_run());
+        assert_eq!(r.json()["vm"]["trace"], true);
+        assert!(r.table().contains(", tracing on"), "{}", r.table());
         let c = &v["cases"][0];
         assert_eq!(c["vcpus"][1]["per_op"]["insn_emulation"], 60.0);
         assert_eq!(c["probe"]["section"]["insn_emulation"], 37.0);

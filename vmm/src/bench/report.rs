@@ -16,6 +16,10 @@ pub struct RunInfo {
     pub vcpus: u32,
     /// The guest command line.
     pub cmdline: String,
+    /// Tracing was on (the traced guest, with its trace points: more guest
+    /// instructions per operation, no more VM exits). Compare a run with
+    /// and without `--trace` for the cost.
+    pub trace: bool,
     /// How long the VM took to come up, from the vmm's start (`None` when
     /// not measured).
     pub boot: Option<crate::boot_times::BootCurve>,
@@ -498,6 +502,7 @@ pub(crate) mod tests {
             },
             vcpus: 2,
             cmdline: "run=bench".into(),
+            trace: false,
             boot: None,
         }
     }

@@ -173,10 +173,14 @@ impl Format {
 /// The run's trace in `format`: the guest's events (if tracing was on),
 /// the VMM's events and the VM-exit samples.
 pub fn render(outcome: &Outcome, format: Format) -> Vec<u8> {
-    let guest = guest_events(outcome);
+    render_events(outcome, &guest_events(outcome), format)
+}
+
+/// [`render`] with the guest's events already read ([`guest_events`]).
+pub fn render_events(outcome: &Outcome, guest: &[GuestEvent], format: Format) -> Vec<u8> {
     let t = &outcome.timeline;
     match format {
-        Format::Text => text::render(&guest, &t.events, &outcome.symbols).into_bytes(),
+        Format::Text => text::render(guest, &t.events, &outcome.symbols).into_bytes(),
         Format::Perfetto => {
             let cpus = outcome.trace.as_ref().map_or(0, |s| s.region.cpus);
             let cpus = t
@@ -184,7 +188,7 @@ pub fn render(outcome: &Outcome, format: Format) -> Vec<u8> {
                 .iter()
                 .map(|s| s.exits.len() as u32)
                 .fold(cpus, u32::max);
-            perfetto::encode(cpus, &guest, &t.events, &t.exit_samples, &outcome.symbols)
+            perfetto::encode(cpus, guest, &t.events, &t.exit_samples, &outcome.symbols)
         }
     }
 }

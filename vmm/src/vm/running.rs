@@ -337,9 +337,18 @@ impl Running {
         Self::note_end(&self.state.recorder, &outcome);
         // After the vCPU threads stopped (a stuck one may still write: its
         // entries then read as torn, never out of bounds).
+        let copy = Instant::now();
         outcome.trace = self
             .trace
             .and_then(|t| crate::trace_rings::TraceSnapshot::take(&self.mem, t));
+        if let Some(s) = &outcome.trace {
+            log::info!(
+                "trace: copied {} rings ({} KiB) in {:.2} ms",
+                s.region.cpus,
+                s.bytes.len() / 1024,
+                copy.elapsed().as_secs_f64() * 1e3
+            );
+        }
         outcome.timeline = self.state.recorder.take();
         drop(self.channel);
         if stuck.vcpus > 0 {
