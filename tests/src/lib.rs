@@ -250,3 +250,18 @@ pub fn passed(o: &Outcome) {
     assert_eq!(counts.skipped, 0, "{}", explain(o));
     assert!(o.protocol_errors.is_empty(), "{}", explain(o));
 }
+
+/// The number after `key` in the console (first match):
+/// decimal, or hex with `0x`.
+pub fn console_number(console: &str, key: &str) -> Option<u64> {
+    let at = console.find(key)? + key.len();
+    let rest = console[at..].trim_start();
+    let end = rest
+        .find(|c: char| !c.is_ascii_hexdigit() && c != 'x')
+        .unwrap_or(rest.len());
+    let word = &rest[..end];
+    match word.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => word.parse().ok(),
+    }
+}

@@ -5,22 +5,8 @@ use std::collections::HashMap;
 
 use shared::status::ExitCode;
 use shared::trace::{self, Entry, TraceEventId};
-use smpcall_tests::{explain, run};
+use smpcall_tests::{console_number, explain, run};
 use vmm::config::VmConfig;
-
-/// The number after `key` in the console (first match).
-fn console_number(console: &str, key: &str) -> Option<u64> {
-    let at = console.find(key)? + key.len();
-    let rest = console[at..].trim_start();
-    let end = rest
-        .find(|c: char| !c.is_ascii_hexdigit() && c != 'x')
-        .unwrap_or(rest.len());
-    let word = &rest[..end];
-    match word.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16).ok(),
-        None => word.parse().ok(),
-    }
-}
 
 #[test]
 fn demo_rings_hold_every_callback_whole_and_in_tsc_order() {

@@ -11,23 +11,9 @@ use perfetto_protos::track_event::track_event::Type;
 use protobuf::Message;
 use shared::Scenario;
 use shared::status::ExitCode;
-use smpcall_tests::{config, explain, run};
+use smpcall_tests::{config, console_number, explain, run};
 use vmm::config::VmConfig;
 use vmm::trace::{Format, render};
-
-/// The number after `key` in the console (first match).
-fn console_number(console: &str, key: &str) -> Option<u64> {
-    let at = console.find(key)? + key.len();
-    let rest = console[at..].trim_start();
-    let end = rest
-        .find(|c: char| !c.is_ascii_hexdigit() && c != 'x')
-        .unwrap_or(rest.len());
-    let word = &rest[..end];
-    match word.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16).ok(),
-        None => word.parse().ok(),
-    }
-}
 
 /// The demo on 4 traced vCPUs, and what the guest says it ran: the
 /// callbacks in all, and the two demo callbacks' addresses.
