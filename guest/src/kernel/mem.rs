@@ -1,9 +1,11 @@
 //! The kernel's memory: the bump allocator ([`crate::mem::FRAMES`]) over
 //! the guest RAM above the kernel image, and the per-CPU data of the CPUs
-//! that exist, allocated from it at boot ([`alloc_percpu`]): so far the
-//! data no IPI path reaches (stacks, GDT/TSS, fault-injection counters);
-//! the per-CPU areas, call queues and cfd csds are still static arrays of
-//! `MAX_CPUS`. The VMM sizes
+//! that exist, allocated from it at boot ([`alloc_percpu`]): the data no
+//! IPI path reaches (stacks, GDT/TSS, fault-injection counters). Each
+//! CPU's row of cfd csds comes from the same allocator when the CPU is
+//! first prepared (`Arch::alloc_cfd_row`). The per-CPU areas and the smp
+//! core's per-CPU blocks (call queues) stay static arrays of `MAX_CPUS` in
+//! BSS, for the IPI paths' constant addresses (see `smp::state`). The VMM sizes
 //! the RAM for the CPU count (`shared::sizing`) and refuses a smaller
 //! `--mem` up front, so running out here means a guest/VMM mismatch.
 

@@ -108,6 +108,53 @@ fn prepare_failure_is_injectable() {
 }
 
 #[test]
+fn prepare_fails_when_the_cfd_row_cannot_be_allocated() {
+    let smp = Smp::new(HostArch::new(0));
+    smp.set_nr_cpu_ids(5);
+    smp.arch().cfd_alloc_fails.store(true, SeqCst);
+    assert_eq!(smp.smpcfd_prepare_cpu(CpuId(3)), Err(SmpError::NoMem));
+    assert!(!smp.cfd_prepared(CpuId(3)));
+    assert_eq!(smp.arch().cfd_rows_allocated.load(SeqCst), 0);
+    // Nothing half-set: the next prepare allocates and succeeds.
+    smp.arch().cfd_alloc_fails.store(false, SeqCst);
+    assert_eq!(smp.smpcfd_prepare_cpu(CpuId(3)), Ok(()));
+    assert!(smp.cfd_prepared(CpuId(3)));
+    assert_eq!(smp.arch().cfd_rows_allocated.load(SeqCst), 1);
+}
+
+#[test]
+fn cfd_rows_are_reused_when_a_cpu_comes_back() {
+    let m = Machine::new(4);
+    // One row per CPU, for every possible target.
+    assert_eq!(m.smp.arch().cfd_rows_allocated.load(SeqCst), 4);
+    let row = m.smp.cfd_csd_addr(CpuId(2), CpuId(1));
+    m.smp.set_cpu_online(CpuId(2), false).unwrap();
+    m.smp.smpcfd_dead_cpu(CpuId(2)).unwrap();
+    // Even with no memory left, a CPU that had a row comes back with it.
+    m.smp.arch().cfd_alloc_fails.store(true, SeqCst);
+    assert_eq!(m.smp.smpcfd_prepare_cpu(CpuId(2)), Ok(()));
+    m.smp.arch().cfd_alloc_fails.store(false, SeqCst);
+    m.smp.set_cpu_online(CpuId(2), true).unwrap();
+    assert_eq!(m.smp.arch().cfd_rows_allocated.load(SeqCst), 4);
+    assert_eq!(m.smp.cfd_csd_addr(CpuId(2), CpuId(1)), row);
+    // The rows still work: CPU 2 calls every other CPU and waits.
+    static HITS: AtomicU32 = AtomicU32::new(0);
+    fn hit(_: usize) {
+        HITS.fetch_add(1, SeqCst);
+    }
+    m.run_on(2, || smp().smp_call_function(hit, 0, true));
+    assert_eq!(HITS.load(SeqCst), 3);
+    // Each (caller, target) pair has a csd of its own.
+    let mut addrs = std::collections::BTreeSet::new();
+    for c in 0..4 {
+        for t in 0..4 {
+            assert!(addrs.insert(m.smp.cfd_csd_addr(CpuId(c), CpuId(t))));
+        }
+    }
+    m.assert_clean();
+}
+
+#[test]
 fn call_function_init_prepares_the_boot_cpu() {
     let m = Machine::new(2);
     m.smp.smpcfd_dead_cpu(CpuId(1)).unwrap();
@@ -217,6 +264,9 @@ fn smp_is_const_constructible_for_statics() {
         fn clear_running(&self) {}
         fn running(&self, _: CpuId) -> usize {
             0
+        }
+        fn alloc_cfd_row(&self, len: usize) -> Option<&'static [Csd]> {
+            Some(Vec::leak((0..len).map(|_| Csd::idle()).collect()))
         }
         fn cpu_relax(&self) {}
         fn now_ns(&self) -> u64 {
