@@ -143,7 +143,8 @@ mod tests {
         let guest = MAX_CPUS as u32;
         let l = CpuLimit::of(1024, 4096, 1);
         assert_eq!(l.max, guest.min(1024));
-        if guest > 1024 {
+        // A tie names KVM (the first of equal limits).
+        if guest >= 1024 {
             assert_eq!(l.source, CpuLimitSource::KvmMaxVcpus);
         } else {
             assert_eq!(l.source, CpuLimitSource::Guest);

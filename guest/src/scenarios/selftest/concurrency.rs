@@ -12,6 +12,7 @@ use shared::{CpuId, MAX_CPUS};
 use super::harness::{self, CpuList, PerCpuCount, as_task, this_cpu, wait_for};
 use super::harness::{CaseResult, others};
 use crate::kernel::SMP;
+use crate::mem::OnceSlice;
 use crate::smp::CpuMask;
 
 static GO: AtomicBool = AtomicBool::new(false);
@@ -60,15 +61,24 @@ fn barrier() -> bool {
     wait_for(|| GO.load(Ordering::SeqCst))
 }
 
-/// HITS[caller][executor]: runs of the caller's function on the executor.
-static HITS: [[AtomicU32; MAX_CPUS]; MAX_CPUS] =
-    [const { [const { AtomicU32::new(0) }; MAX_CPUS] }; MAX_CPUS];
+/// HITS[caller * nr_cpu_ids + executor]: runs of the caller's function on
+/// the executor; `nr_cpu_ids` squared, allocated at the first run.
+static HITS: OnceSlice<AtomicU32> = OnceSlice::new();
+
+/// The count of `caller`'s function on `exec` (None: not a CPU number).
+fn hits(caller: CpuId, exec: CpuId) -> Option<&'static AtomicU32> {
+    let n = SMP.nr_cpu_ids() as usize;
+    if caller.index() >= n || exec.index() >= n {
+        return None;
+    }
+    HITS.at(caller.index() * n + exec.index())
+}
 
 fn hit(caller: usize) {
     // Slow on purpose, so that a caller returning early is caught.
     harness::delay_us(10);
-    if let Some(row) = HITS.get(caller) {
-        row[this_cpu().index() % MAX_CPUS].fetch_add(1, Ordering::SeqCst);
+    if let Some(h) = hits(CpuId(caller as u32), this_cpu()) {
+        h.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -76,11 +86,10 @@ fn hit(caller: usize) {
 fn call_all() {
     let me = this_cpu();
     SMP.smp_call_function(hit, me.index(), true);
-    let row = &HITS[me.index() % MAX_CPUS];
     let ok = SMP
         .online_mask()
         .iter()
-        .all(|c| row[c.index() % MAX_CPUS].load(Ordering::SeqCst) == u32::from(c != me));
+        .all(|c| hits(me, c).is_some_and(|h| h.load(Ordering::SeqCst) == u32::from(c != me)));
     if !ok {
         EARLY.inc(me);
     }
@@ -102,24 +111,24 @@ const ROUNDS: u32 = 4;
 /// of its callbacks.
 pub fn all_call_all() -> CaseResult {
     let online = SMP.online_mask();
+    let n = SMP.nr_cpu_ids() as usize;
+    let table =
+        harness::scratch(&HITS, n * n).ok_or_else(|| text!("no memory for {n} x {n} counts"))?;
     for round in 1..=ROUNDS {
-        for row in &HITS {
-            for h in row {
-                h.store(0, Ordering::SeqCst);
-            }
+        for h in table {
+            h.store(0, Ordering::SeqCst);
         }
         run_everywhere(others(), call_all_task, call_all)
             .map_err(|e| text!("round {round}: {}", e.as_str()))?;
-        for (c, row) in HITS.iter().enumerate() {
-            for (e, hits) in row.iter().enumerate() {
-                let (caller, exec) = (CpuId(c as u32), CpuId(e as u32));
-                let want = u32::from(online.test(caller) && online.test(exec) && c != e);
-                let got = hits.load(Ordering::SeqCst);
-                ensure!(
-                    got == want,
-                    "round {round}: CPU {exec} ran CPU {caller}'s callback {got} times, want {want}"
-                );
-            }
+        for (i, hits) in table.iter().take(n * n).enumerate() {
+            let (c, e) = (i / n, i % n);
+            let (caller, exec) = (CpuId(c as u32), CpuId(e as u32));
+            let want = u32::from(online.test(caller) && online.test(exec) && c != e);
+            let got = hits.load(Ordering::SeqCst);
+            ensure!(
+                got == want,
+                "round {round}: CPU {exec} ran CPU {caller}'s callback {got} times, want {want}"
+            );
         }
         if let Some((c, _, _)) = EARLY.mismatch(|_| 0) {
             return Err(text!(

@@ -166,7 +166,7 @@ fn call_function_init_prepares_the_boot_cpu() {
 #[test]
 fn masks_and_nr_cpu_ids() {
     let smp = Smp::new(HostArch::new(0));
-    assert_eq!(smp.nr_cpu_ids(), 64);
+    assert_eq!(smp.nr_cpu_ids(), MAX_CPUS as u32);
     assert_eq!(smp.online_mask(), CpuMask::EMPTY);
     for cpu in 0..6 {
         smp.set_cpu_possible(CpuId(cpu), true).unwrap();
@@ -212,11 +212,11 @@ fn masks_and_nr_cpu_ids() {
     assert_eq!(smp.possible_mask(), CpuMask::from_word0(0b1111));
     smp.set_nr_cpu_ids(0);
     assert_eq!(smp.nr_cpu_ids(), 1);
-    smp.set_nr_cpu_ids(1000);
-    assert_eq!(smp.nr_cpu_ids(), 64);
+    smp.set_nr_cpu_ids(MAX_CPUS as u32 + 1000);
+    assert_eq!(smp.nr_cpu_ids(), MAX_CPUS as u32);
 
     // maxcpus= / nosmp.
-    assert_eq!(smp.setup_max_cpus(), 64);
+    assert_eq!(smp.setup_max_cpus(), MAX_CPUS as u32);
     smp.set_setup_max_cpus(0);
     assert_eq!(smp.setup_max_cpus(), 0);
 }
@@ -235,9 +235,10 @@ fn numa_node_map() {
         smp.set_cpu_possible(CpuId(cpu), true).unwrap();
         smp.set_cpu_node(CpuId(cpu), cpu % 2);
     }
-    smp.set_cpu_node(CpuId(70), 5); // ignored
+    let beyond = CpuId(MAX_CPUS as u32 + 6);
+    smp.set_cpu_node(beyond, 5); // ignored
     assert_eq!(smp.cpu_to_node(CpuId(3)), 1);
-    assert_eq!(smp.cpu_to_node(CpuId(70)), 0);
+    assert_eq!(smp.cpu_to_node(beyond), 0);
     assert_eq!(smp.cpumask_of_node(0), CpuMask::from_word0(0b0101));
     assert_eq!(smp.cpumask_of_node(1), CpuMask::from_word0(0b1010));
     assert_eq!(smp.cpumask_of_node(2), CpuMask::EMPTY);
