@@ -150,6 +150,13 @@ fn torture_8_cpus_with_hotplug_churn() {
     torture_with_churn(8);
 }
 
+/// 64 vCPUs on this 2-core host, CPUs going off and on under the torture:
+/// every request still runs exactly once on each CPU it names.
+#[test]
+fn torture_64_cpus_with_hotplug_churn() {
+    torture_with_churn(64);
+}
+
 #[test]
 fn scftorture_weights_select_the_calls() {
     let o = run(&torture(2, "scf.weight_many_wait=1"));
