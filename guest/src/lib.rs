@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 pub mod ipi_plan;
+pub mod mem;
 pub mod params;
 pub mod smp;
 pub mod wait_scale;

@@ -5,7 +5,7 @@
 
 #[cfg(target_os = "none")]
 mod entry {
-    use guest::arch::x86_64::stacks::{KERNEL, STACK_SIZE};
+    use guest::arch::x86_64::stacks::{BOOT_STACK, STACK_SIZE};
     use guest::kprintln;
     use shared::status::GuestStatus;
 
@@ -20,7 +20,7 @@ mod entry {
             "xor ebp, ebp",
             "call {main}",
             "ud2",
-            stacks = sym KERNEL,
+            stacks = sym BOOT_STACK,
             size = const STACK_SIZE,
             main = sym rust_start,
         )

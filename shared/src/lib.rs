@@ -43,7 +43,7 @@ pub const PROTOCOL_VERSION: u32 = 8;
 
 /// Most CPUs the guest supports today: its static per-CPU arrays are this
 /// long.
-pub const MAX_CPUS: usize = 64;
+pub const MAX_CPUS: usize = 1024;
 
 /// The guest kernel's compile-time CPU limit (Linux's `NR_CPUS`): CPU masks
 /// are this many bits wide, and no CPU number reaches it. KVM allows up to

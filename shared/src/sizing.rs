@@ -2,12 +2,12 @@
 //! size the default `--mem` and refuse a smaller one up front (naming the
 //! amount) instead of letting the guest run out at boot.
 //!
-//! The need is the kernel image, a fixed headroom, a budget per CPU (its
-//! stacks and per-CPU areas) and one per (caller, target) pair of CPUs (the
-//! cfd csds: each CPU has one csd for every possible target, as Linux's
-//! `cfd_data`). While the guest still keeps per-CPU data in its image for
-//! [`crate::MAX_CPUS`] CPUs, the per-CPU terms count it twice: the need is
-//! an upper bound.
+//! The need is the kernel image (with its BSS, where the per-CPU data the
+//! IPI paths reach stays, sized for [`crate::MAX_CPUS`]), a fixed headroom,
+//! a budget per CPU (its stacks and other per-CPU data) and one per
+//! (caller, target) pair of CPUs (the cfd csds: each CPU has one csd for
+//! every possible target, as Linux's `cfd_data`, in a row whose length is
+//! the CPU count rounded up to a power of two).
 
 use crate::layout::DEFAULT_MEM;
 
@@ -33,8 +33,20 @@ pub const fn mem_needed(image_end: u64, cpus: u32) -> u64 {
     let need = image_end
         .saturating_add(MEM_HEADROOM)
         .saturating_add(cpus.saturating_mul(PER_CPU_MEM))
-        .saturating_add(cpus.saturating_mul(cpus).saturating_mul(PER_CPU_PAIR_MEM));
+        .saturating_add(
+            cpus.saturating_mul(row_len(cpus))
+                .saturating_mul(PER_CPU_PAIR_MEM),
+        );
     need.div_ceil(MIB).saturating_mul(MIB)
+}
+
+/// The length of a CPU's row of cfd csds with `cpus` CPUs: the next power
+/// of two (saturating).
+const fn row_len(cpus: u64) -> u64 {
+    match cpus.checked_next_power_of_two() {
+        Some(n) => n,
+        None => u64::MAX,
+    }
 }
 
 /// The default guest memory for `cpus` CPUs: [`DEFAULT_MEM`], or what
@@ -62,6 +74,13 @@ mod tests {
         assert_eq!(mem_needed(image, 1024), (5 + 2 + 128 + 32) * MIB);
         assert_eq!(default_mem(1024), (16 + 128 + 32) * MIB);
         assert!(mem_needed(image, 64) < DEFAULT_MEM);
+        // Rows are rounded up to a power of two: 3 CPUs have rows of 4.
+        assert_eq!(row_len(3), 4);
+        assert_eq!(row_len(1024), 1024);
+        assert_eq!(
+            mem_needed(image, 513),
+            (5 + 2 + 513 * 128 / 1024 + 17) * MIB
+        );
         assert_eq!(mem_needed(u64::MAX, u32::MAX), u64::MAX);
     }
 }

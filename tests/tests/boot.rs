@@ -3,7 +3,7 @@
 
 use shared::status::{ExitCode, GuestStatus};
 use smpcall_tests::{
-    SHORT_TIMEOUT, Scenario, assert_console, assert_success, config, explain, run,
+    SHORT_TIMEOUT, Scenario, assert_console, assert_success, config, explain, run, sorted_online,
 };
 use vmm::{Ending, Error, Kernel, OwnedBody, VmConfig};
 
@@ -134,8 +134,9 @@ fn bad_cpu_counts_are_refused() {
         setup_error(&config(0, Scenario::Demo, "")),
         Error::NoCpus
     ));
-    let e = setup_error(&config(65, Scenario::Demo, ""));
-    assert!(e.to_string().contains("at most 64"), "{e}");
+    let over = shared::MAX_CPUS as u32 + 1;
+    let e = setup_error(&config(over, Scenario::Demo, ""));
+    assert!(e.to_string().contains("at most 1024"), "{e}");
 }
 
 #[test]
@@ -252,4 +253,38 @@ fn demo_summary_agrees_with_its_per_cpu_table() {
     assert_eq!(printed, summary, "{}", explain(&o));
     // Every CPU ran some: single, many, on_each_cpu... reach all four.
     assert!(rows.iter().all(|&r| r > 0), "{rows:?}\n{}", explain(&o));
+}
+
+/// KVM's vCPU limit here, with the default options: 1024 CPUs come up and
+/// the demo reaches every one of them (its table prints 64 rows and sums
+/// the other CPUs in one).
+#[test]
+fn boot_and_demo_at_1024_cpus() {
+    let o = run(&config(1024, Scenario::Demo, ""));
+    assert_success(&o);
+    assert_console(&o, "Brought up 1024 CPUs");
+    assert_eq!(sorted_online(&o).len(), 1024, "{}", explain(&o));
+    let lines: Vec<&str> = o.console.lines().map(demo_text).collect();
+    let summary: u64 = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("demo: ")?.split_once(" demo callbacks ran"))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or_else(|| panic!("no summary line\n{}", explain(&o)));
+    let rows: Vec<u64> = lines
+        .iter()
+        .filter_map(|l| l.trim_start().strip_prefix("CPU "))
+        .filter_map(|l| l.rsplit_once(" / "))
+        .map(|(_, run)| run.trim().parse().expect("callbacks column"))
+        .collect();
+    assert_eq!(rows.len(), 64, "{}", explain(&o));
+    let rest: u64 = lines
+        .iter()
+        .find_map(|l| l.trim_start().strip_prefix("CPUs 64-1023 together: "))
+        .and_then(|l| l.rsplit_once(" / "))
+        .and_then(|(_, run)| run.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no row for CPUs 64-1023\n{}", explain(&o)));
+    assert_eq!(rows.iter().sum::<u64>() + rest, summary, "{}", explain(&o));
+    // smp_call_function_many, smp_call_function and on_each_cpu reach
+    // every other CPU: at least 3 callbacks on each of CPUs 64-1023.
+    assert!(rest >= 3 * 960, "{rest}\n{}", explain(&o));
 }

@@ -150,6 +150,31 @@ fn torture_8_cpus_with_hotplug_churn() {
     torture_with_churn(8);
 }
 
+/// 64 vCPUs on this 2-core host, CPUs going off and on under the torture:
+/// every request still runs exactly once on each CPU it names.
+#[test]
+fn torture_64_cpus_with_hotplug_churn() {
+    torture_with_churn(64);
+}
+
+/// Above 64 CPUs the torture's 64-bit CPU sets would miss CPUs: it is
+/// refused, saying how to run it (`nr_cpus=64`).
+#[test]
+fn torture_above_64_cpus_is_refused() {
+    let o = run(&torture(65, ""));
+    assert_eq!(
+        o.ending,
+        Ending::GuestExit(GuestStatus::BadRequest),
+        "{}",
+        explain(&o)
+    );
+    assert!(
+        o.console.contains("scftorture: at most 64 CPUs") && o.console.contains("nr_cpus=64"),
+        "{}",
+        explain(&o)
+    );
+}
+
 #[test]
 fn scftorture_weights_select_the_calls() {
     let o = run(&torture(2, "scf.weight_many_wait=1"));

@@ -139,3 +139,14 @@ fn selftest_with_present_cpus_left_offline() {
         explain(&o)
     );
 }
+
+/// 255 vCPUs with APIC ids 0, 3, ..., 762 (past 255: x2APIC only, several
+/// clusters): the same cases, the concurrency ones with fewer rounds and
+/// calls per CPU above 64 CPUs.
+#[test]
+fn selftest_255_cpus_apic_stride_3() {
+    let mut c = config(255, Scenario::Selftest, "");
+    c.apic_stride = 3;
+    let o = selftest(&c, 255, false);
+    assert!(wait_scale(&o) >= 8, "{}", explain(&o));
+}

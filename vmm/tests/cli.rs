@@ -186,7 +186,7 @@ fn every_argument_rejects_invalid_values() {
         (&["--cpus"], "--cpus"),
         (&["--cpus", "many"], "--cpus"),
         (&["--cpus", ""], "--cpus"),
-        (&["--cpus", "65"], "at most 64"),
+        (&["--cpus", "1025"], "at most 1024"),
         (&["--cpus", "4294967296"], "--cpus"),
         (&["--mem", "0"], "--mem 0 MiB is too small"),
         (&["--mem", "1"], "--mem 1 MiB is too small"),

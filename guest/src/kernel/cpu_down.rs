@@ -54,6 +54,8 @@ impl HpCpu {
     }
 }
 
+/// The hotplug slots, static like the other per-CPU blocks the dying and
+/// idle paths reach: BSS of `MAX_CPUS` slots (8 KiB at 1024), not file size.
 static HP: [HpCpu; MAX_CPUS] = [const { HpCpu::new() }; MAX_CPUS];
 fn hp(cpu: CpuId) -> &'static HpCpu {
     &HP[cpu.index() % MAX_CPUS]

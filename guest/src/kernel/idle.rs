@@ -10,7 +10,9 @@ use crate::arch::x86_64::{cpu, percpu};
 
 /// Work an idle CPU runs in task context (interrupts enabled) while it is
 /// set: `run=torture` puts its invokers here, so that a CPU that went
-/// down and came back resumes its work.
+/// down and came back resumes its work. Static (the idle loop reads it at a
+/// constant address): BSS of `MAX_CPUS` slots (16 KiB at 1024), not file
+/// size.
 static IDLE_TASK: [IdleTask; MAX_CPUS] = [const { spin::Mutex::new(None) }; MAX_CPUS];
 
 /// One CPU's idle task.

@@ -11,6 +11,7 @@ pub mod ipi_modes;
 pub mod irq;
 pub mod machine;
 pub mod mailbox;
+pub mod mem;
 pub mod smpboot;
 pub mod stats;
 pub mod trap;
@@ -106,7 +107,25 @@ pub fn boot() -> Boot {
     let info = boot_info();
     let cpu0 = CpuId(0);
     let table = cpu_table(info);
-    // An invalid block (stopped on below) has no table: 0 will do.
+    // Per-CPU data for the CPUs that exist (one for an invalid block,
+    // which is stopped on below).
+    let present = if info.is_valid() {
+        info.cpu_count.min(MAX_CPUS as u32)
+    } else {
+        1
+    };
+    mem::init(info);
+    if let Err(e) = mem::alloc_percpu(present) {
+        kprintln!(
+            "out of memory for the per-CPU data of {} CPUs: {} more bytes needed, {} left above the kernel (--mem {} MiB is too small)",
+            present,
+            e.need,
+            e.left,
+            info.mem_size >> 20
+        );
+        report::exit(GuestStatus::BadRequest);
+    }
+    // An invalid block has no table: 0 will do.
     percpu::init_area(cpu0, ApicId(table.first().map_or(0, |e| e.apic_id)));
     interrupts::install(irq::handlers());
     smpboot::cpu_init(cpu0);
@@ -130,7 +149,6 @@ pub fn boot() -> Boot {
             None => kprintln!("warning: {}: {}", w.key, w.problem),
         }
     }
-    let present = info.cpu_count.min(MAX_CPUS as u32);
     for c in 0..present {
         let cpu = CpuId(c);
         let entry = table.get(c as usize).copied().unwrap_or_default();

@@ -103,7 +103,10 @@ pub fn cpu_up(cpu: CpuId) -> Result<(), UpError> {
         return Err(UpError::PrepareFailed);
     }
     let apic_id: ApicId = percpu::area(cpu).apic_id();
-    ap_boot::start(cpu, apic_id, ap_entry);
+    if !ap_boot::start(cpu, apic_id, ap_entry) {
+        let _ = SMP.smpcfd_dead_cpu(cpu);
+        return Err(UpError::NoSuchCpu);
+    }
     // Relaxed: see `configure`.
     let timeout = time::scaled_ms(AP_START_TIMEOUT_MS.load(Ordering::Relaxed));
     if time::spin_until(timeout, || SMP.cpu_online(cpu)) {

@@ -6,6 +6,7 @@
 use shared::CpuId;
 
 use super::cpumask::CpuMask;
+use super::csd::Csd;
 use super::event::Event;
 
 /// Interrupt state saved by [`Arch::irq_save`].
@@ -66,6 +67,14 @@ pub trait Arch: Sync {
     /// callback). `cpu` is below [`shared::MAX_CPUS`]. A diagnostic
     /// snapshot: nothing may be read through it.
     fn running(&self, cpu: CpuId) -> usize;
+
+    /// `len` idle csds (each as [`Csd`]'s idle value: unlocked, all
+    /// zero) that live as long as the machine, for one CPU's row of cfd
+    /// csds; `None` when there is no memory for them. Called by
+    /// `smpcfd_prepare_cpu` the first time a CPU is prepared (task
+    /// context, on the CPU driving the hotplug); the core never frees a
+    /// row, so an allocator that never frees is enough.
+    fn alloc_cfd_row(&self, len: usize) -> Option<&'static [Csd]>;
 
     /// Spin-loop hint (`pause`). Called in every busy-wait loop of the core.
     fn cpu_relax(&self);

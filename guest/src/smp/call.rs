@@ -330,6 +330,9 @@ impl<A: Arch> Smp<A> {
         let window = self.send_enter(this);
         let targets = mask.and(self.online_mask_in_window()).without(this);
         let mut queued = CpuMask::EMPTY;
+        // Every CPU that runs was prepared (the boot CPU by
+        // `call_function_init`, the others before they came up).
+        let cfd = self.cfd_row(pcpu).expect("a CPU that was never prepared");
         if !targets.is_empty() {
             let csd_type = csd_type_for(wait);
             let mut ipi = CpuMask::EMPTY;
@@ -339,7 +342,7 @@ impl<A: Arch> Smp<A> {
                 {
                     continue;
                 }
-                let csd = self.cfd_csd(this, cpu);
+                let csd = cfd.csd(cpu);
                 self.csd_lock(csd, this, csd_type);
                 // SAFETY: we hold the lock of this unqueued csd.
                 unsafe { csd.write(func, info) };
@@ -396,7 +399,7 @@ impl<A: Arch> Smp<A> {
         if wait {
             // Wait iff enqueued: every CPU we queued to, IPI'd or not.
             for cpu in queued {
-                self.csd_lock_wait(self.cfd_csd(this, cpu), this);
+                self.csd_lock_wait(cfd.csd(cpu), this);
             }
         }
     }

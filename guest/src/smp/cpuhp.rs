@@ -23,7 +23,7 @@ use super::api::SmpError;
 use super::arch::Arch;
 use super::cpumask::CpuMask;
 use super::flush::OfflineCalls;
-use super::state::Smp;
+use super::state::{PerCpu, Smp};
 use super::sync::Ordering;
 use shared::record::WarnKind;
 
@@ -130,15 +130,21 @@ impl<A: Arch> Smp<A> {
         self.smpcfd_prepare_cpu(self.arch.this_cpu())
     }
 
-    /// smpcfd_prepare_cpu - set up `cpu`'s call data before it comes up
-    /// (Linux allocates its cfd masks and per-target csds here; ours are
-    /// static, so this only marks them ready, but it can fail on purpose:
-    /// see [`Self::set_cfd_alloc_fail`]). Idempotent.
+    /// smpcfd_prepare_cpu - set up `cpu`'s call data before it comes up:
+    /// as Linux, allocate its cfd csds (one per possible target: a row of
+    /// `nr_cpu_ids` rounded up to a power of two, from
+    /// [`Arch::alloc_cfd_row`]) the first time; a CPU that was prepared
+    /// before reuses its row (rows are never freed). It can also fail on
+    /// purpose: see [`Self::set_cfd_alloc_fail`]. Idempotent.
     ///
-    /// Context: task context, on the CPU driving the hotplug.
+    /// Context: task context, on the CPU driving the hotplug; after
+    /// `nr_cpu_ids` is final (a row is sized for it once).
     ///
     /// Return: [`SmpError::Nxio`] for an out-of-range CPU,
-    /// [`SmpError::NoMem`] when failure is injected.
+    /// [`SmpError::NoMem`] when the row cannot be allocated, when failure is
+    /// injected, when the CPU's row is shorter than `nr_cpu_ids` (it grew
+    /// after the first prepare) or while another prepare of the same CPU
+    /// is allocating its row.
     pub fn smpcfd_prepare_cpu(&self, cpu: CpuId) -> Result<(), SmpError> {
         trace_point!(self, CpuhpEnter, cpu.0, CpuhpStep::SmpcfdPrepare as u64);
         let r = self.smpcfd_prepare_step(cpu);
@@ -160,8 +166,44 @@ impl<A: Arch> Smp<A> {
         if p.cfd_alloc_fail.load(Ordering::Relaxed) {
             return Err(SmpError::NoMem);
         }
+        self.cfd_row_prepare(p)?;
         p.cfd_prepared.store(true, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Gives the CPU of block `p` its cfd csds, unless it has them.
+    fn cfd_row_prepare(&self, p: &PerCpu) -> Result<(), SmpError> {
+        let want = (self.nr_cpu_ids() as usize).next_power_of_two();
+        if let Some(row) = self.cfd_row(p) {
+            return if row.len() >= want {
+                Ok(())
+            } else {
+                Err(SmpError::NoMem)
+            };
+        }
+        // Relaxed: the claim orders nothing by itself; the row is published
+        // by the Release store below (and a reader looks at the length only
+        // after it saw the row). A failed claim: another prepare of this
+        // CPU is allocating, or just set, the row.
+        if p.cfd_len
+            .compare_exchange(0, want as u32, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return Err(SmpError::NoMem);
+        }
+        match self.arch.alloc_cfd_row(want) {
+            Some(row) if row.len() >= want => {
+                // Release: pairs with the Acquire load in `Smp::cfd_row`,
+                // publishing the claimed length (and the idle csds).
+                p.cfd_row.store(row.as_ptr().cast_mut(), Ordering::Release);
+                Ok(())
+            }
+            _ => {
+                // Relaxed: no row was published, so no reader looks at it.
+                p.cfd_len.store(0, Ordering::Relaxed);
+                Err(SmpError::NoMem)
+            }
+        }
     }
 
     /// smpcfd_dead_cpu - release `cpu`'s call data after it went down or

@@ -88,9 +88,20 @@ impl CallSingleNode {
 #[repr(C, align(32))]
 pub struct Csd {
     node: CallSingleNode,
-    func: UnsafeCell<SmpCallFunc>,
+    /// `None` only in a csd that was never written: one of zeroed memory
+    /// (a cfd row, see the `Zeroable` impl below), which is written before
+    /// it is first locked and queued.
+    func: UnsafeCell<Option<SmpCallFunc>>,
     info: UnsafeCell<usize>,
 }
+
+// SAFETY: all zero is a csd that is unlocked, of type ASYNC, unlinked (null
+// link), with destination 0, no function (`None`, the niche of the fn
+// pointer) and argument 0: the idle csd but for the function, which every
+// user writes (`write`, under the lock) before the csd is first queued, and
+// which `read` may therefore assume. No padding: four words.
+#[cfg(not(loom))]
+unsafe impl crate::mem::Zeroable for Csd {}
 
 #[cfg(not(loom))]
 const _: () = assert!(core::mem::size_of::<Csd>() == 32);
@@ -111,7 +122,7 @@ impl Csd {
         pub fn new(func: SmpCallFunc, info: usize) -> Self {
             Self {
                 node: CallSingleNode::new(CSD_TYPE_ASYNC, 0),
-                func: UnsafeCell::new(func),
+                func: UnsafeCell::new(Some(func)),
                 info: UnsafeCell::new(info),
             }
         }
@@ -133,7 +144,7 @@ impl Csd {
         pub(crate) fn new_sync_locked(func: SmpCallFunc, info: usize) -> Self {
             Self {
                 node: CallSingleNode::new(CSD_FLAG_LOCK | CSD_TYPE_SYNC, 0),
-                func: UnsafeCell::new(func),
+                func: UnsafeCell::new(Some(func)),
                 info: UnsafeCell::new(info),
             }
         }
@@ -228,7 +239,7 @@ impl Csd {
     pub(crate) unsafe fn write(&self, func: SmpCallFunc, info: usize) {
         // SAFETY: the caller holds the lock of an unqueued csd, so nobody
         // else accesses `func` now.
-        self.func.with_mut(|p| unsafe { p.write(func) });
+        self.func.with_mut(|p| unsafe { p.write(Some(func)) });
         // SAFETY: as above, for `info`.
         self.info.with_mut(|p| unsafe { p.write(info) });
     }
@@ -238,11 +249,15 @@ impl Csd {
     /// # Safety
     ///
     /// The caller holds the lock, or took the csd off a queue with
-    /// `del_all` and has not unlocked it yet.
+    /// `del_all` and has not unlocked it yet; the csd has a function (it
+    /// was built with one or written since it was zeroed: every queued csd
+    /// has).
     #[inline]
     pub(crate) unsafe fn read(&self) -> (SmpCallFunc, usize) {
         // SAFETY: per the contract, no CPU writes `func` while we read it.
         let func = self.func.with(|p| unsafe { p.read() });
+        // SAFETY: per the contract, the csd has a function.
+        let func = unsafe { func.unwrap_unchecked() };
         // SAFETY: as above, for `info`.
         let info = self.info.with(|p| unsafe { p.read() });
         (func, info)

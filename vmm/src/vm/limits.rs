@@ -86,7 +86,9 @@ impl CpuLimit {
             max: max_vcpus,
             source: CpuLimitSource::KvmMaxVcpus,
         };
-        [kvm, by_id, CpuLimit::guest()]
+        // The guest's first: on a tie it is named, as by the config check
+        // (`VmConfig::validate`) that runs before KVM is opened.
+        [CpuLimit::guest(), kvm, by_id]
             .into_iter()
             .min_by_key(|l| l.max)
             .unwrap_or(kvm)
@@ -143,6 +145,7 @@ mod tests {
         let guest = MAX_CPUS as u32;
         let l = CpuLimit::of(1024, 4096, 1);
         assert_eq!(l.max, guest.min(1024));
+        // A tie names the guest.
         if guest > 1024 {
             assert_eq!(l.source, CpuLimitSource::KvmMaxVcpus);
         } else {

@@ -122,11 +122,16 @@ pub fn install_trampoline() {
 
 /// Leaves the start parameters of `cpu` for the trampoline and sends
 /// INIT, SIPI, SIPI to its APIC. `entry` receives the CPU number in RDI on
-/// that CPU's own kernel stack. One AP may be starting at a time.
-pub fn start(cpu: CpuId, apic_id: ApicId, entry: extern "C" fn(u64) -> !) {
+/// that CPU's own kernel stack. One AP may be starting at a time. False
+/// (nothing sent) for a CPU without a stack.
+#[must_use]
+pub fn start(cpu: CpuId, apic_id: ApicId, entry: extern "C" fn(u64) -> !) -> bool {
+    let Some(stack_top) = stacks::kernel_top(cpu) else {
+        return false;
+    };
     let data = ApBootData {
         cr3: cpu::cr3(),
-        stack_top: stacks::kernel_top(cpu),
+        stack_top,
         entry: entry as usize as u64,
         cpu: u64::from(cpu.0),
     };
@@ -149,4 +154,5 @@ pub fn start(cpu: CpuId, apic_id: ApicId, entry: extern "C" fn(u64) -> !) {
     };
     x2apic::send(sipi);
     x2apic::send(sipi);
+    true
 }

@@ -1,4 +1,5 @@
-//! Per-CPU GDT and TSS (with IST stacks for NMI, #DF and #MC).
+//! Per-CPU GDT and TSS (with IST stacks for NMI, #DF and #MC), allocated
+//! at boot for the CPUs that exist ([`alloc`]).
 //!
 //! Rebuilt by its CPU every time the CPU starts: `ltr` marks the TSS
 //! descriptor busy, and a CPU brought back by hotplug must load it again,
@@ -6,8 +7,7 @@
 
 use core::cell::UnsafeCell;
 
-use shared::{CpuId, MAX_CPUS};
-use spin::Once;
+use shared::CpuId;
 use x86_64::PrivilegeLevel;
 use x86_64::VirtAddr;
 use x86_64::instructions::segmentation::{CS, DS, ES, SS, Segment};
@@ -17,6 +17,8 @@ use x86_64::structures::gdt::{Descriptor, SegmentSelector};
 use x86_64::structures::tss::TaskStateSegment;
 
 use super::stacks;
+use crate::kprintln;
+use crate::mem::{self, OnceSlice, OutOfMemory, Zeroable};
 
 /// Selector of the kernel code segment; interrupt gates use it.
 pub const KERNEL_CODE_SELECTOR: u16 = 0x08;
@@ -30,16 +32,31 @@ pub const IST_DOUBLE_FAULT: u16 = 1;
 /// IST index of the machine-check stack.
 pub const IST_MACHINE_CHECK: u16 = 2;
 
-/// Null, code, data, and the two words of the TSS descriptor.
+/// One CPU's GDT (null, code, data, and the two words of the TSS
+/// descriptor) and TSS.
 #[repr(C, align(16))]
-struct Table(UnsafeCell<[u64; 5]>);
+struct Tables {
+    gdt: UnsafeCell<[u64; 5]>,
+    tss: UnsafeCell<TaskStateSegment>,
+}
 
-// SAFETY: each table is written and loaded only by the CPU it belongs to,
-// while it starts; other CPUs never touch it.
-unsafe impl Sync for Table {}
+// SAFETY: each CPU's tables are written and loaded only by that CPU, while
+// it starts; other CPUs never touch them.
+unsafe impl Sync for Tables {}
 
-static TSS: [Once<TaskStateSegment>; MAX_CPUS] = [const { Once::new() }; MAX_CPUS];
-static GDT: [Table; MAX_CPUS] = [const { Table(UnsafeCell::new([0; 5])) }; MAX_CPUS];
+// SAFETY: a zero GDT is all null descriptors and a zero TSS has every
+// field 0 (integers and addresses); both are rewritten before use.
+unsafe impl Zeroable for Tables {}
+
+static TABLES: OnceSlice<Tables> = OnceSlice::new();
+
+/// Allocates the GDTs and TSSs of `cpus` CPUs (boot CPU, before its own
+/// `init`, once).
+pub fn alloc(cpus: u32) -> Result<(), OutOfMemory> {
+    // Set once: a second call is a bug that leaves the first tables.
+    let _ = TABLES.set(mem::alloc_zeroed(cpus as usize)?);
+    Ok(())
+}
 
 fn raw(d: Descriptor) -> (u64, u64) {
     match d {
@@ -51,15 +68,21 @@ fn raw(d: Descriptor) -> (u64, u64) {
 /// Builds and loads `cpu`'s GDT and TSS, and reloads the segment
 /// registers. Runs on `cpu` itself, every time it starts.
 pub fn init(cpu: CpuId) {
-    let i = cpu.index() % MAX_CPUS;
-    let tss: &'static TaskStateSegment = TSS[i].call_once(|| {
-        let mut tss = TaskStateSegment::new();
-        for slot in [IST_NMI, IST_DOUBLE_FAULT, IST_MACHINE_CHECK] {
-            tss.interrupt_stack_table[usize::from(slot)] =
-                VirtAddr::new(stacks::ist_top(cpu, usize::from(slot)));
-        }
-        tss
-    });
+    let Some(tables) = TABLES.at(cpu.index()) else {
+        kprintln!("CPU {}: no GDT/TSS allocated; keeping the boot GDT", cpu);
+        return;
+    };
+    let mut new_tss = TaskStateSegment::new();
+    for slot in [IST_NMI, IST_DOUBLE_FAULT, IST_MACHINE_CHECK] {
+        let top = stacks::ist_top(cpu, usize::from(slot)).unwrap_or(0);
+        new_tss.interrupt_stack_table[usize::from(slot)] = VirtAddr::new(top);
+    }
+    // SAFETY: only this CPU uses its TSS, and it is not loaded in its TR
+    // now (a starting CPU's TR is from INIT or the boot).
+    unsafe { tables.tss.get().write(new_tss) };
+    // SAFETY: just written; lives for ever (allocated at boot, never
+    // freed); not written again while this CPU runs.
+    let tss: &'static TaskStateSegment = unsafe { &*tables.tss.get() };
     let (tss_lo, tss_hi) = raw(Descriptor::tss_segment(tss));
     let entries = [
         0,
@@ -68,16 +91,16 @@ pub fn init(cpu: CpuId) {
         tss_lo,
         tss_hi,
     ];
-    let table = &GDT[i];
+    let table = &tables.gdt;
     // SAFETY: only this CPU uses its table, and it is not loaded in GDTR
     // of any other CPU; a fresh TSS descriptor is "available", not busy.
-    unsafe { table.0.get().write(entries) };
+    unsafe { table.get().write(entries) };
     let ptr = DescriptorTablePointer {
         limit: (core::mem::size_of::<[u64; 5]>() - 1) as u16,
-        base: VirtAddr::new(table.0.get() as u64),
+        base: VirtAddr::new(table.get() as u64),
     };
-    // SAFETY: the table is a static that lives forever and holds valid
-    // descriptors at the selectors loaded below.
+    // SAFETY: the table lives forever (allocated at boot, never freed) and
+    // holds valid descriptors at the selectors loaded below.
     unsafe { lgdt(&ptr) };
     let code = SegmentSelector::new(KERNEL_CODE_SELECTOR / 8, PrivilegeLevel::Ring0);
     let data = SegmentSelector::new(KERNEL_DATA_SELECTOR / 8, PrivilegeLevel::Ring0);

@@ -9,17 +9,26 @@
 
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use shared::{CpuId, MAX_CPUS};
+use shared::CpuId;
 
 use super::{cpu, percpu};
+use crate::mem::{self, OnceSlice, OutOfMemory};
 use crate::smp::CpuMask;
 
 /// Per mille of call-function IPIs to drop.
 static PERMILLE: AtomicU32 = AtomicU32::new(0);
 /// Call-function IPIs dropped, by sending CPU.
-static DROPPED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+static DROPPED: OnceSlice<AtomicU64> = OnceSlice::new();
 /// The decision's random state (shared: racing CPUs only repeat a draw).
 static RNG: AtomicU64 = AtomicU64::new(0x9e37_79b9_7f4a_7c15);
+
+/// Allocates the counters of `cpus` CPUs (boot CPU, before the APs
+/// start, once).
+pub fn alloc(cpus: u32) -> Result<(), OutOfMemory> {
+    // Set once: a second call is a bug that leaves the first counters.
+    let _ = DROPPED.set(mem::alloc_zeroed(cpus as usize)?);
+    Ok(())
+}
 
 /// Turns the drop on (boot CPU, before the APs start; through
 /// `IpiDelivery::set_drop_permille`, which also routes single-target IPIs
@@ -38,13 +47,19 @@ pub fn enabled() -> bool {
 /// Call-function IPIs dropped so far, on all CPUs.
 pub fn dropped() -> u64 {
     // Relaxed: a statistic.
-    DROPPED.iter().map(|d| d.load(Ordering::Relaxed)).sum()
+    DROPPED
+        .get()
+        .iter()
+        .map(|d| d.load(Ordering::Relaxed))
+        .sum()
 }
 
 /// Call-function IPIs `cpu` would have sent that were dropped.
 pub fn dropped_by(cpu: CpuId) -> u64 {
     // Relaxed: a statistic.
-    DROPPED[cpu.index() % MAX_CPUS].load(Ordering::Relaxed)
+    DROPPED
+        .at(cpu.index())
+        .map_or(0, |d| d.load(Ordering::Relaxed))
 }
 
 #[cold]
@@ -56,7 +71,9 @@ fn draw(permille: u32) -> bool {
     let drop = x % 1000 < u64::from(permille);
     if drop {
         // Relaxed: a statistic of this CPU.
-        DROPPED[percpu::this_cpu().index() % MAX_CPUS].fetch_add(1, Ordering::Relaxed);
+        if let Some(d) = DROPPED.at(percpu::this_cpu().index()) {
+            d.fetch_add(1, Ordering::Relaxed);
+        }
     }
     drop
 }

@@ -16,3 +16,22 @@ pub mod stacks;
 #[cfg(feature = "trace")]
 pub mod trace;
 pub mod x2apic;
+
+/// Allocates the arch's per-CPU data for `cpus` CPUs that no IPI path
+/// reaches: GDTs and TSSs, stacks, fault-injection counters. Boot CPU,
+/// first thing (before it loads its own GDT), once.
+pub fn alloc_percpu(cpus: u32) -> Result<(), crate::mem::OutOfMemory> {
+    gdt::alloc(cpus)?;
+    stacks::alloc(cpus)?;
+    ipi_fault::alloc(cpus)
+}
+
+/// The end of the kernel image in memory (its BSS included), from the
+/// linker script's `__kernel_end`.
+pub fn kernel_end() -> u64 {
+    // SAFETY: the symbol is defined by link.ld; only its address is taken.
+    unsafe extern "C" {
+        static __kernel_end: u8;
+    }
+    (&raw const __kernel_end) as u64
+}

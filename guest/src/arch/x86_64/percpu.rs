@@ -58,6 +58,12 @@ impl PerCpu {
     }
 }
 
+/// The per-CPU areas, a static array of `MAX_CPUS` rather than boot
+/// allocation for the present CPUs: `GS` points into it, and the IPI paths
+/// find other CPUs' areas at a link-time-constant base (a base loaded from
+/// memory costs instructions on the round trip, which the bench counts
+/// exactly). The price is BSS, `MAX_CPUS` x 64 bytes (64 KiB at 1024)
+/// whatever the CPU count, not ELF file size.
 static AREAS: [PerCpu; MAX_CPUS] = [const { PerCpu::new() }; MAX_CPUS];
 
 /// The area of `cpu` (CPU numbers are masked into range; callers check

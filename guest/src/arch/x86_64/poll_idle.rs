@@ -43,6 +43,9 @@ struct PollWord {
 /// The idle word: the CPU is spinning in its idle loop.
 const POLLING: u32 = 1 << 0;
 
+/// The poll words, static for the same reason as the per-CPU areas (the
+/// sender tests its target's word on the IPI path at a constant base):
+/// BSS of `MAX_CPUS` x 64 bytes (64 KiB at 1024), not file size.
 static POLL: [PollWord; MAX_CPUS] = [const {
     PollWord {
         state: AtomicU32::new(0),

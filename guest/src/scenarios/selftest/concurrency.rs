@@ -12,6 +12,7 @@ use shared::{CpuId, MAX_CPUS};
 use super::harness::{self, CpuList, PerCpuCount, as_task, this_cpu, wait_for};
 use super::harness::{CaseResult, others};
 use crate::kernel::SMP;
+use crate::mem::OnceSlice;
 use crate::smp::CpuMask;
 
 static GO: AtomicBool = AtomicBool::new(false);
@@ -60,15 +61,24 @@ fn barrier() -> bool {
     wait_for(|| GO.load(Ordering::SeqCst))
 }
 
-/// HITS[caller][executor]: runs of the caller's function on the executor.
-static HITS: [[AtomicU32; MAX_CPUS]; MAX_CPUS] =
-    [const { [const { AtomicU32::new(0) }; MAX_CPUS] }; MAX_CPUS];
+/// HITS[caller * nr_cpu_ids + executor]: runs of the caller's function on
+/// the executor; `nr_cpu_ids` squared, allocated at the first run.
+static HITS: OnceSlice<AtomicU32> = OnceSlice::new();
+
+/// The count of `caller`'s function on `exec` (None: not a CPU number).
+fn hits(caller: CpuId, exec: CpuId) -> Option<&'static AtomicU32> {
+    let n = SMP.nr_cpu_ids() as usize;
+    if caller.index() >= n || exec.index() >= n {
+        return None;
+    }
+    HITS.at(caller.index() * n + exec.index())
+}
 
 fn hit(caller: usize) {
     // Slow on purpose, so that a caller returning early is caught.
     harness::delay_us(10);
-    if let Some(row) = HITS.get(caller) {
-        row[this_cpu().index() % MAX_CPUS].fetch_add(1, Ordering::SeqCst);
+    if let Some(h) = hits(CpuId(caller as u32), this_cpu()) {
+        h.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -76,11 +86,10 @@ fn hit(caller: usize) {
 fn call_all() {
     let me = this_cpu();
     SMP.smp_call_function(hit, me.index(), true);
-    let row = &HITS[me.index() % MAX_CPUS];
     let ok = SMP
         .online_mask()
         .iter()
-        .all(|c| row[c.index() % MAX_CPUS].load(Ordering::SeqCst) == u32::from(c != me));
+        .all(|c| hits(me, c).is_some_and(|h| h.load(Ordering::SeqCst) == u32::from(c != me)));
     if !ok {
         EARLY.inc(me);
     }
@@ -95,31 +104,39 @@ fn call_all_task(_: usize) {
     });
 }
 
-const ROUNDS: u32 = 4;
+/// Rounds of [`all_call_all`]: 4, or 1 on more than [`BIG`] CPUs (the
+/// case is N² callbacks a round; one round covers the same behaviour).
+fn rounds() -> u32 {
+    if SMP.num_online_cpus() > BIG { 1 } else { 4 }
+}
+
+/// The CPU count above which the concurrency cases do less per CPU.
+const BIG: u32 = 64;
 
 /// All online CPUs call smp_call_function(wait) at once; each callback
 /// runs exactly once on each other CPU, and each caller's wait covers all
 /// of its callbacks.
 pub fn all_call_all() -> CaseResult {
     let online = SMP.online_mask();
-    for round in 1..=ROUNDS {
-        for row in &HITS {
-            for h in row {
-                h.store(0, Ordering::SeqCst);
-            }
+    let n = SMP.nr_cpu_ids() as usize;
+    let table =
+        harness::scratch(&HITS, n * n).ok_or_else(|| text!("no memory for {n} x {n} counts"))?;
+    let rounds = rounds();
+    for round in 1..=rounds {
+        for h in table {
+            h.store(0, Ordering::SeqCst);
         }
         run_everywhere(others(), call_all_task, call_all)
             .map_err(|e| text!("round {round}: {}", e.as_str()))?;
-        for (c, row) in HITS.iter().enumerate() {
-            for (e, hits) in row.iter().enumerate() {
-                let (caller, exec) = (CpuId(c as u32), CpuId(e as u32));
-                let want = u32::from(online.test(caller) && online.test(exec) && c != e);
-                let got = hits.load(Ordering::SeqCst);
-                ensure!(
-                    got == want,
-                    "round {round}: CPU {exec} ran CPU {caller}'s callback {got} times, want {want}"
-                );
-            }
+        for (i, hits) in table.iter().take(n * n).enumerate() {
+            let (c, e) = (i / n, i % n);
+            let (caller, exec) = (CpuId(c as u32), CpuId(e as u32));
+            let want = u32::from(online.test(caller) && online.test(exec) && c != e);
+            let got = hits.load(Ordering::SeqCst);
+            ensure!(
+                got == want,
+                "round {round}: CPU {exec} ran CPU {caller}'s callback {got} times, want {want}"
+            );
         }
         if let Some((c, _, _)) = EARLY.mismatch(|_| 0) {
             return Err(text!(
@@ -128,12 +145,23 @@ pub fn all_call_all() -> CaseResult {
         }
     }
     Ok(text!(
-        "{ROUNDS} rounds: all of {} called smp_call_function(wait) at once; each callback ran exactly once per other CPU",
+        "{rounds} rounds: all of {} called smp_call_function(wait) at once; each callback ran exactly once per other CPU",
         CpuList(online)
     ))
 }
 
+/// Calls each sender makes at most (each kind 4 times)...
 const PER_SENDER: usize = 16;
+
+/// ... and on more than [`BIG`] CPUs (each kind once), where the target
+/// gets N x this many calls.
+fn per_sender() -> usize {
+    if SMP.num_online_cpus() > BIG {
+        4
+    } else {
+        PER_SENDER
+    }
+}
 
 /// SLOTS[sender][seq]: runs of that call.
 static SLOTS: [[AtomicU32; PER_SENDER]; MAX_CPUS] =
@@ -155,7 +183,7 @@ fn slot(info: usize) {
 fn send_burst() {
     let me = this_cpu();
     let t = CpuId(TARGET.load(Ordering::SeqCst));
-    for seq in 0..PER_SENDER {
+    for seq in 0..per_sender() {
         let info = (me.index() << 8) | seq;
         let r = match seq % 4 {
             0 => SMP.smp_call_function_single(t, slot, info, true),
@@ -193,17 +221,20 @@ pub fn many_to_one() -> CaseResult {
     TARGET.store(t.0, Ordering::SeqCst);
     WRONG_CPU.store(0, Ordering::SeqCst);
     CALL_ERRORS.store(0, Ordering::SeqCst);
-    for row in &SLOTS {
+    let nr = SMP.nr_cpu_ids() as usize;
+    for row in SLOTS.iter().take(nr) {
         for s in row {
             s.store(0, Ordering::SeqCst);
         }
     }
-    let total = senders.weight() as usize * PER_SENDER;
+    let per_sender = per_sender();
+    let total = senders.weight() as usize * per_sender;
     let run_before = SMP.stats(t).callbacks_run;
     run_everywhere(senders.without(this_cpu()), burst_task, send_burst)?;
     let count = || {
         SLOTS
             .iter()
+            .take(nr)
             .flatten()
             .map(|s| s.load(Ordering::SeqCst) as usize)
             .sum::<usize>()
@@ -216,10 +247,10 @@ pub fn many_to_one() -> CaseResult {
     );
     let errors = CALL_ERRORS.load(Ordering::SeqCst);
     ensure!(errors == 0, "{errors} calls to CPU {t} returned an error");
-    for (s, row) in SLOTS.iter().enumerate() {
+    for (s, row) in SLOTS.iter().take(nr).enumerate() {
         for (seq, n) in row.iter().enumerate() {
             let got = n.load(Ordering::SeqCst);
-            let want = u32::from(senders.test(CpuId(s as u32)));
+            let want = u32::from(senders.test(CpuId(s as u32)) && seq < per_sender);
             ensure!(
                 got == want,
                 "call {seq} of CPU {s} ran {got} times, want {want}"
@@ -234,7 +265,7 @@ pub fn many_to_one() -> CaseResult {
         "CPU {t} counted {ran} callbacks, want {total}"
     );
     Ok(text!(
-        "{} senders ({}) x {PER_SENDER} calls (single/many, wait/nowait) to CPU {t} at once: each ran exactly once there",
+        "{} senders ({}) x {per_sender} calls (single/many, wait/nowait) to CPU {t} at once: each ran exactly once there",
         senders.weight(),
         CpuList(senders)
     ))

@@ -15,6 +15,7 @@ use shared::{CpuId, MAX_CPUS};
 
 use crate::arch::x86_64::{cpu, percpu};
 use crate::kernel::SMP;
+use crate::mem::{OnceSlice, Zeroable};
 use crate::smp::{CpuMask, Csd, SmpCallFunc};
 use crate::time::{self, spin_until};
 
@@ -298,4 +299,24 @@ pub fn as_task(body: impl FnOnce()) {
     irqs_on();
     body();
     irqs_off();
+}
+
+/// A scratch table of at least `len` zeroed `T`s from the kernel's
+/// allocator for a case's bookkeeping (sized by the CPUs that exist, not
+/// `MAX_CPUS`, and not on the 32 KiB kernel stack): allocated at the first
+/// call and kept for the next runs. `None` when memory is short or a
+/// first call asked for fewer. Called by the CPU that runs the cases, before
+/// it starts others on them (they read the table through `cell.get()`).
+pub fn scratch<T: Zeroable>(cell: &OnceSlice<T>, len: usize) -> Option<&'static [T]> {
+    if cell.get().is_empty() {
+        let fresh = crate::mem::alloc_zeroed(len).ok()?;
+        // Err only if set already: the table below is then the first one.
+        let _ = cell.set(fresh);
+    }
+    Some(cell.get()).filter(|t| t.len() >= len)
+}
+
+/// The CPU numbers a case looks at: `0..nr_cpu_ids`.
+pub fn cpu_ids() -> impl Iterator<Item = CpuId> {
+    (0..SMP.nr_cpu_ids()).map(CpuId)
 }

@@ -1,9 +1,9 @@
 //! `smp_call_function_many_cond` and its wrappers: who runs the function,
 //! when the caller may return, `on_each_cpu*`, `kick_all_cpus_sync`.
 
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
-use shared::{CpuId, MAX_CPUS};
+use shared::CpuId;
 
 use super::harness::{
     self, CpuList, END_SIGNAL, END_STUCK, Offline, PerCpuCount, RunCounts, ShortCsdTimeout, Until,
@@ -11,6 +11,7 @@ use super::harness::{
 };
 use super::harness::{CaseResult, others};
 use crate::kernel::SMP;
+use crate::mem::OnceSlice;
 use crate::smp::{CpuMask, Csd};
 
 static CALLS: RunCounts = RunCounts::new();
@@ -274,6 +275,9 @@ pub fn on_each_cpu_local() -> CaseResult {
     ))
 }
 
+/// Callback counts before a kick, by CPU number (see [`kick_round`]).
+static KICK_BEFORE: OnceSlice<AtomicU64> = OnceSlice::new();
+
 /// One kick; checks every other online CPU ran exactly one callback during
 /// it and one IPI per other CPU was requested. A parked CPU's park callback
 /// was counted when it started, before the kick: it too runs just the
@@ -281,14 +285,19 @@ pub fn on_each_cpu_local() -> CaseResult {
 fn kick_round() -> Result<(), harness::Text> {
     let me = this_cpu();
     let others = others();
-    let before: [u64; MAX_CPUS] =
-        core::array::from_fn(|c| SMP.stats(CpuId(c as u32)).callbacks_run);
+    let before = harness::scratch(&KICK_BEFORE, SMP.nr_cpu_ids() as usize)
+        .ok_or_else(|| text!("no memory for the counts of {} CPUs", SMP.nr_cpu_ids()))?;
+    for (c, b) in harness::cpu_ids().zip(before) {
+        b.store(SMP.stats(c).callbacks_run, Ordering::Relaxed);
+    }
     let ipis = SMP.stats(me).ipis_requested;
     SMP.kick_all_cpus_sync();
-    let after: [u64; MAX_CPUS] = core::array::from_fn(|c| SMP.stats(CpuId(c as u32)).callbacks_run);
     let sent = SMP.stats(me).ipis_requested - ipis;
     for c in SMP.online_mask() {
-        let n = after[c.index() % MAX_CPUS] - before[c.index() % MAX_CPUS];
+        let b = before
+            .get(c.index())
+            .map_or(0, |b| b.load(Ordering::Relaxed));
+        let n = SMP.stats(c).callbacks_run.wrapping_sub(b);
         let want = u64::from(c != me);
         ensure!(
             n == want,

@@ -48,15 +48,16 @@ mod park;
 mod single;
 mod warn;
 
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU32, Ordering};
 
+use shared::CpuId;
 use shared::record::{Body, PROVOKED_STALLS_COUNTER, Verdict, WarnKind};
 use shared::status::GuestStatus;
-use shared::{CpuId, MAX_CPUS};
 
 pub use self::harness::{CaseResult, others};
 use self::harness::{PARK_TIMEOUTS, Text};
 use crate::kernel::SMP;
+use crate::mem::OnceSlice;
 use crate::{kprintln, report};
 
 /// What a case needs to be applicable.
@@ -248,22 +249,35 @@ fn applicable(needs: Needs) -> Result<(), Text> {
     }
 }
 
-/// WARN counts of every CPU, by kind.
-fn warn_snapshot() -> [[u32; WarnKind::ALL.len()]; MAX_CPUS] {
-    core::array::from_fn(|c| SMP.stats(CpuId(c as u32)).warns)
+/// WARN counts of one CPU, by kind.
+type Warns = [AtomicU32; WarnKind::ALL.len()];
+
+/// The snapshot of [`warn_snapshot`], one entry per CPU number.
+static WARNS_BEFORE: OnceSlice<Warns> = OnceSlice::new();
+
+/// Takes the WARN counts of every CPU (into [`WARNS_BEFORE`]); `false` if
+/// there is no memory for them.
+fn warn_snapshot() -> bool {
+    let Some(table) = harness::scratch(&WARNS_BEFORE, SMP.nr_cpu_ids() as usize) else {
+        return false;
+    };
+    for (c, slot) in harness::cpu_ids().zip(table) {
+        for (s, w) in slot.iter().zip(SMP.stats(c).warns) {
+            s.store(w, Ordering::Relaxed);
+        }
+    }
+    true
 }
 
-/// The first WARN that fired since `before` and is not in `allowed`.
-fn unexpected_warn(
-    before: &[[u32; WarnKind::ALL.len()]; MAX_CPUS],
-    allowed: &[WarnKind],
-) -> Option<(CpuId, WarnKind, u32)> {
-    let after = warn_snapshot();
-    for (c, (b, a)) in before.iter().zip(after.iter()).enumerate() {
+/// The first WARN that fired since [`warn_snapshot`] and is not in
+/// `allowed`.
+fn unexpected_warn(allowed: &[WarnKind]) -> Option<(CpuId, WarnKind, u32)> {
+    for (c, before) in harness::cpu_ids().zip(WARNS_BEFORE.get()) {
+        let after = SMP.stats(c).warns;
         for (i, kind) in WarnKind::ALL.iter().enumerate() {
-            let delta = a[i].wrapping_sub(b[i]);
+            let delta = after[i].wrapping_sub(before[i].load(Ordering::Relaxed));
             if delta != 0 && !allowed.contains(kind) {
-                return Some((CpuId(c as u32), *kind, delta));
+                return Some((c, *kind, delta));
             }
         }
     }
@@ -271,7 +285,7 @@ fn unexpected_warn(
 }
 
 fn run_case(case: &Case) -> Verdict {
-    let warns = warn_snapshot();
+    let warns_taken = warn_snapshot();
     let park_timeouts = PARK_TIMEOUTS.load(Ordering::SeqCst);
     let online = SMP.online_mask();
     let mut result = (case.run)();
@@ -280,7 +294,12 @@ fn run_case(case: &Case) -> Verdict {
         // Leave the boot CPU as found, for the next case.
         harness::irqs_on();
     }
-    let problem = if let Some((cpu, kind, n)) = unexpected_warn(&warns, case.warns) {
+    let problem = if !warns_taken {
+        Some(text!(
+            "no memory for the WARN counts of {} CPUs",
+            SMP.nr_cpu_ids()
+        ))
+    } else if let Some((cpu, kind, n)) = unexpected_warn(case.warns) {
         Some(text!("unexpected WARN {} x{n} on CPU {cpu}", kind.name()))
     } else if PARK_TIMEOUTS.load(Ordering::SeqCst) != park_timeouts {
         Some(text!(

@@ -160,8 +160,9 @@ pub struct Req {
     in_flag: AtomicBool,
     /// scftorture's `scfc_out`: cleared on handler entry, set at its end.
     out_flag: AtomicBool,
-    /// Verified (counted) after completion.
-    checked: AtomicBool,
+    /// Not verified (counted) yet; false when never used, so that the
+    /// table is all zero (BSS, not the file).
+    unchecked: AtomicBool,
 }
 
 impl Req {
@@ -174,7 +175,7 @@ impl Req {
             want: AtomicU32::new(0),
             in_flag: AtomicBool::new(false),
             out_flag: AtomicBool::new(false),
-            checked: AtomicBool::new(true),
+            unchecked: AtomicBool::new(false),
         }
     }
 }
@@ -237,7 +238,7 @@ impl Issue {
         req.ran.store(0, Ordering::Relaxed);
         req.want.store(want, Ordering::Relaxed);
         req.out_flag.store(false, Ordering::Relaxed);
-        req.checked.store(false, Ordering::Relaxed);
+        req.unchecked.store(true, Ordering::Relaxed);
         req.remaining.store(1, Ordering::Relaxed);
         req.id.store(id, Ordering::Relaxed);
         // scftorture sets `scfc_in` last, right before the call.
@@ -333,7 +334,7 @@ pub fn record_target(cpu: CpuId, info: usize) -> bool {
 pub fn verify(req: &Req) {
     // Relaxed: only a claim on the counting; the caller saw `remaining`
     // reach 0 with Acquire.
-    if req.checked.swap(true, Ordering::Relaxed) {
+    if !req.unchecked.swap(false, Ordering::Relaxed) {
         return;
     }
     // Relaxed: the caller's Acquire on `remaining` (or its own writes)

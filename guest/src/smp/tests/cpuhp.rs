@@ -108,6 +108,53 @@ fn prepare_failure_is_injectable() {
 }
 
 #[test]
+fn prepare_fails_when_the_cfd_row_cannot_be_allocated() {
+    let smp = Smp::new(HostArch::new(0));
+    smp.set_nr_cpu_ids(5);
+    smp.arch().cfd_alloc_fails.store(true, SeqCst);
+    assert_eq!(smp.smpcfd_prepare_cpu(CpuId(3)), Err(SmpError::NoMem));
+    assert!(!smp.cfd_prepared(CpuId(3)));
+    assert_eq!(smp.arch().cfd_rows_allocated.load(SeqCst), 0);
+    // Nothing half-set: the next prepare allocates and succeeds.
+    smp.arch().cfd_alloc_fails.store(false, SeqCst);
+    assert_eq!(smp.smpcfd_prepare_cpu(CpuId(3)), Ok(()));
+    assert!(smp.cfd_prepared(CpuId(3)));
+    assert_eq!(smp.arch().cfd_rows_allocated.load(SeqCst), 1);
+}
+
+#[test]
+fn cfd_rows_are_reused_when_a_cpu_comes_back() {
+    let m = Machine::new(4);
+    // One row per CPU, for every possible target.
+    assert_eq!(m.smp.arch().cfd_rows_allocated.load(SeqCst), 4);
+    let row = m.smp.cfd_csd_addr(CpuId(2), CpuId(1));
+    m.smp.set_cpu_online(CpuId(2), false).unwrap();
+    m.smp.smpcfd_dead_cpu(CpuId(2)).unwrap();
+    // Even with no memory left, a CPU that had a row comes back with it.
+    m.smp.arch().cfd_alloc_fails.store(true, SeqCst);
+    assert_eq!(m.smp.smpcfd_prepare_cpu(CpuId(2)), Ok(()));
+    m.smp.arch().cfd_alloc_fails.store(false, SeqCst);
+    m.smp.set_cpu_online(CpuId(2), true).unwrap();
+    assert_eq!(m.smp.arch().cfd_rows_allocated.load(SeqCst), 4);
+    assert_eq!(m.smp.cfd_csd_addr(CpuId(2), CpuId(1)), row);
+    // The rows still work: CPU 2 calls every other CPU and waits.
+    static HITS: AtomicU32 = AtomicU32::new(0);
+    fn hit(_: usize) {
+        HITS.fetch_add(1, SeqCst);
+    }
+    m.run_on(2, || smp().smp_call_function(hit, 0, true));
+    assert_eq!(HITS.load(SeqCst), 3);
+    // Each (caller, target) pair has a csd of its own.
+    let mut addrs = std::collections::BTreeSet::new();
+    for c in 0..4 {
+        for t in 0..4 {
+            assert!(addrs.insert(m.smp.cfd_csd_addr(CpuId(c), CpuId(t))));
+        }
+    }
+    m.assert_clean();
+}
+
+#[test]
 fn call_function_init_prepares_the_boot_cpu() {
     let m = Machine::new(2);
     m.smp.smpcfd_dead_cpu(CpuId(1)).unwrap();
@@ -119,7 +166,7 @@ fn call_function_init_prepares_the_boot_cpu() {
 #[test]
 fn masks_and_nr_cpu_ids() {
     let smp = Smp::new(HostArch::new(0));
-    assert_eq!(smp.nr_cpu_ids(), 64);
+    assert_eq!(smp.nr_cpu_ids(), MAX_CPUS as u32);
     assert_eq!(smp.online_mask(), CpuMask::EMPTY);
     for cpu in 0..6 {
         smp.set_cpu_possible(CpuId(cpu), true).unwrap();
@@ -165,11 +212,11 @@ fn masks_and_nr_cpu_ids() {
     assert_eq!(smp.possible_mask(), CpuMask::from_word0(0b1111));
     smp.set_nr_cpu_ids(0);
     assert_eq!(smp.nr_cpu_ids(), 1);
-    smp.set_nr_cpu_ids(1000);
-    assert_eq!(smp.nr_cpu_ids(), 64);
+    smp.set_nr_cpu_ids(MAX_CPUS as u32 + 1000);
+    assert_eq!(smp.nr_cpu_ids(), MAX_CPUS as u32);
 
     // maxcpus= / nosmp.
-    assert_eq!(smp.setup_max_cpus(), 64);
+    assert_eq!(smp.setup_max_cpus(), MAX_CPUS as u32);
     smp.set_setup_max_cpus(0);
     assert_eq!(smp.setup_max_cpus(), 0);
 }
@@ -188,9 +235,10 @@ fn numa_node_map() {
         smp.set_cpu_possible(CpuId(cpu), true).unwrap();
         smp.set_cpu_node(CpuId(cpu), cpu % 2);
     }
-    smp.set_cpu_node(CpuId(70), 5); // ignored
+    let beyond = CpuId(MAX_CPUS as u32 + 6);
+    smp.set_cpu_node(beyond, 5); // ignored
     assert_eq!(smp.cpu_to_node(CpuId(3)), 1);
-    assert_eq!(smp.cpu_to_node(CpuId(70)), 0);
+    assert_eq!(smp.cpu_to_node(beyond), 0);
     assert_eq!(smp.cpumask_of_node(0), CpuMask::from_word0(0b0101));
     assert_eq!(smp.cpumask_of_node(1), CpuMask::from_word0(0b1010));
     assert_eq!(smp.cpumask_of_node(2), CpuMask::EMPTY);
@@ -217,6 +265,9 @@ fn smp_is_const_constructible_for_statics() {
         fn clear_running(&self) {}
         fn running(&self, _: CpuId) -> usize {
             0
+        }
+        fn alloc_cfd_row(&self, len: usize) -> Option<&'static [Csd]> {
+            Some(Vec::leak((0..len).map(|_| Csd::idle()).collect()))
         }
         fn cpu_relax(&self) {}
         fn now_ns(&self) -> u64 {

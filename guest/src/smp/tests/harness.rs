@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::thread::{self, JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
-use crate::smp::{Arch, CpuId, CpuMask, Event, IrqFlags, Smp, WarnKind};
+use crate::smp::{Arch, CpuId, CpuMask, Csd, Event, IrqFlags, Smp, WarnKind};
 
 /// The smp core over host threads.
 pub type HostSmp = Smp<HostArch>;
@@ -104,6 +104,10 @@ pub struct HostArch {
     /// Contract violations seen by the arch (IPI mask with self, IPI to
     /// self or to a missing CPU, job that left interrupts off).
     pub violations: AtomicU64,
+    /// `alloc_cfd_row` calls that returned a row.
+    pub cfd_rows_allocated: AtomicU64,
+    /// Makes `alloc_cfd_row` fail (out of memory) while set.
+    pub cfd_alloc_fails: AtomicBool,
 }
 
 impl HostArch {
@@ -116,6 +120,8 @@ impl HostArch {
             stop: AtomicBool::new(false),
             mask_sends: AtomicU64::new(0),
             violations: AtomicU64::new(0),
+            cfd_rows_allocated: AtomicU64::new(0),
+            cfd_alloc_fails: AtomicBool::new(false),
         }
     }
 
@@ -236,6 +242,14 @@ impl Arch for HostArch {
 
     fn clear_running(&self) {
         self.cpu(this_cpu().0).running.store(0, SeqCst);
+    }
+
+    fn alloc_cfd_row(&self, len: usize) -> Option<&'static [Csd]> {
+        if self.cfd_alloc_fails.load(SeqCst) {
+            return None;
+        }
+        self.cfd_rows_allocated.fetch_add(1, SeqCst);
+        Some(Vec::leak((0..len).map(|_| Csd::idle()).collect()))
     }
 
     fn running(&self, cpu: CpuId) -> usize {
