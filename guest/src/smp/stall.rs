@@ -229,6 +229,9 @@ impl<A: Arch> Smp<A> {
                 now - start,
                 csd as *const Csd as usize
             );
+            // Relaxed: a diagnostic count (read by the self-test after the
+            // wait, on this CPU).
+            self.stall_resends.fetch_add(1, Ordering::Relaxed);
             self.send_single_ipi(this, target);
         }
         watch.last = now;

@@ -104,6 +104,9 @@ pub struct Smp<A: Arch> {
     pub(super) csd_lock_stuck: AtomicU32,
     /// The offline-IPI warning has been reported (it is reported once).
     pub(super) offline_warned: AtomicBool,
+    /// IPIs the stall detector re-sent to a CPU that ran no csd (each is
+    /// also in the waiter's `ipis_requested`).
+    pub(super) stall_resends: AtomicU64,
     /// The per-CPU blocks, a static array of [`MAX_CPUS`] (not allocated
     /// for the present CPUs like the rest of the per-CPU data): its
     /// link-time-constant address is what keeps the IPI paths at their
@@ -155,6 +158,7 @@ impl<A: Arch> Smp<A> {
             csd_bug_count: AtomicU32::new(0),
             csd_lock_stuck: AtomicU32::new(0),
             offline_warned: AtomicBool::new(false),
+            stall_resends: AtomicU64::new(0),
             percpu: [const { PerCpu::new() }; MAX_CPUS],
         }
     }
@@ -243,6 +247,14 @@ impl<A: Arch> Smp<A> {
     pub fn csd_stalls_detected(&self) -> u32 {
         // Relaxed: a diagnostic count; nothing is published through it.
         self.csd_bug_count.load(Ordering::Relaxed)
+    }
+
+    /// IPIs the stall detector re-sent so far (to a target that was
+    /// running no csd when a wait was reported: Linux's "Re-sending CSD
+    /// lock IPI"). They are part of the waiters' `ipis_requested`.
+    pub fn stall_ipis_resent(&self) -> u64 {
+        // Relaxed: a diagnostic count; nothing is published through it.
+        self.stall_resends.load(Ordering::Relaxed)
     }
 
     /// Whether some csd-lock wait is currently reported as stuck (Linux's

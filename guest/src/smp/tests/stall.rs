@@ -60,6 +60,20 @@ fn lost_ipi_is_reported_resent_and_unstuck() {
     // The waiter reports its own stall (the record's sender).
     assert!(m.reporters().iter().all(|&c| c == CpuId(0)));
     assert_eq!((target_running, nth, resent_ipi), (0, 1, true));
+    // Every report that re-sent counts once in stall_ipis_resent.
+    let resends = s
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Event::CsdStall {
+                    resent_ipi: true,
+                    ..
+                }
+            )
+        })
+        .count() as u64;
+    assert_eq!(m.smp.stall_ipis_resent(), resends);
     assert!(waited_ns > 20 * MS, "{waited_ns}");
     assert!(id >= 1);
     match unstuck(&m)[..] {
@@ -139,6 +153,7 @@ fn busy_target_is_reported_with_its_running_callback_and_no_resend() {
         "names the prior callback"
     );
     assert!(!resent_ipi);
+    assert_eq!(m.smp.stall_ipis_resent(), 0);
     assert!(stalls(&m).iter().all(|e| matches!(
         e,
         Event::CsdStall {
