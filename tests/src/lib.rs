@@ -265,3 +265,17 @@ pub fn console_number(console: &str, key: &str) -> Option<u64> {
         None => word.parse().ok(),
     }
 }
+
+/// What a traced demo says it ran: the callbacks in all, and the addresses
+/// of its two traced callbacks (`say`, `irq_work_say`).
+pub fn demo_callbacks(o: &Outcome) -> (u64, [u64; 2]) {
+    let total = o
+        .console
+        .lines()
+        .find(|l| l.contains(" demo callbacks ran"))
+        .and_then(|l| console_number(l, "demo: "))
+        .expect("the demo's total");
+    let say = console_number(&o.console, "traced callbacks: say ").expect("say");
+    let irq_say = console_number(&o.console, "irq_work_say ").expect("irq_work_say");
+    (total, [say, irq_say])
+}

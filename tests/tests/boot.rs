@@ -229,24 +229,31 @@ fn demo_text(line: &str) -> &str {
     }
 }
 
-/// The demo's summary ("N demo callbacks ran") is the sum of its per-CPU
-/// table, and both count the "ran ..." lines its callbacks printed.
-#[test]
-fn demo_summary_agrees_with_its_per_cpu_table() {
-    let o = run(&config(4, Scenario::Demo, ""));
-    assert_success(&o);
+/// The demo's console lines (without the CPU prefix), its summary ("N
+/// demo callbacks ran") and its per-CPU table's callbacks column.
+fn demo_table(o: &vmm::Outcome) -> (Vec<&str>, u64, Vec<u64>) {
     let lines: Vec<&str> = o.console.lines().map(demo_text).collect();
     let summary: u64 = lines
         .iter()
         .find_map(|l| l.strip_prefix("demo: ")?.split_once(" demo callbacks ran"))
         .and_then(|(n, _)| n.parse().ok())
-        .unwrap_or_else(|| panic!("no summary line\n{}", explain(&o)));
+        .unwrap_or_else(|| panic!("no summary line\n{}", explain(o)));
     let rows: Vec<u64> = lines
         .iter()
         .filter_map(|l| l.trim_start().strip_prefix("CPU "))
         .filter_map(|l| l.rsplit_once(" / "))
         .map(|(_, run)| run.trim().parse().expect("callbacks column"))
         .collect();
+    (lines, summary, rows)
+}
+
+/// The demo's summary ("N demo callbacks ran") is the sum of its per-CPU
+/// table, and both count the "ran ..." lines its callbacks printed.
+#[test]
+fn demo_summary_agrees_with_its_per_cpu_table() {
+    let o = run(&config(4, Scenario::Demo, ""));
+    assert_success(&o);
+    let (lines, summary, rows) = demo_table(&o);
     assert_eq!(rows.len(), 4, "one table row per CPU\n{}", explain(&o));
     let printed = lines.iter().filter(|l| l.starts_with("  ran ")).count() as u64;
     assert_eq!(rows.iter().sum::<u64>(), summary, "{}", explain(&o));
@@ -264,18 +271,7 @@ fn boot_and_demo_at_1024_cpus() {
     assert_success(&o);
     assert_console(&o, "Brought up 1024 CPUs");
     assert_eq!(sorted_online(&o).len(), 1024, "{}", explain(&o));
-    let lines: Vec<&str> = o.console.lines().map(demo_text).collect();
-    let summary: u64 = lines
-        .iter()
-        .find_map(|l| l.strip_prefix("demo: ")?.split_once(" demo callbacks ran"))
-        .and_then(|(n, _)| n.parse().ok())
-        .unwrap_or_else(|| panic!("no summary line\n{}", explain(&o)));
-    let rows: Vec<u64> = lines
-        .iter()
-        .filter_map(|l| l.trim_start().strip_prefix("CPU "))
-        .filter_map(|l| l.rsplit_once(" / "))
-        .map(|(_, run)| run.trim().parse().expect("callbacks column"))
-        .collect();
+    let (lines, summary, rows) = demo_table(&o);
     assert_eq!(rows.len(), 64, "{}", explain(&o));
     let rest: u64 = lines
         .iter()

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use shared::status::ExitCode;
 use shared::trace::{self, Entry, TraceEventId};
-use smpcall_tests::{console_number, explain, run};
+use smpcall_tests::{demo_callbacks, explain, run};
 use vmm::config::VmConfig;
 
 #[test]
@@ -20,14 +20,7 @@ fn demo_rings_hold_every_callback_whole_and_in_tsc_order() {
         snap.region.ring_bytes,
         trace::ring_bytes(trace::DEFAULT_RING_KIB)
     );
-    let total = o
-        .console
-        .lines()
-        .find(|l| l.contains(" demo callbacks ran"))
-        .and_then(|l| console_number(l, "demo: "))
-        .expect("the demo's total");
-    let say = console_number(&o.console, "traced callbacks: say ").expect("say");
-    let irq_say = console_number(&o.console, "irq_work_say ").expect("irq_work_say");
+    let (total, [say, irq_say]) = demo_callbacks(&o);
 
     let mut per_event: HashMap<TraceEventId, u64> = HashMap::new();
     let mut demo_callbacks = 0;

@@ -11,7 +11,7 @@ use perfetto_protos::track_event::track_event::Type;
 use protobuf::Message;
 use shared::Scenario;
 use shared::status::ExitCode;
-use smpcall_tests::{config, console_number, explain, run};
+use smpcall_tests::{config, demo_callbacks, explain, run};
 use vmm::config::VmConfig;
 use vmm::trace::{Format, render};
 
@@ -22,14 +22,7 @@ fn traced_demo() -> (vmm::Outcome, u64, [u64; 2]) {
     c.trace_rings = true;
     let o = run(&c);
     assert_eq!(o.exit_code(), ExitCode::Success, "{}", explain(&o));
-    let total = o
-        .console
-        .lines()
-        .find(|l| l.contains(" demo callbacks ran"))
-        .and_then(|l| console_number(l, "demo: "))
-        .expect("the demo's total");
-    let say = console_number(&o.console, "traced callbacks: say ").expect("say");
-    let irq_say = console_number(&o.console, "irq_work_say ").expect("irq_work_say");
+    let (total, [say, irq_say]) = demo_callbacks(&o);
     (o, total, [say, irq_say])
 }
 
