@@ -124,6 +124,17 @@ impl CpuMask {
         out
     }
 
+    /// The mask whose words are `words` in order (CPUs `64 i ..` from the
+    /// `i`-th), as far as the width goes; the rest are 0.
+    #[inline]
+    pub fn from_words(words: impl IntoIterator<Item = u64>) -> CpuMask {
+        let mut out = CpuMask::EMPTY;
+        for (o, w) in out.0[..nr_words()].iter_mut().zip(words) {
+            *o = w;
+        }
+        out
+    }
+
     /// Whether `cpu` is in the mask: one word, whatever the width.
     #[inline]
     pub const fn test(&self, cpu: CpuId) -> bool {
@@ -480,6 +491,10 @@ mod tests {
         assert_eq!(a, CpuMask::of(CpuId(63)));
         assert_eq!(CpuMask::of(CpuId(MASK_BITS)), CpuMask::EMPTY);
         assert_eq!(CpuMask::from_word0(0b101), m(&[0, 2]));
+        assert_eq!(CpuMask::from_words([0b101, 0, 1 << 63]), m(&[0, 2, 191]));
+        assert_eq!(CpuMask::from_words([]), CpuMask::EMPTY);
+        let all = CpuMask::from_words(core::iter::repeat_n(u64::MAX, MASK_WORDS + 1));
+        assert_eq!(all, CpuMask::ALL);
     }
 
     #[test]

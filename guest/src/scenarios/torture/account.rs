@@ -7,6 +7,10 @@
 //! stale ids, and do scftorture's in/out memory-ordering and wrong-CPU
 //! checks.
 //!
+//! The two CPU sets of every slot are bitmaps of `nr_cpu_ids` bits (a word
+//! per 64 CPUs), allocated by [`alloc`] when the torture starts: with 1024
+//! CPUs that is 8 KiB per invoker, not a `NR_CPUS`-wide mask per slot.
+//!
 //! Ordering: the invoker fills a slot with Relaxed stores before the call.
 //! On purpose: the smp core's enqueue (Release) and dequeue (Acquire) are
 //! what must make them visible to the handler, and that is what the
@@ -14,13 +18,14 @@
 //! stores visible (csd unlock Release / wait Acquire), so the post-checks
 //! read `out` and `ran` before anything of ours could order them.
 
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use shared::{CpuId, MAX_CPUS};
 
 use crate::arch::x86_64::{cpu, percpu};
 use crate::kernel::SMP;
-use crate::smp::CpuMask;
+use crate::mem::{OnceSlice, OutOfMemory};
+use crate::smp::{CpuList, CpuMask};
 use crate::time;
 
 /// Request slots per invoker CPU (a ring).
@@ -148,10 +153,6 @@ pub fn any_error() -> bool {
 pub struct Req {
     /// The request's id (see [`make_id`]); 0 if never used.
     id: AtomicU64,
-    /// CPUs that must run it.
-    expected: AtomicU64,
-    /// CPUs that ran it.
-    ran: AtomicU64,
     /// Executions outstanding, plus one held by the invoker.
     remaining: AtomicU32,
     /// For single calls: the CPU asked for.
@@ -169,8 +170,6 @@ impl Req {
     const fn new() -> Self {
         Req {
             id: AtomicU64::new(0),
-            expected: AtomicU64::new(0),
-            ran: AtomicU64::new(0),
             remaining: AtomicU32::new(0),
             want: AtomicU32::new(0),
             in_flag: AtomicBool::new(false),
@@ -182,42 +181,169 @@ impl Req {
 
 static REQS: [[Req; SLOTS]; MAX_CPUS] = [const { [const { Req::new() }; SLOTS] }; MAX_CPUS];
 
+/// The slots' CPU sets: for slot `s` of invoker `o`, `expected` at
+/// `((o * SLOTS + s) * 2) * WORDS` and `ran` right after, `WORDS` words
+/// each (see [`alloc`]).
+static SETS: OnceSlice<AtomicU64> = OnceSlice::new();
+/// Words in one CPU set: `nr_cpu_ids` bits rounded up to a word.
+static WORDS: AtomicUsize = AtomicUsize::new(0);
+
+/// Allocates the slots' CPU sets for `nr_cpu_ids` CPUs (the leader, before
+/// any invoker starts; they read them through `SETS`). Once per boot: a
+/// second call checks that the first one's are large enough.
+pub fn alloc(nr_cpu_ids: u32) -> Result<(), OutOfMemory> {
+    let nr = (nr_cpu_ids as usize).min(MAX_CPUS);
+    let words = nr.div_ceil(64).max(1);
+    let len = nr * SLOTS * 2 * words;
+    if SETS.get().is_empty() {
+        // Err only if set already: the check below then decides.
+        let _ = SETS.set(crate::mem::alloc_zeroed(len)?);
+        // Relaxed: published with the start of each invoker (the Release
+        // in `set_idle_task`), as the configuration.
+        WORDS.store(words, Ordering::Relaxed);
+    }
+    // Relaxed: as above.
+    if SETS.get().len() < len || WORDS.load(Ordering::Relaxed) != words {
+        return Err(OutOfMemory {
+            need: (len * 8) as u64,
+            left: crate::mem::FRAMES.left(),
+        });
+    }
+    Ok(())
+}
+
+/// Bits of the id above the sequence number: the owner CPU (11 bits, room
+/// for `MAX_CPUS`).
+const SEQ_BITS: u32 = 53;
+const _: () = assert!(MAX_CPUS as u64 <= 1 << (64 - SEQ_BITS));
+
 /// The id of request `seq` of invoker `owner`: never 0, and it names its
 /// slot.
 pub const fn make_id(owner: CpuId, seq: u64) -> u64 {
-    ((owner.0 as u64 % MAX_CPUS as u64) << 56) | ((seq & ((1 << 55) - 1)) + 1)
+    ((owner.0 as u64 % MAX_CPUS as u64) << SEQ_BITS) | ((seq & ((1 << (SEQ_BITS - 1)) - 1)) + 1)
 }
 
-fn slot_of(id: u64) -> &'static Req {
-    let owner = (id >> 56) as usize % MAX_CPUS;
-    let seq = (id & ((1 << 56) - 1)).wrapping_sub(1);
-    &REQS[owner][seq as usize % SLOTS]
+/// A set of CPUs of one slot: `nr_cpu_ids` bits in words of 64.
+#[derive(Clone, Copy)]
+struct Set(&'static [AtomicU64]);
+
+impl Set {
+    /// Word index and bit of `cpu`, `None` if the set cannot hold it.
+    fn word_bit(self, cpu: CpuId) -> Option<(&'static AtomicU64, u64)> {
+        let w = self.0.get(cpu.index() / 64)?;
+        Some((w, 1 << (cpu.index() % 64)))
+    }
+
+    /// Whether the set can hold `cpu`.
+    fn holds(self, cpu: CpuId) -> bool {
+        self.word_bit(cpu).is_some()
+    }
+
+    /// Empties the set. Relaxed: see the module docs.
+    fn clear(self) {
+        for w in self.0 {
+            w.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Adds `cpu`; whether it was there already. Relaxed: see the callers.
+    fn add(self, cpu: CpuId) -> bool {
+        self.word_bit(cpu)
+            .is_some_and(|(w, b)| w.fetch_or(b, Ordering::Relaxed) & b != 0)
+    }
+
+    /// Removes `cpu`. Relaxed: see the caller.
+    fn remove(self, cpu: CpuId) {
+        if let Some((w, b)) = self.word_bit(cpu) {
+            w.fetch_and(!b, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether `cpu` is in the set. Relaxed: see the callers.
+    fn contains(self, cpu: CpuId) -> bool {
+        self.word_bit(cpu)
+            .is_some_and(|(w, b)| w.load(Ordering::Relaxed) & b != 0)
+    }
+
+    /// Word `i`. Relaxed: see the callers.
+    fn word(self, i: usize) -> u64 {
+        self.0[i].load(Ordering::Relaxed)
+    }
+
+    fn words(self) -> usize {
+        self.0.len()
+    }
+}
+
+/// A request slot with its two CPU sets.
+#[derive(Clone, Copy)]
+struct Slot {
+    req: &'static Req,
+    /// CPUs that must run it.
+    expected: Set,
+    /// CPUs that ran it.
+    ran: Set,
+}
+
+impl Slot {
+    /// Slot `slot` of invoker `owner`, `None` past the CPUs allocated for.
+    fn at(owner: usize, slot: usize) -> Option<Slot> {
+        // Relaxed: see `alloc`.
+        let words = WORDS.load(Ordering::Relaxed);
+        if words == 0 {
+            return None;
+        }
+        let base = (owner * SLOTS + slot % SLOTS) * 2 * words;
+        let sets = SETS.get().get(base..base + 2 * words)?;
+        let (expected, ran) = sets.split_at(words);
+        Some(Slot {
+            req: &REQS.get(owner)?[slot % SLOTS],
+            expected: Set(expected),
+            ran: Set(ran),
+        })
+    }
+
+    /// `(expected & ran, expected & !ran)` CPU counts.
+    fn once_and_lost(self) -> (u32, u32) {
+        let (mut once, mut lost) = (0, 0);
+        for i in 0..self.expected.words() {
+            let (x, r) = (self.expected.word(i), self.ran.word(i));
+            once += (x & r).count_ones();
+            lost += (x & !r).count_ones();
+        }
+        (once, lost)
+    }
+
+    /// The CPUs expected that did not run it yet.
+    fn pending(self) -> CpuMask {
+        CpuMask::from_words(
+            (0..self.expected.words()).map(|i| self.expected.word(i) & !self.ran.word(i)),
+        )
+    }
+}
+
+/// The slot `id` names, `None` for an owner without slots.
+fn slot_of(id: u64) -> Option<Slot> {
+    let owner = (id >> SEQ_BITS) as usize;
+    let seq = (id & ((1 << SEQ_BITS) - 1)).wrapping_sub(1);
+    Slot::at(owner, seq as usize % SLOTS)
 }
 
 /// The live request `info` names, or `None` (counted as stale).
-fn lookup(info: usize) -> Option<&'static Req> {
+fn lookup(info: usize) -> Option<Slot> {
     let id = info as u64;
-    if id == 0 {
+    let live = slot_of(id)
+        // Relaxed: written before the call; see the module docs.
+        .filter(|s| id != 0 && s.req.id.load(Ordering::Relaxed) == id);
+    if live.is_none() {
         error(e::STALE, 1);
-        return None;
     }
-    let r = slot_of(id);
-    // Relaxed: written before the call; see the module docs.
-    if r.id.load(Ordering::Relaxed) == id {
-        Some(r)
-    } else {
-        error(e::STALE, 1);
-        None
-    }
-}
-
-fn bit(cpu: CpuId) -> u64 {
-    CpuMask::of(cpu).word(0)
+    live
 }
 
 /// A request being issued by this CPU's invoker.
 pub struct Issue {
-    req: &'static Req,
+    slot: Slot,
     id: u64,
 }
 
@@ -228,14 +354,20 @@ impl Issue {
     /// stops).
     pub fn start(me: CpuId, seq: u64, want: u32) -> Option<Issue> {
         let id = make_id(me, seq);
-        let req = slot_of(id);
-        if !wait_done(req, 0) {
+        // No slot: `alloc` did not run for this CPU (cannot happen: every
+        // invoker's CPU is below nr_cpu_ids). Counted as a stuck request.
+        let Some(slot) = slot_of(id) else {
+            error(e::TIMEOUT, 1);
+            return None;
+        };
+        if !wait_done(slot, 0) {
             return None;
         }
-        verify(req);
+        verify(slot);
+        let req = slot.req;
         // Relaxed (all): see the module docs.
-        req.expected.store(0, Ordering::Relaxed);
-        req.ran.store(0, Ordering::Relaxed);
+        slot.expected.clear();
+        slot.ran.clear();
         req.want.store(want, Ordering::Relaxed);
         req.out_flag.store(false, Ordering::Relaxed);
         req.unchecked.store(true, Ordering::Relaxed);
@@ -244,7 +376,7 @@ impl Issue {
         // scftorture sets `scfc_in` last, right before the call.
         req.in_flag.store(true, Ordering::Relaxed);
         count(c::REQUESTS, 1);
-        Some(Issue { req, id })
+        Some(Issue { slot, id })
     }
 
     /// The `info` word for the call.
@@ -254,18 +386,18 @@ impl Issue {
 
     /// Adds `cpu` to the set that must run it (before it is queued there).
     pub fn expect(&self, cpu: CpuId) {
-        add_expected(self.req, cpu);
+        add_expected(self.slot, cpu);
     }
 
     /// Takes `cpu` out of the set again: the call returned an error, so
     /// nothing was queued.
     pub fn unexpect(&self, cpu: CpuId) {
-        if bit(cpu) == 0 {
+        if !self.slot.expected.holds(cpu) {
             return;
         }
         // Relaxed: nothing was queued, so no handler reads these.
-        self.req.expected.fetch_and(!bit(cpu), Ordering::Relaxed);
-        self.req.remaining.fetch_sub(1, Ordering::Relaxed);
+        self.slot.expected.remove(cpu);
+        self.slot.req.remaining.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// After a waiting call returned: every CPU of the set must have run
@@ -273,13 +405,12 @@ impl Issue {
     pub fn check_waited(&self) {
         // Relaxed: the core's wait (Acquire) must order these; see the
         // module docs. Read before anything of ours orders them.
-        let out = self.req.out_flag.load(Ordering::Relaxed);
-        let ran = self.req.ran.load(Ordering::Relaxed);
-        let expected = self.req.expected.load(Ordering::Relaxed);
-        if expected != 0 && !out {
+        let out = self.slot.req.out_flag.load(Ordering::Relaxed);
+        let (once, lost) = self.slot.once_and_lost();
+        if once + lost != 0 && !out {
             error(e::MB_OUT, 1);
         }
-        if ran & expected != expected {
+        if lost != 0 {
             error(e::EARLY, 1);
         }
     }
@@ -287,7 +418,7 @@ impl Issue {
     /// RPC: waits until every execution finished (the completion), with
     /// nudges and a deadline; false on timeout.
     pub fn wait_rpc(&self) -> bool {
-        wait_done(self.req, 1)
+        wait_done(self.slot, 1)
     }
 
     /// The call has returned: counts the set, drops the invoker's hold,
@@ -295,55 +426,57 @@ impl Issue {
     pub fn finish(self) {
         // Relaxed: our own writes (the set is complete once the call
         // returned: the recording cond ran on this CPU).
-        let expected = self.req.expected.load(Ordering::Relaxed);
-        count(c::PAIRS, u64::from(expected.count_ones()));
+        let expected: u32 = (0..self.slot.expected.words())
+            .map(|i| self.slot.expected.word(i).count_ones())
+            .sum();
+        count(c::PAIRS, u64::from(expected));
         // AcqRel: the Release half publishes our slot writes to whoever
         // verifies; the Acquire half pairs with the handlers' Release
         // decrements when ours is the last.
-        if self.req.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-            verify(self.req);
+        if self.slot.req.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            verify(self.slot);
         }
     }
 }
 
-fn add_expected(req: &Req, cpu: CpuId) {
-    // A CPU number no mask can hold is never queued to (the core says
-    // -ENXIO); if it were, its run would count as unexpected.
-    if bit(cpu) == 0 {
+fn add_expected(slot: Slot, cpu: CpuId) {
+    // A CPU number the set cannot hold (at or above nr_cpu_ids rounded up
+    // to a word) is never queued to (the core says -ENXIO); if it were,
+    // its run would count as unexpected.
+    if !slot.expected.holds(cpu) {
         return;
     }
     // Relaxed: published to the handler by the enqueue; see module docs.
-    req.expected.fetch_or(bit(cpu), Ordering::Relaxed);
-    req.remaining.fetch_add(1, Ordering::Relaxed);
+    slot.expected.add(cpu);
+    slot.req.remaining.fetch_add(1, Ordering::Relaxed);
 }
 
 /// The recording `cond` of multi-CPU calls: runs on the caller right
 /// before the csd for `cpu` is queued, so it learns the exact set.
 pub fn record_target(cpu: CpuId, info: usize) -> bool {
     let id = info as u64;
-    let r = slot_of(id);
     // Relaxed: our own slot, written by this CPU.
-    if r.id.load(Ordering::Relaxed) == id {
-        add_expected(r, cpu);
+    if let Some(slot) = slot_of(id)
+        && slot.req.id.load(Ordering::Relaxed) == id
+    {
+        add_expected(slot, cpu);
     }
     true
 }
 
 /// Counts a finished request's pairs once (by its owner or the final
 /// sweep).
-pub fn verify(req: &Req) {
+fn verify(slot: Slot) {
     // Relaxed: only a claim on the counting; the caller saw `remaining`
     // reach 0 with Acquire.
-    if !req.unchecked.swap(false, Ordering::Relaxed) {
+    if !slot.req.unchecked.swap(false, Ordering::Relaxed) {
         return;
     }
-    // Relaxed: the caller's Acquire on `remaining` (or its own writes)
-    // ordered every handler's bit before these loads.
-    let expected = req.expected.load(Ordering::Relaxed);
-    let ran = req.ran.load(Ordering::Relaxed);
+    // Relaxed (the sets' loads): the caller's Acquire on `remaining` (or
+    // its own writes) ordered every handler's bit before these loads.
+    let (once, lost) = slot.once_and_lost();
     count(c::VERIFIED, 1);
-    count(c::PAIRS_OK, u64::from((expected & ran).count_ones()));
-    let lost = (expected & !ran).count_ones();
+    count(c::PAIRS_OK, u64::from(once));
     if lost != 0 {
         error(e::LOST, u64::from(lost));
     }
@@ -364,7 +497,8 @@ fn nothing(_: usize) {}
 /// queue from task context, as an idle loop would (counted and reported
 /// by [`self_flush`]). False (and an error counted, with a diagnostic)
 /// after the deadline.
-fn wait_done(req: &Req, hold: u32) -> bool {
+fn wait_done(slot: Slot, hold: u32) -> bool {
+    let req = slot.req;
     // Acquire: pairs with the handlers' Release decrements.
     if req.remaining.load(Ordering::Acquire) <= hold {
         return true;
@@ -380,21 +514,21 @@ fn wait_done(req: &Req, hold: u32) -> bool {
             cpu::pause();
         }
         // Relaxed: a hint of whom to nudge.
-        let pending = req.expected.load(Ordering::Relaxed) & !req.ran.load(Ordering::Relaxed);
-        for cpu in CpuMask::from_word0(pending).and(SMP.online_mask()).iter() {
+        let pending = slot.pending();
+        for cpu in pending.and(SMP.online_mask()).iter() {
             count(c::NUDGES, 1);
             if cpu == percpu::this_cpu() {
-                self_flush(req, cpu);
+                self_flush(slot, cpu);
             } else {
                 let _ = SMP.smp_call_function_single(cpu, nothing, 0, true);
             }
         }
         if deadline.expired() {
             crate::kprintln!(
-                "scftorture: request {:#x} still waits for CPUs {:#x} after {} ms",
+                "scftorture: request {:#x} still waits for CPUs {} after {} ms",
                 // Relaxed: for the diagnostic only.
                 req.id.load(Ordering::Relaxed),
-                pending,
+                CpuList(pending),
                 time::scaled_ms(DONE_TIMEOUT_MS)
             );
             error(e::TIMEOUT, 1);
@@ -408,19 +542,18 @@ fn wait_done(req: &Req, hold: u32) -> bool {
 /// interrupts enabled: its IPI got lost. If the flush did run `req` here,
 /// that is counted ([`c::SELF_FLUSHES`]) and reported, so that a lost
 /// self IPI is never repaired silently.
-fn self_flush(req: &Req, me: CpuId) {
+fn self_flush(slot: Slot, me: CpuId) {
+    let req = slot.req;
     let irqs = cpu::irqs_enabled();
     // Interrupts off from the look before to the look after: a late IPI
     // arriving in between must not be mistaken for the flush's work.
     cpu::cli();
     // Relaxed: our own CPU's bit, set (or not) by handlers on this CPU.
     let id = req.id.load(Ordering::Relaxed);
-    let before = req.ran.load(Ordering::Relaxed) & bit(me);
+    let before = slot.ran.contains(me);
     SMP.run_pending_calls();
     // Relaxed: as above; `id` guards against a reused slot.
-    let ran_now = before == 0
-        && req.ran.load(Ordering::Relaxed) & bit(me) != 0
-        && req.id.load(Ordering::Relaxed) == id;
+    let ran_now = !before && slot.ran.contains(me) && req.id.load(Ordering::Relaxed) == id;
     if irqs {
         cpu::sti();
     }
@@ -437,16 +570,20 @@ fn self_flush(req: &Req, me: CpuId) {
 /// The final sweep (leader, after every invoker stopped): waits for every
 /// request to finish and verifies the ones nobody verified yet.
 pub fn sweep() {
-    for row in &REQS {
-        for req in row {
+    for owner in 0..MAX_CPUS {
+        for s in 0..SLOTS {
+            // None: past the CPUs allocated for, never used.
+            let Some(slot) = Slot::at(owner, s) else {
+                return;
+            };
             // Relaxed: 0 means never used.
-            if req.id.load(Ordering::Relaxed) == 0 {
+            if slot.req.id.load(Ordering::Relaxed) == 0 {
                 continue;
             }
             // On timeout (counted in `wait_done`) this counts what never
             // ran as lost.
-            let _ = wait_done(req, 0);
-            verify(req);
+            let _ = wait_done(slot, 0);
+            verify(slot);
         }
     }
 }
@@ -465,21 +602,21 @@ fn maybe_delay(me: CpuId) {
     }
 }
 
-fn run_handler(req: &Req, me: CpuId) {
+fn run_handler(slot: Slot, me: CpuId) {
+    let req = slot.req;
     // For multiple receivers (scftorture): every handler clears `out`
     // first, so a waiter that returns while any is still running sees it
     // clear. Relaxed: the core's csd unlock (Release) / wait (Acquire)
     // must order it; that is what the waiter's check tests.
     req.out_flag.store(false, Ordering::Relaxed);
     count(c::EXEC, 1);
-    let b = bit(me);
     // Relaxed: published by the enqueue (see module docs).
-    if req.expected.load(Ordering::Relaxed) & b == 0 {
+    if !slot.expected.contains(me) {
         error(e::UNEXPECTED, 1);
     }
     // Relaxed: the bit itself is the record; the decrement below orders
     // it for the verifier.
-    if req.ran.fetch_or(b, Ordering::Relaxed) & b != 0 {
+    if slot.ran.add(me) {
         error(e::DUP, 1);
     }
     maybe_delay(me);
@@ -493,24 +630,24 @@ fn run_handler(req: &Req, me: CpuId) {
 /// asked for.
 pub fn handler_single(info: usize) {
     let me = percpu::this_cpu();
-    let Some(req) = lookup(info) else { return };
+    let Some(slot) = lookup(info) else { return };
     // Relaxed: see the module docs (these are the checks).
-    if !req.in_flag.load(Ordering::Relaxed) {
+    if !slot.req.in_flag.load(Ordering::Relaxed) {
         error(e::MB_IN, 1);
     }
-    if req.want.load(Ordering::Relaxed) != me.0 {
+    if slot.req.want.load(Ordering::Relaxed) != me.0 {
         error(e::WRONG_CPU, 1);
     }
-    run_handler(req, me);
+    run_handler(slot, me);
 }
 
 /// scftorture's `scf_handler` for multi-CPU calls.
 pub fn handler_multi(info: usize) {
     let me = percpu::this_cpu();
-    let Some(req) = lookup(info) else { return };
+    let Some(slot) = lookup(info) else { return };
     // Relaxed: the check; see the module docs.
-    if !req.in_flag.load(Ordering::Relaxed) {
+    if !slot.req.in_flag.load(Ordering::Relaxed) {
         error(e::MB_IN, 1);
     }
-    run_handler(req, me);
+    run_handler(slot, me);
 }

@@ -14,7 +14,7 @@ use super::config::{Config, Op};
 use super::rand;
 use crate::arch::x86_64::{cpu, percpu};
 use crate::kernel::{SMP, cpu_down};
-use crate::smp::{CpuMask, ScfFlags, SmpError};
+use crate::smp::{AtomicCpuMask, CpuList, CpuMask, ScfFlags, SmpError};
 use crate::time;
 
 /// The leader asked every invoker to stop.
@@ -22,8 +22,8 @@ pub static STOP: AtomicBool = AtomicBool::new(false);
 /// The start barrier has been passed: late joiners go straight in.
 static STARTED: AtomicBool = AtomicBool::new(false);
 /// CPUs that must meet at the start barrier, and those that arrived.
-static PARTICIPANTS: AtomicU64 = AtomicU64::new(0);
-static ARRIVED: AtomicU64 = AtomicU64::new(0);
+static PARTICIPANTS: AtomicCpuMask = AtomicCpuMask::new();
+static ARRIVED: AtomicCpuMask = AtomicCpuMask::new();
 /// Per CPU: inside the loop, past the stop check (cleared at each poll
 /// point, where the CPU may go down).
 static IN_LOOP: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
@@ -39,9 +39,10 @@ const BARRIER_TIMEOUT_MS: u64 = 5_000;
 /// starting anyone).
 pub fn prepare(cfg: Config, participants: CpuMask) {
     CONFIG.call_once(|| cfg);
-    // Relaxed: published by the Release in `set_idle_task` that starts
-    // each invoker (and the leader runs its own after this).
-    PARTICIPANTS.store(participants.word(0), Ordering::Relaxed);
+    // (SeqCst word stores, more than needed: published anyway by the
+    // Release in `set_idle_task` that starts each invoker, and the leader
+    // runs its own after this.)
+    PARTICIPANTS.swap(participants);
 }
 
 /// A poll point: interrupts off, the host may take this CPU down here
@@ -74,23 +75,24 @@ pub fn all_stopped() -> bool {
 /// The start barrier: wait until every participant that is still online
 /// arrived (or the barrier was passed, or the deadline).
 fn barrier(me: CpuId) -> bool {
-    // SeqCst: arrival and the test of the others' arrival form one total
-    // order, so the last to arrive sees everyone.
-    ARRIVED.fetch_or(CpuMask::of(me).word(0), Ordering::SeqCst);
+    // SeqCst: arrival (`assign`: a SeqCst RMW of `me`'s word) and the test
+    // of the others' arrival (`load_sc`: a SeqCst load of every word) form
+    // one total order, so the last to arrive sees everyone.
+    ARRIVED.assign(me, true);
     let deadline = time::Deadline::after_ms(time::scaled_ms(BARRIER_TIMEOUT_MS));
     loop {
         if STARTED.load(Ordering::SeqCst) {
             return true;
         }
-        let want = PARTICIPANTS.load(Ordering::Relaxed) & SMP.online_mask().word(0);
-        if want & !ARRIVED.load(Ordering::SeqCst) == 0 {
+        let want = PARTICIPANTS.load().and(SMP.online_mask());
+        if want.and_not(ARRIVED.load_sc()).is_empty() {
             STARTED.store(true, Ordering::SeqCst);
             return true;
         }
         if deadline.expired() {
             crate::kprintln!(
-                "scftorture: start barrier: CPUs {:#x} did not arrive in {} ms",
-                want & !ARRIVED.load(Ordering::SeqCst),
+                "scftorture: start barrier: CPUs {} did not arrive in {} ms",
+                CpuList(want.and_not(ARRIVED.load_sc())),
                 time::scaled_ms(BARRIER_TIMEOUT_MS)
             );
             STARTED.store(true, Ordering::SeqCst);
@@ -155,6 +157,13 @@ fn random_target(r: u64) -> CpuId {
     }
 }
 
+/// A random mask: each CPU number below `nr_cpu_ids` rounded up to a word
+/// (offline, invalid and this CPU's included) with probability 1/2.
+fn random_mask(me: CpuId) -> CpuMask {
+    let words = (SMP.nr_cpu_ids() as usize).div_ceil(64);
+    CpuMask::from_words((0..words).map(|_| rand::next(me)))
+}
+
 /// Issues one operation; false if its request slot never freed.
 fn invoke_one(me: CpuId, op: Op, r: u64) -> bool {
     // Relaxed: this CPU's own request counter.
@@ -168,7 +177,7 @@ fn invoke_one(me: CpuId, op: Op, r: u64) -> bool {
             let mask = if r & 1 == 0 {
                 SMP.online_mask()
             } else {
-                CpuMask::from_word0(rand::next(me))
+                random_mask(me)
             };
             multi(me, seq, mask, wait, c::MANY)
         }

@@ -249,22 +249,9 @@ fn send_records(verdict: Option<&str>) {
     });
 }
 
-/// Most CPUs the torture handles (see [`run`]).
-const TORTURE_MAX_CPUS: u32 = 64;
-
 /// Runs the torture on the boot CPU (the leader).
 pub fn run(cmdline: &str) -> GuestStatus {
     let me = percpu::this_cpu();
-    // Its bookkeeping (each request's expected and ran CPU sets, the
-    // participants, the random masks) is one 64-bit word: refused rather
-    // than wrong on more CPUs.
-    if SMP.nr_cpu_ids() > TORTURE_MAX_CPUS {
-        kprintln!(
-            "scftorture: at most {TORTURE_MAX_CPUS} CPUs (its per-request CPU sets are 64-bit words), nr_cpu_ids is {}; boot with nr_cpus={TORTURE_MAX_CPUS}",
-            SMP.nr_cpu_ids()
-        );
-        return GuestStatus::BadRequest;
-    }
     let cfg = match Config::parse(cmdline, SMP.nr_cpu_ids()) {
         Ok(cfg) => cfg,
         Err(why) => {
@@ -272,6 +259,15 @@ pub fn run(cmdline: &str) -> GuestStatus {
             return GuestStatus::BadRequest;
         }
     };
+    // Each request's CPU sets, for nr_cpu_ids CPUs.
+    if let Err(oom) = account::alloc(SMP.nr_cpu_ids()) {
+        kprintln!(
+            "scftorture: no memory for the requests' CPU sets ({} bytes, {} left)",
+            oom.need,
+            oom.left
+        );
+        return GuestStatus::BadRequest;
+    }
     print_params("Start of test", &cfg);
     cfg.dump();
     spurious::enable(true);
