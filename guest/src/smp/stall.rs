@@ -107,20 +107,15 @@ impl<A: Arch> Smp<A> {
             csd as *const Csd as usize,
             func
         );
-        for _ in 0..CHECK_EVERY {
-            self.arch.cpu_relax();
-            if !csd.is_locked() {
-                trace_point!(
-                    self,
-                    CsdLockWaitEnd,
-                    csd.dst(),
-                    csd as *const Csd as usize,
-                    func
-                );
-                return;
+        'wait: {
+            for _ in 0..CHECK_EVERY {
+                self.arch.cpu_relax();
+                if !csd.is_locked() {
+                    break 'wait;
+                }
             }
+            self.csd_lock_wait_watched(csd, this);
         }
-        self.csd_lock_wait_watched(csd, this);
         trace_point!(
             self,
             CsdLockWaitEnd,

@@ -56,6 +56,16 @@ const EOI: Part = part("EOI (x2APIC wrmsr and its operands)", 4);
 /// `hlt`, when the interrupt requested no recheck.
 const IDLE_HALT: Part = part("idle loop: cli, recheck test, sti; hlt", 5);
 
+/// The parts of `run_lone_sync` that both single-wait targets run,
+/// halting (from the IPI handler) or polling (from the idle loop's drain).
+const QUEUE_TAKE: Part = part("queue take: zero, xchg, empty test", 4);
+const LONE_SYNC_TEST: Part = part("lone-SYNC test: next, flags, one branch", 5);
+const ONLINE_TEST: Part = part("online test", 3);
+const CSD_READ: Part = part("csd func and info", 2);
+const LONE_SYNC_COUNT: Part = part("counter lone_syncs_run (lock inc)", 1);
+const RUNNING_WORD: Part = part("running word: set, clear", 2);
+const UNLOCK: Part = part("unlock (release store)", 1);
+
 /// Every breakdown the report knows.
 pub const BREAKDOWNS: &[Breakdown] = &[
     Breakdown {
@@ -66,14 +76,14 @@ pub const BREAKDOWNS: &[Breakdown] = &[
             part("handler frame: push/pop rbx, ret", 3),
             EOI,
             part("per-CPU block: gs:[0], and, shl, lea", 4),
-            part("queue take: zero, xchg, empty test", 4),
-            part("lone-SYNC test: next, flags, one branch", 5),
-            part("online test", 3),
-            part("csd func and info", 2),
-            part("counter lone_syncs_run (lock inc)", 1),
-            part("running word: set, clear", 2),
+            QUEUE_TAKE,
+            LONE_SYNC_TEST,
+            ONLINE_TEST,
+            CSD_READ,
+            LONE_SYNC_COUNT,
+            RUNNING_WORD,
             part("call the function, its ret (nop)", 2),
-            part("unlock (release store)", 1),
+            UNLOCK,
             IDLE_HALT,
         ],
     },
@@ -87,14 +97,14 @@ pub const BREAKDOWNS: &[Breakdown] = &[
                 3,
             ),
             part("leave the spin: cli, test, branch", 3),
-            part("queue take: zero, xchg, empty test", 4),
-            part("lone-SYNC test: next, flags, one branch", 5),
-            part("online test", 3),
-            part("csd func and info", 2),
-            part("counter lone_syncs_run (lock inc)", 1),
-            part("running word: set, clear", 2),
+            QUEUE_TAKE,
+            LONE_SYNC_TEST,
+            ONLINE_TEST,
+            CSD_READ,
+            LONE_SYNC_COUNT,
+            RUNNING_WORD,
             part("keep the csd across the call, call, its ret (nop)", 3),
-            part("unlock (release store)", 1),
+            UNLOCK,
             part("recheck test (gs), branch", 3),
             part("next batch: spin count, sti", 2),
         ],
