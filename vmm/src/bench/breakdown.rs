@@ -142,10 +142,18 @@ mod tests {
     }
 
     #[test]
-    fn totals_are_the_sums_of_the_parts() {
-        for b in BREAKDOWNS {
-            assert_eq!(b.total(), b.parts.iter().map(|p| p.insn).sum::<u32>());
+    fn one_breakdown_per_case_and_idle_mode_and_no_empty_part() {
+        // (`total` is the parts' sum by construction: nothing to test.)
+        for (i, b) in BREAKDOWNS.iter().enumerate() {
             assert!(b.parts.iter().all(|p| p.insn > 0), "{:?}", b.case);
+            assert!(
+                BREAKDOWNS[..i]
+                    .iter()
+                    .all(|o| (o.case, o.idle) != (b.case, b.idle)),
+                "{:?} {:?} twice",
+                b.case,
+                b.idle
+            );
         }
     }
 }
