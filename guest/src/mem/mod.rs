@@ -2,10 +2,9 @@
 //! above the kernel image ([`BumpAllocator`], one instance for the kernel,
 //! [`FRAMES`]), types whose all-zero bytes are a value ([`Zeroable`]: the
 //! allocator hands out memory the VMM gave zeroed, and a table of a
-//! thousand CPUs' csds is not written at boot), and the two shapes per-CPU
-//! data takes once allocated: [`PerCpuTable`] (a power-of-two table
-//! indexed with a mask, for the data the IPI paths reach: as cheap as a
-//! static array) and [`OnceSlice`] (a slice set once, bounds-checked).
+//! thousand CPUs' csds is not written at boot), and [`OnceSlice`], the
+//! shape per-CPU data takes once allocated (a slice set once,
+//! bounds-checked).
 //!
 //! Host-testable: nothing here is x86 or KVM. The kernel sets [`FRAMES`]
 //! up from the boot information (`kernel::mem`).
@@ -14,7 +13,7 @@ mod bump;
 mod table;
 
 pub use bump::{BumpAllocator, OutOfMemory};
-pub use table::{OnceSlice, PerCpuTable, TableError};
+pub use table::{OnceSlice, TableError};
 
 /// Types for which every byte being zero is a valid value (atomics at 0,
 /// null pointers, `false`, integers), so that memory known to be zero can
@@ -59,11 +58,4 @@ pub static FRAMES: BumpAllocator = BumpAllocator::new();
 /// kernel runs.
 pub fn alloc_zeroed<T: Zeroable>(n: usize) -> Result<&'static [T], OutOfMemory> {
     FRAMES.alloc_zeroed(n)
-}
-
-/// `n` `T`s from [`FRAMES`], each written with `init(i)` (for types that
-/// are not [`Zeroable`]; each element is written once, so keep `n` to a
-/// CPU count).
-pub fn alloc_with<T>(n: usize, init: impl FnMut(usize) -> T) -> Result<&'static [T], OutOfMemory> {
-    FRAMES.alloc_with(n, init)
 }
