@@ -265,6 +265,18 @@ pub use crate::smp::CpuList;
 /// A case's verdict: `Ok(what was checked)` or `Err(what went wrong)`.
 pub type CaseResult = Result<Text, Text>;
 
+/// The IPIs `cpu` requested for its calls: its `ipis_requested` less the
+/// stall detector's re-sends (which it counts too). The re-sends are
+/// counted machine-wide: in the cases that use this, only the measuring
+/// CPU waits for a csd while it measures, so every re-send is its own (a
+/// parked target that a loaded host keeps from answering in time can be
+/// reported, and re-sent to, more than once).
+pub fn call_ipis(cpu: CpuId) -> u64 {
+    SMP.stats(cpu)
+        .ipis_requested
+        .wrapping_sub(SMP.stall_ipis_resent())
+}
+
 /// The online CPUs other than this one (also the bench's targets).
 pub fn others() -> CpuMask {
     SMP.online_mask().without(this_cpu())

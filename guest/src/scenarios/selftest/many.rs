@@ -125,10 +125,10 @@ fn wait_iff_enqueued_round(
     let me = this_cpu();
     WAITED_FOR.reset();
     let parked = park_with_full_queue(t, until)?;
-    let ipis = SMP.stats(me).ipis_requested;
+    let ipis = harness::call_ipis(me);
     call();
     let ran_at_return = WAITED_FOR.get(t);
-    let new_ipis = SMP.stats(me).ipis_requested - ipis;
+    let new_ipis = harness::call_ipis(me).wrapping_sub(ipis);
     let end = parked.wait_end();
     ensure!(
         ran_at_return == 1,
@@ -291,14 +291,9 @@ fn kick_round() -> Result<(), harness::Text> {
     for (c, b) in harness::cpu_ids().zip(before) {
         b.store(SMP.stats(c).callbacks_run, Ordering::Relaxed);
     }
-    let ipis = SMP.stats(me).ipis_requested;
-    let resent = SMP.stall_ipis_resent();
+    let ipis = harness::call_ipis(me);
     SMP.kick_all_cpus_sync();
-    // The stall detector's re-sends (a parked CPU that a loaded host keeps
-    // from leaving its park in time can be reported twice) are IPIs this
-    // CPU requested too, but not the kick's.
-    let resent = SMP.stall_ipis_resent() - resent;
-    let sent = SMP.stats(me).ipis_requested - ipis - resent;
+    let sent = harness::call_ipis(me).wrapping_sub(ipis);
     for c in SMP.online_mask() {
         let b = before
             .get(c.index())
