@@ -17,6 +17,9 @@ pub enum Crash {
     PageFault,
     /// Load a non-canonical address (#GP).
     GeneralProtection,
+    /// Write to the per-CPU window slot of a CPU that does not exist
+    /// (#PF on its read-only zero page).
+    PerCpuWrite,
 }
 
 /// Most warnings kept.
@@ -44,7 +47,7 @@ pub struct BootParams<'a> {
     /// `nosmp` or `maxcpus=0`: SMP support disabled (only CPU 0 is
     /// possible, as x86's `disable_smp()`).
     pub smp_disabled: bool,
-    /// `crash=ud|pf|gp`.
+    /// `crash=ud|pf|gp|percpu`.
     pub crash: Option<Crash>,
     /// `hang`: spin forever after boot (trips the VMM's watchdog).
     pub hang: bool,
@@ -133,7 +136,8 @@ impl<'a> BootParams<'a> {
                     Some("ud") => p.crash = Some(Crash::InvalidOpcode),
                     Some("pf") => p.crash = Some(Crash::PageFault),
                     Some("gp") => p.crash = Some(Crash::GeneralProtection),
-                    _ => warn("takes ud, pf or gp; ignored"),
+                    Some("percpu") => p.crash = Some(Crash::PerCpuWrite),
+                    _ => warn("takes ud, pf, gp or percpu; ignored"),
                 },
                 "hang" => p.hang = true,
                 "wait_ms" => match parse_u64(value) {

@@ -25,6 +25,7 @@ pub mod cmdline;
 pub mod ids;
 pub mod layout;
 pub mod mailbox;
+pub mod percpu_window;
 pub mod ports;
 pub mod record;
 pub mod scenario;
@@ -41,8 +42,8 @@ pub use scenario::Scenario;
 /// the boot information block, the ports or the record formats.
 pub const PROTOCOL_VERSION: u32 = 8;
 
-/// Most CPUs the guest supports today: its static per-CPU arrays are this
-/// long.
+/// Most CPUs the guest supports: its per-CPU tables
+/// ([`percpu_window`]) have this many slots.
 pub const MAX_CPUS: usize = 1024;
 
 /// The guest kernel's compile-time CPU limit (Linux's `NR_CPUS`): CPU masks

@@ -2,9 +2,9 @@
 //! size the default `--mem` and refuse a smaller one up front (naming the
 //! amount) instead of letting the guest run out at boot.
 //!
-//! The need is the kernel image (with its BSS, where the per-CPU data the
-//! IPI paths reach stays, sized for [`crate::MAX_CPUS`]), a fixed headroom,
-//! a budget per CPU (its stacks and other per-CPU data) and one per
+//! The need is the kernel image (with its BSS), a fixed headroom, a budget
+//! per CPU (its stacks and its slots in the per-CPU window,
+//! [`crate::percpu_window`]) and one per
 //! (caller, target) pair of CPUs (the cfd csds: each CPU has one csd for
 //! every possible target, as Linux's `cfd_data`, in a row whose length is
 //! the CPU count rounded up to a power of two).
@@ -17,8 +17,15 @@ pub const MIB: u64 = 1 << 20;
 /// allocations).
 pub const MEM_HEADROOM: u64 = 2 * MIB;
 /// Guest memory budget of one CPU: its kernel and IST stacks (at most half
-/// of it; the guest checks that at build time) and its per-CPU areas.
+/// of it; the guest checks that at build time) and its slots in the
+/// per-CPU window with their page tables (at most the other half, checked
+/// below).
 pub const PER_CPU_MEM: u64 = 128 * 1024;
+
+const _: () = assert!(
+    crate::percpu_window::pages_needed(1) * crate::layout::PAGE_SIZE <= PER_CPU_MEM / 2,
+    "the per-CPU window's pages outgrew half a CPU's memory budget"
+);
 /// Guest memory of one (caller, target) pair of CPUs: one cfd csd.
 pub const PER_CPU_PAIR_MEM: u64 = 32;
 /// What the default memory allows for the kernel image and the headroom

@@ -101,6 +101,26 @@ fn page_fault_is_reported_with_address() {
 }
 
 #[test]
+fn a_write_to_the_per_cpu_slot_of_a_cpu_that_does_not_exist_faults() {
+    use shared::percpu_window::ARCH_AREAS;
+    let o = crashes_with("percpu", 14);
+    let slot = ARCH_AREAS.start + (shared::MAX_CPUS as u64 - 1) * ARCH_AREAS.stride;
+    let d = o.diagnosis();
+    let address = d
+        .split("address 0x")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_hexdigit()).next())
+        .and_then(|hex| u64::from_str_radix(hex, 16).ok());
+    // A field of the last CPU's area: inside its slot.
+    assert!(
+        address.is_some_and(|a| (slot..slot + ARCH_AREAS.stride).contains(&a)),
+        "{d}"
+    );
+    // Error code 3: a write (bit 1) to a present page (bit 0).
+    assert!(d.contains("error code 0x3"), "{d}");
+}
+
+#[test]
 fn general_protection_fault_is_reported() {
     crashes_with("gp", 13);
 }

@@ -13,13 +13,15 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use shared::mailbox::result;
 use shared::vectors;
-use shared::{CpuId, MAX_CPUS};
+use shared::{CpuId, percpu_window};
 
 use super::machine::SMP;
 use super::mailbox;
+use crate::arch::x86_64::cpu_table::CpuTable;
 use crate::arch::x86_64::x2apic::{self, Destination, Icr};
 use crate::arch::x86_64::{cpu, percpu};
 use crate::kprintln;
+use crate::mem::Zeroable;
 use crate::time;
 
 /// How long a CPU gets to go down.
@@ -42,23 +44,15 @@ struct HpCpu {
     ack_seq: AtomicU32,
 }
 
-impl HpCpu {
-    const fn new() -> Self {
-        HpCpu {
-            down_requested: AtomicBool::new(false),
-            hold: AtomicBool::new(false),
-            held: AtomicBool::new(false),
-            dead: AtomicBool::new(false),
-            ack_seq: AtomicU32::new(0),
-        }
-    }
-}
+// SAFETY: atomics at 0: nothing requested, not dead, no ack.
+unsafe impl Zeroable for HpCpu {}
 
-/// The hotplug slots, static like the other per-CPU blocks the dying and
-/// idle paths reach: BSS of `MAX_CPUS` slots (8 KiB at 1024), not file size.
-static HP: [HpCpu; MAX_CPUS] = [const { HpCpu::new() }; MAX_CPUS];
+/// The hotplug slots, a table of the per-CPU window (read by the dying and
+/// idle paths at a constant address); only the CPUs that exist have slots
+/// of their own, and only theirs are written (callers check the CPU first).
+static HP: CpuTable<HpCpu> = CpuTable::new(percpu_window::HOTPLUG);
 fn hp(cpu: CpuId) -> &'static HpCpu {
-    &HP[cpu.index() % MAX_CPUS]
+    HP.get(cpu)
 }
 
 /// Sends `cpu` the WAKE IPI (out of a halt, to a poll point), with a
@@ -201,8 +195,12 @@ const HOLD_REACH_MS: u64 = 1_000;
 /// Returns false (with a diagnostic, and the hold taken back so that the
 /// CPU does not sit there later) if it did not get there in time.
 pub fn hold(cpu: CpuId) -> bool {
+    let Some(h) = HP.backed(cpu) else {
+        kprintln!("hold: there is no CPU {cpu}");
+        return false;
+    };
     // Release: pairs with the Acquire load in `poll`.
-    hp(cpu).hold.store(true, Ordering::Release);
+    h.hold.store(true, Ordering::Release);
     wake(cpu);
     // Acquire: pairs with the Release store of `held` in `poll`.
     if time::spin_until(time::scaled_ms(HOLD_REACH_MS), || {
@@ -220,6 +218,8 @@ pub fn hold(cpu: CpuId) -> bool {
 
 /// Ends a [`hold`].
 pub fn release(cpu: CpuId) {
-    // Release: pairs with the Acquire load in `poll`.
-    hp(cpu).hold.store(false, Ordering::Release);
+    if let Some(h) = HP.backed(cpu) {
+        // Release: pairs with the Acquire load in `poll`.
+        h.hold.store(false, Ordering::Release);
+    }
 }

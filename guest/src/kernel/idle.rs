@@ -1,26 +1,58 @@
 //! The idle loop: take interrupts, act on hotplug requests at the poll
 //! point, run the CPU's idle task if it has one, and halt or poll.
 
-use shared::{CpuId, MAX_CPUS};
+use core::sync::atomic::{AtomicPtr, Ordering};
+
+use shared::{CpuId, percpu_window};
 
 use super::cpu_down::{self, wake};
 use super::machine::{SMP, ipi};
+use crate::arch::x86_64::cpu_table::CpuTable;
 use crate::arch::x86_64::poll_idle::{self, PollWindow};
 use crate::arch::x86_64::{cpu, percpu};
+use crate::mem::Zeroable;
 
 /// Work an idle CPU runs in task context (interrupts enabled) while it is
 /// set: `run=torture` puts its invokers here, so that a CPU that went
-/// down and came back resumes its work. Static (the idle loop reads it at a
-/// constant address): BSS of `MAX_CPUS` slots (16 KiB at 1024), not file
-/// size.
-static IDLE_TASK: [IdleTask; MAX_CPUS] = [const { spin::Mutex::new(None) }; MAX_CPUS];
+/// down and came back resumes its work. A table of the per-CPU window
+/// (the idle loop reads its slot at a constant address); only the CPUs
+/// that exist have slots of their own.
+static IDLE_TASK: CpuTable<IdleTask> = CpuTable::new(percpu_window::IDLE_TASKS);
 
-/// One CPU's idle task.
-type IdleTask = spin::Mutex<Option<fn()>>;
+/// One CPU's idle task: the address of a `fn()`, or null for none.
+#[repr(transparent)]
+struct IdleTask(AtomicPtr<()>);
 
-/// Sets (or clears) the task `cpu` runs whenever it is idle, and wakes it.
+// SAFETY: a null pointer: no task.
+unsafe impl Zeroable for IdleTask {}
+
+impl IdleTask {
+    fn set(&self, task: Option<fn()>) {
+        let p = task.map_or(core::ptr::null_mut(), |f| f as *mut ());
+        // Release: pairs with the Acquire load in `get` on the idle CPU:
+        // what the setter prepared for the task is visible when it runs.
+        self.0.store(p, Ordering::Release);
+    }
+
+    fn get(&self) -> Option<fn()> {
+        // Acquire: pairs with the Release store in `set`.
+        let p = self.0.load(Ordering::Acquire);
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: `set` stores nothing but null or the address of a
+        // `fn()`, which is what this turns back into.
+        Some(unsafe { core::mem::transmute::<*mut (), fn()>(p) })
+    }
+}
+
+/// Sets (or clears) the task `cpu` runs whenever it is idle, and wakes it
+/// (nothing for a CPU that does not exist).
 pub fn set_idle_task(cpu: CpuId, task: Option<fn()>) {
-    *IDLE_TASK[cpu.index() % MAX_CPUS].lock() = task;
+    let Some(slot) = IDLE_TASK.backed(cpu) else {
+        return;
+    };
+    slot.set(task);
     if SMP.cpu_online(cpu) {
         wake(cpu);
     }
@@ -49,8 +81,7 @@ pub fn idle() -> ! {
         // Before the look: a request made after it stays set.
         percpu::take_idle_recheck();
         cpu_down::poll(me);
-        // Copied out: the lock is not held while the task runs.
-        let task = *IDLE_TASK[me.index() % MAX_CPUS].lock();
+        let task = IDLE_TASK.get(me).get();
         if let Some(task) = task {
             // The task calls `poll` itself, with interrupts off.
             cpu::sti();

@@ -1,13 +1,14 @@
 //! The kernel's memory: the bump allocator ([`crate::mem::FRAMES`]) over
 //! the guest RAM above the kernel image, and the per-CPU data of the CPUs
-//! that exist, allocated from it at boot ([`alloc_percpu`]): the data no
-//! IPI path reaches (stacks, GDT/TSS, fault-injection counters). Each
-//! CPU's row of cfd csds comes from the same allocator when the CPU is
-//! first prepared (`Arch::alloc_cfd_row`). The per-CPU areas and the smp
-//! core's per-CPU blocks (call queues) stay static arrays of `MAX_CPUS` in
-//! BSS, for the IPI paths' constant addresses (see `smp::state`). The VMM sizes
-//! the RAM for the CPU count (`shared::sizing`) and refuses a smaller
-//! `--mem` up front, so running out here means a guest/VMM mismatch.
+//! that exist, allocated from it at boot ([`alloc_percpu`]): the per-CPU
+//! window's pages (the tables the IPI paths index at constant addresses:
+//! the smp core's blocks, the arch's areas and poll words, the idle-task
+//! and hotplug slots; see `shared::percpu_window`), stacks, GDT/TSS and
+//! fault-injection counters. Each CPU's row of cfd csds comes from the
+//! same allocator when the CPU is first prepared (`Arch::alloc_cfd_row`).
+//! The VMM sizes the RAM for the CPU count (`shared::sizing`) and refuses
+//! a smaller `--mem` up front, so running out here means a guest/VMM
+//! mismatch.
 
 use shared::bootinfo::BootInfo;
 use shared::layout::{MAX_MEM, PAGE_SIZE};

@@ -19,6 +19,8 @@ pub mod trap;
 pub use idle::idle;
 pub use machine::{SMP, ipi};
 
+use core::sync::atomic::Ordering;
+
 use shared::bootinfo::{BootInfo, CpuEntry};
 use shared::layout;
 use shared::ports::{PIC1_DATA, PIC2_DATA};
@@ -73,6 +75,14 @@ fn crash(kind: Crash) -> ! {
             let p = 0x40_0000_0000u64 as *const u64;
             // SAFETY: none; this read faults on purpose.
             let _ = unsafe { core::ptr::read_volatile(p) };
+        }
+        Crash::PerCpuWrite => {
+            // The last CPU number's area: read-only zero page unless all
+            // MAX_CPUS CPUs exist.
+            let last = CpuId(MAX_CPUS as u32 - 1);
+            // Relaxed: this store faults on purpose.
+            percpu::area(last).host_requests.store(1, Ordering::Relaxed);
+            kprintln!("CPU {last} has a per-CPU slot of its own: nothing faulted");
         }
         Crash::GeneralProtection => {
             let p = 0x8000_0000_0000_0000u64 as *const u64;

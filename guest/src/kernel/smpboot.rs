@@ -34,6 +34,7 @@ pub fn configure(timeout_ms: u64, stuck_ap: Option<u32>) {
 /// Set-up every CPU does for itself: per-CPU area, GDT/TSS, IDT (the
 /// handlers are installed once, at boot), x2APIC.
 pub fn cpu_init(cpu: CpuId) {
+    cpu::enable_write_protect();
     percpu::install(cpu);
     gdt::init(cpu);
     interrupts::load();

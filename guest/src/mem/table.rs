@@ -1,7 +1,7 @@
 //! Per-CPU data allocated at boot: [`OnceSlice`], a slice set once and
-//! looked up with a bounds check. (The per-CPU blocks the IPI paths index
-//! stay static arrays: their link-time-constant address is what keeps the
-//! round trip at its exact instruction counts.)
+//! looked up with a bounds check. (The per-CPU tables the IPI paths index
+//! are in the per-CPU window instead, at link-time-constant addresses:
+//! see `arch::x86_64::cpu_table`.)
 
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 

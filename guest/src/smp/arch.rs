@@ -3,11 +3,12 @@
 //! The guest implements it for x86/KVM (x2APIC IPIs, `pushf`/`cli`, `pause`,
 //! the TSC); the host tests implement it with threads as CPUs.
 
-use shared::CpuId;
+use shared::{CpuId, MAX_CPUS};
 
 use super::cpumask::CpuMask;
 use super::csd::Csd;
 use super::event::Event;
+use super::state::CpuBlock;
 
 /// Interrupt state saved by [`Arch::irq_save`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,6 +76,20 @@ pub trait Arch: Sync {
     /// context, on the CPU driving the hotplug); the core never frees a
     /// row, so an allocator that never frees is enough.
     fn alloc_cfd_row(&self, len: usize) -> Option<&'static [Csd]>;
+
+    /// The core's per-CPU blocks, one per CPU number below `MAX_CPUS`,
+    /// at an address that never changes. The IPI paths index them for
+    /// other CPUs (a target's queue and online flag), so an address the
+    /// compiler sees as a constant keeps those paths short: a base loaded
+    /// from memory is reloaded after every atomic read-modify-write. The
+    /// blocks of the first [`Self::cpu_blocks_backed`] CPUs are theirs;
+    /// every other block must read as [`CpuBlock::new`] (the core only
+    /// reads them, and may map them all onto one read-only page).
+    fn cpu_blocks(&self) -> &'static [CpuBlock; MAX_CPUS];
+
+    /// How many of [`Self::cpu_blocks`], from CPU 0's, may be written:
+    /// at least every CPU that can become present.
+    fn cpu_blocks_backed(&self) -> usize;
 
     /// Spin-loop hint (`pause`). Called in every busy-wait loop of the core.
     fn cpu_relax(&self);

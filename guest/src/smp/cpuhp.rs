@@ -23,7 +23,7 @@ use super::api::SmpError;
 use super::arch::Arch;
 use super::cpumask::CpuMask;
 use super::flush::OfflineCalls;
-use super::state::{PerCpu, Smp};
+use super::state::{CpuBlock, Smp};
 use super::sync::Ordering;
 use shared::record::WarnKind;
 
@@ -160,7 +160,7 @@ impl<A: Arch> Smp<A> {
 
     /// The body of [`Self::smpcfd_prepare_cpu`].
     fn smpcfd_prepare_step(&self, cpu: CpuId) -> Result<(), SmpError> {
-        let p = self.percpu.get(cpu.index()).ok_or(SmpError::Nxio)?;
+        let p = self.pcpu_backed(cpu).ok_or(SmpError::Nxio)?;
         // Relaxed: test hooks and bookkeeping of the hotplug state machine,
         // which runs its steps in order on one CPU.
         if p.cfd_alloc_fail.load(Ordering::Relaxed) {
@@ -172,7 +172,7 @@ impl<A: Arch> Smp<A> {
     }
 
     /// Gives the CPU of block `p` its cfd csds, unless it has them.
-    fn cfd_row_prepare(&self, p: &PerCpu) -> Result<(), SmpError> {
+    fn cfd_row_prepare(&self, p: &CpuBlock) -> Result<(), SmpError> {
         let want = (self.nr_cpu_ids() as usize).next_power_of_two();
         if let Some(row) = self.cfd_row(p) {
             return if row.len() >= want {
@@ -214,7 +214,7 @@ impl<A: Arch> Smp<A> {
     /// Return: [`SmpError::Nxio`] for an out-of-range CPU.
     pub fn smpcfd_dead_cpu(&self, cpu: CpuId) -> Result<(), SmpError> {
         trace_point!(self, CpuhpEnter, cpu.0, CpuhpStep::SmpcfdDead as u64);
-        let p = self.percpu.get(cpu.index());
+        let p = self.pcpu_backed(cpu);
         if let Some(p) = p {
             // Relaxed: see `smpcfd_prepare_cpu`.
             p.cfd_prepared.store(false, Ordering::Relaxed);
@@ -249,15 +249,14 @@ impl<A: Arch> Smp<A> {
     /// Whether `cpu`'s call data is prepared.
     pub fn cfd_prepared(&self, cpu: CpuId) -> bool {
         // Relaxed: see `smpcfd_prepare_cpu`.
-        self.percpu
-            .get(cpu.index())
+        self.pcpu_checked(cpu)
             .is_some_and(|p| p.cfd_prepared.load(Ordering::Relaxed))
     }
 
     /// Fault injection: make [`Self::smpcfd_prepare_cpu`] for `cpu` fail
     /// with [`SmpError::NoMem`] while `fail` is set.
     pub fn set_cfd_alloc_fail(&self, cpu: CpuId, fail: bool) {
-        if let Some(p) = self.percpu.get(cpu.index()) {
+        if let Some(p) = self.pcpu_backed(cpu) {
             // Relaxed: see `smpcfd_prepare_cpu`.
             p.cfd_alloc_fail.store(fail, Ordering::Relaxed);
         }

@@ -78,7 +78,8 @@ impl<A: Arch> Smp<A> {
     /// Marks `cpu` online or offline. Hotplug state machine only.
     ///
     /// Return: [`SmpError::Nxio`] when setting a CPU at or above
-    /// `nr_cpu_ids` (clearing one is a no-op).
+    /// `nr_cpu_ids` or without per-CPU data of its own (see
+    /// [`Arch::cpu_blocks_backed`]); clearing one is a no-op.
     pub fn set_cpu_online(&self, cpu: CpuId, online: bool) -> Result<(), SmpError> {
         self.check_settable(cpu, online)?;
         // The per-CPU mirror first when going offline, last when coming
@@ -86,11 +87,11 @@ impl<A: Arch> Smp<A> {
         // mirror is what senders test inside their send window (see
         // `Smp::send_enter`): this store, before the outgoing CPU's loads
         // of the `sending` words, is the other half of that Dekker pair.
-        if !online && let Some(p) = self.pcpu_checked(cpu) {
+        if !online && let Some(p) = self.pcpu_backed(cpu) {
             p.online.store(false, Ordering::SeqCst);
         }
         self.online.assign(cpu, online);
-        if online && let Some(p) = self.pcpu_checked(cpu) {
+        if online && let Some(p) = self.pcpu_backed(cpu) {
             p.online.store(true, Ordering::SeqCst);
         }
         Ok(())
@@ -115,7 +116,9 @@ impl<A: Arch> Smp<A> {
     }
 
     fn check_settable(&self, cpu: CpuId, value: bool) -> Result<(), SmpError> {
-        if value && cpu.0 >= self.nr_cpu_ids() {
+        // A CPU without a block of its own (see `Arch::cpu_blocks_backed`)
+        // has no per-CPU data: it can be neither possible nor online.
+        if value && (cpu.0 >= self.nr_cpu_ids() || self.pcpu_backed(cpu).is_none()) {
             Err(SmpError::Nxio)
         } else {
             Ok(())
@@ -140,7 +143,7 @@ impl<A: Arch> Smp<A> {
         self.possible.retain(keep);
         self.present.retain(keep);
         self.online.retain(keep);
-        for p in self.percpu.iter().skip(n as usize) {
+        for p in self.backed_blocks().iter().skip(n as usize) {
             p.online.store(false, Ordering::SeqCst);
         }
     }
@@ -173,9 +176,9 @@ impl<A: Arch> Smp<A> {
         self.setup_max_cpus.store(n, Ordering::Relaxed);
     }
 
-    /// Sets `cpu`'s NUMA node (ignored for an out-of-range CPU).
+    /// Sets `cpu`'s NUMA node (ignored for a CPU that does not exist).
     pub fn set_cpu_node(&self, cpu: CpuId, node: u32) {
-        if let Some(p) = self.percpu.get(cpu.index()) {
+        if let Some(p) = self.pcpu_backed(cpu) {
             // Relaxed: set at boot; read as a placement hint.
             p.node.store(node, Ordering::Relaxed);
         }
@@ -185,8 +188,7 @@ impl<A: Arch> Smp<A> {
     #[inline]
     pub fn cpu_to_node(&self, cpu: CpuId) -> u32 {
         // Relaxed: see `set_cpu_node`.
-        self.percpu
-            .get(cpu.index())
+        self.pcpu_checked(cpu)
             .map_or(0, |p| p.node.load(Ordering::Relaxed))
     }
 

@@ -32,7 +32,7 @@ use super::arch::Arch;
 use super::csd::{CSD_FLAG_LOCK, CSD_TYPE_IRQ_WORK, CSD_TYPE_SYNC, CallSingleNode, Csd};
 use super::irq_work::IrqWork;
 use super::llist::{self, LlistNode};
-use super::state::{PerCpu, Smp};
+use super::state::{CpuBlock, Smp};
 use super::stats::bump;
 use super::sync::Ordering;
 use shared::record::WarnKind;
@@ -172,7 +172,7 @@ impl<A: Arch> Smp<A> {
     ///
     /// `node` starts a chain this CPU took off its own call queue.
     #[inline(always)]
-    unsafe fn run_lone_sync(&self, this: CpuId, pcpu: &PerCpu, node: NonNull<LlistNode>) -> bool {
+    unsafe fn run_lone_sync(&self, this: CpuId, pcpu: &CpuBlock, node: NonNull<LlistNode>) -> bool {
         // SAFETY: `node` is on our detached chain.
         let next = unsafe { node.as_ref() }.next() as usize;
         // SAFETY: every node on a call queue is the first field of a
@@ -226,7 +226,7 @@ impl<A: Arch> Smp<A> {
     #[inline(never)]
     unsafe fn run_taken_chain(
         &self,
-        pcpu: &PerCpu,
+        pcpu: &CpuBlock,
         entry: *mut LlistNode,
         warn_cpu_offline: OfflineCalls,
     ) {
@@ -250,7 +250,7 @@ impl<A: Arch> Smp<A> {
     ///
     /// `entry` is null or a chain this CPU took off its own call queue.
     #[inline]
-    unsafe fn run_chain(&self, this: CpuId, pcpu: &PerCpu, mut entry: *mut LlistNode) {
+    unsafe fn run_chain(&self, this: CpuId, pcpu: &CpuBlock, mut entry: *mut LlistNode) {
         // Pass 1: SYNC csds, unlinked from the chain as they run.
         let mut prev: Option<NonNull<LlistNode>> = None;
         let mut cur = entry;
@@ -308,7 +308,7 @@ impl<A: Arch> Smp<A> {
     /// it first, so that nothing but what the caller keeps is live across
     /// the call. `csd` is the csd's address, for the trace only.
     #[inline]
-    pub(super) fn run_queued(&self, pcpu: &PerCpu, func: SmpCallFunc, info: usize, csd: usize) {
+    pub(super) fn run_queued(&self, pcpu: &CpuBlock, func: SmpCallFunc, info: usize, csd: usize) {
         bump(&pcpu.counters.callbacks_run);
         self.arch.set_running(func as usize);
         trace_point!(self, CsdFunctionEntry, 0, func as usize, csd);

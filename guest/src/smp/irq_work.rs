@@ -16,7 +16,7 @@ use shared::CpuId;
 use super::arch::Arch;
 use super::csd::{CSD_TYPE_IRQ_WORK, CallSingleNode};
 use super::llist::{self, LlistNode};
-use super::state::{PerCpu, Smp};
+use super::state::{CpuBlock, Smp};
 use super::stats::bump;
 use super::sync::{Ordering, fence};
 use shared::record::WarnKind;
@@ -207,7 +207,7 @@ impl<A: Arch> Smp<A> {
 
     /// Runs the local irq_work list of `pcpu` (this CPU's).
     #[inline(always)]
-    pub(super) fn irq_work_run_local(&self, pcpu: &PerCpu) {
+    pub(super) fn irq_work_run_local(&self, pcpu: &CpuBlock) {
         if !pcpu.irq_work.is_empty() {
             self.irq_work_run_list(pcpu);
         }
@@ -216,7 +216,7 @@ impl<A: Arch> Smp<A> {
     /// [`Self::irq_work_run_local`] once the list is known not to be empty
     /// (out of line: the call-function IPI handler only checks).
     #[inline(never)]
-    fn irq_work_run_list(&self, pcpu: &PerCpu) {
+    fn irq_work_run_list(&self, pcpu: &CpuBlock) {
         // SAFETY: `del_all` detached the chain; this CPU owns it.
         let mut cur = unsafe { llist::reverse_order(pcpu.irq_work.del_all()) };
         trace_point!(self, IrqWorkRunEntry, 0);
@@ -237,7 +237,7 @@ impl<A: Arch> Smp<A> {
     }
 
     /// Runs one dequeued work item (Linux's `irq_work_single`).
-    pub(super) fn irq_work_single(&self, pcpu: &PerCpu, work: &'static IrqWork) {
+    pub(super) fn irq_work_single(&self, pcpu: &CpuBlock, work: &'static IrqWork) {
         // We own PENDING, so a plain store can clear it: a concurrent claim
         // sees PENDING set and changes nothing. Relaxed load: our own bits.
         let flags = work.node.flags.load(Ordering::Relaxed) & !IRQ_WORK_PENDING;

@@ -88,7 +88,7 @@ pub use irq_work::{IrqWork, IrqWorkFunc};
 pub use shared::record::WarnKind;
 pub use shared::{CpuId, MAX_CPUS};
 #[cfg(not(loom))]
-pub use state::{CSD_LOCK_TIMEOUT_DEFAULT_NS, Smp};
+pub use state::{CSD_LOCK_TIMEOUT_DEFAULT_NS, CpuBlock, Smp};
 #[cfg(not(loom))]
 pub use stats::CpuStats;
 

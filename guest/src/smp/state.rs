@@ -24,8 +24,12 @@ pub(super) struct CacheLine<T>(pub(super) T);
 /// data from one index. The per-(caller, target) cfd csds are not: they are
 /// a row per CPU allocated when the CPU is prepared (see [`CfdRow`]), and
 /// the block holds the row's address.
+///
+/// The blocks are the architecture's to place ([`Arch::cpu_blocks`]);
+/// outside the core a block is opaque. Every field's all-zero value is its
+/// `new()` value, so zeroed memory is a table of new blocks.
 #[repr(C, align(256))]
-pub(super) struct PerCpu {
+pub struct CpuBlock {
     /// The csd of this CPU's non-waiting single calls (`csd_data`);
     /// unlocked by remote CPUs, so alone on its line.
     pub(super) csd_data: CacheLine<Csd>,
@@ -60,8 +64,9 @@ pub(super) struct PerCpu {
     pub(super) queue: CacheLine<LlistHead>,
 }
 
-impl PerCpu {
-    const fn new() -> Self {
+impl CpuBlock {
+    /// A block of a CPU that has done nothing yet (all zero).
+    pub const fn new() -> Self {
         Self {
             csd_data: CacheLine(Csd::idle()),
             irq_work: LlistHead::new(),
@@ -78,13 +83,26 @@ impl PerCpu {
     }
 }
 
+impl Default for CpuBlock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// SAFETY: every field is an atomic, a null pointer, a csd whose zero is
+// its idle value (see `Csd`'s impl) or counters at 0: all-zero bytes are
+// `CpuBlock::new()`, which the host test `a_zeroed_block_is_a_new_one`
+// checks byte for byte.
+#[cfg(not(loom))]
+unsafe impl crate::mem::Zeroable for CpuBlock {}
+
 /// Bytes in a cache line (what [`CacheLine`] aligns to).
 const CACHE_LINE_BYTES: usize = 64;
 
 const _: () = {
     assert!(core::mem::size_of::<CacheLine<LlistHead>>() == CACHE_LINE_BYTES);
-    assert!(core::mem::size_of::<PerCpu>() == 256);
-    assert!(core::mem::offset_of!(PerCpu, queue) % CACHE_LINE_BYTES == 0);
+    assert!(core::mem::size_of::<CpuBlock>() == 256);
+    assert!(core::mem::offset_of!(CpuBlock, queue) % CACHE_LINE_BYTES == 0);
 };
 
 /// A machine's cross-call state. See the module docs.
@@ -107,16 +125,6 @@ pub struct Smp<A: Arch> {
     /// IPIs the stall detector re-sent to a CPU that ran no csd (each is
     /// also in the waiter's `ipis_requested`).
     pub(super) stall_resends: AtomicU64,
-    /// The per-CPU blocks, a static array of [`MAX_CPUS`] (not allocated
-    /// for the present CPUs like the rest of the per-CPU data): its
-    /// link-time-constant address is what keeps the IPI paths at their
-    /// exact instruction counts (a block is `base + cpu * 256` with the base
-    /// an immediate; a base loaded from memory is reloaded after every
-    /// atomic read-modify-write, 13 instructions more on the send path and
-    /// 11 on the target's). The price is memory, not file size: the array
-    /// is in BSS, `MAX_CPUS` x 256 bytes (256 KiB at 1024 CPUs) whatever
-    /// the CPU count, and adds nothing to the ELF file.
-    pub(super) percpu: [PerCpu; MAX_CPUS],
 }
 
 /// One CPU's cfd csds as a sender finds them: the row's base and its
@@ -138,7 +146,7 @@ impl CfdRow {
     #[inline(always)]
     pub(super) fn csd(&self, cpu: CpuId) -> &'static Csd {
         // SAFETY: `base` points to `mask + 1` csds that are never freed
-        // (see `PerCpu::cfd_row`), and the index is masked below that.
+        // (see `CpuBlock::cfd_row`), and the index is masked below that.
         unsafe { &*self.base.add(cpu.index() & self.mask) }
     }
 }
@@ -159,7 +167,6 @@ impl<A: Arch> Smp<A> {
             csd_lock_stuck: AtomicU32::new(0),
             offline_warned: AtomicBool::new(false),
             stall_resends: AtomicU64::new(0),
-            percpu: [const { PerCpu::new() }; MAX_CPUS],
         }
     }
 
@@ -169,17 +176,39 @@ impl<A: Arch> Smp<A> {
         &self.arch
     }
 
-    /// Per-CPU data of `cpu`, or `None` for a CPU number without any.
+    /// Every CPU number's block (see [`Arch::cpu_blocks`]): at a fixed
+    /// address, for reading; only [`Self::backed_blocks`] may be written.
     #[inline(always)]
-    pub(super) fn pcpu_checked(&self, cpu: CpuId) -> Option<&PerCpu> {
-        self.percpu.get(cpu.index())
+    pub(super) fn blocks(&self) -> &'static [CpuBlock; MAX_CPUS] {
+        self.arch.cpu_blocks()
+    }
+
+    /// The blocks of the CPUs that exist, from CPU 0's: the ones that may
+    /// be written.
+    pub(super) fn backed_blocks(&self) -> &'static [CpuBlock] {
+        let n = self.arch.cpu_blocks_backed().min(MAX_CPUS);
+        &self.blocks()[..n]
+    }
+
+    /// The block of `cpu` for reading, or `None` for a CPU number at or
+    /// above `MAX_CPUS` (the block of a CPU that does not exist reads as a
+    /// new one).
+    #[inline(always)]
+    pub(super) fn pcpu_checked(&self, cpu: CpuId) -> Option<&CpuBlock> {
+        self.blocks().get(cpu.index())
+    }
+
+    /// The block of `cpu` for writing, or `None` for a CPU that does not
+    /// exist (see [`Arch::cpu_blocks_backed`]).
+    pub(super) fn pcpu_backed(&self, cpu: CpuId) -> Option<&CpuBlock> {
+        self.backed_blocks().get(cpu.index())
     }
 
     /// Per-CPU data of a CPU number known to be valid (from
     /// [`Arch::this_cpu`] or checked online). Masked, never a bounds panic.
     #[inline]
-    pub(super) fn pcpu(&self, cpu: CpuId) -> &PerCpu {
-        &self.percpu[cpu.index() % MAX_CPUS]
+    pub(super) fn pcpu(&self, cpu: CpuId) -> &CpuBlock {
+        &self.blocks()[cpu.index() % MAX_CPUS]
     }
 
     /// The call queue of a valid CPU (masked like [`Self::pcpu`]).
@@ -191,7 +220,7 @@ impl<A: Arch> Smp<A> {
     /// The cfd csds of the CPU whose block is `pcpu`, or `None` before its
     /// first `smpcfd_prepare_cpu`.
     #[inline(always)]
-    pub(super) fn cfd_row(&self, pcpu: &PerCpu) -> Option<CfdRow> {
+    pub(super) fn cfd_row(&self, pcpu: &CpuBlock) -> Option<CfdRow> {
         // Acquire: pairs with the Release store in `smpcfd_prepare_step`,
         // which claimed the length before it published the row.
         let base = pcpu.cfd_row.load(Ordering::Acquire);

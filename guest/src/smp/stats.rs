@@ -98,7 +98,7 @@ impl<A: Arch> Smp<A> {
     ///
     /// Context: any.
     pub fn stats(&self, cpu: CpuId) -> CpuStats {
-        let Some(p) = self.percpu.get(cpu.index()) else {
+        let Some(p) = self.pcpu_checked(cpu) else {
             return CpuStats::default();
         };
         let c = &p.counters;

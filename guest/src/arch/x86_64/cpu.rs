@@ -178,3 +178,28 @@ pub fn cpuid(leaf: u32, sub: u32) -> [u32; 4] {
     let r = core::arch::x86_64::__cpuid_count(leaf, sub);
     [r.eax, r.ebx, r.ecx, r.edx]
 }
+
+/// CR0's write-protect bit: supervisor writes to read-only pages fault.
+const CR0_WP: u64 = 1 << 16;
+
+/// Makes supervisor writes honour read-only pages on this CPU (CR0.WP),
+/// so that a write to the per-CPU window's shared zero page faults (see
+/// `paging`). Every CPU, first thing.
+pub fn enable_write_protect() {
+    let v: u64;
+    // SAFETY: reading CR0 has no side effects.
+    unsafe { asm!("mov {}, cr0", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    // SAFETY: setting WP only makes writes to read-only pages fault; the
+    // kernel's own mappings are all writable except the window's zero
+    // page, which nothing may write. The write orders no memory access
+    // (not `nomem` so that the compiler does not move stores across it).
+    unsafe { asm!("mov cr0, {}", in(reg) v | CR0_WP, options(nostack, preserves_flags)) };
+}
+
+/// Reloads CR3 with its own value: drops this CPU's cached translations
+/// (none for the global pages this kernel does not use).
+pub fn reload_cr3() {
+    let v = cr3();
+    // SAFETY: the same page-table root again; only the TLB is flushed.
+    unsafe { asm!("mov cr3, {}", in(reg) v, options(nostack, preserves_flags)) };
+}

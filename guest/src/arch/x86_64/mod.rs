@@ -2,6 +2,7 @@
 
 pub mod ap_boot;
 pub mod cpu;
+pub mod cpu_table;
 pub mod fixup;
 pub mod gdt;
 pub mod hypercall;
@@ -9,6 +10,7 @@ pub mod interrupts;
 pub mod ipi;
 pub mod ipi_fault;
 pub mod msr;
+pub mod paging;
 pub mod percpu;
 pub mod poll_idle;
 pub mod smp_arch;
@@ -17,10 +19,12 @@ pub mod stacks;
 pub mod trace;
 pub mod x2apic;
 
-/// Allocates the arch's per-CPU data for `cpus` CPUs that no IPI path
-/// reaches: GDTs and TSSs, stacks, fault-injection counters. Boot CPU,
-/// first thing (before it loads its own GDT), once.
+/// Allocates the arch's per-CPU data for `cpus` CPUs: the per-CPU window
+/// (the tables the IPI paths index, at fixed addresses), GDTs and TSSs,
+/// stacks, fault-injection counters. Boot CPU, first thing (before it
+/// touches any per-CPU table or loads its own GDT), once.
 pub fn alloc_percpu(cpus: u32) -> Result<(), crate::mem::OutOfMemory> {
+    paging::map_window(cpus)?;
     gdt::alloc(cpus)?;
     stacks::alloc(cpus)?;
     ipi_fault::alloc(cpus)

@@ -3,9 +3,11 @@
 
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-use shared::{ApicId, CpuId, MAX_CPUS};
+use shared::{ApicId, CpuId, percpu_window};
 
+use super::cpu_table::CpuTable;
 use super::msr;
+use crate::mem::Zeroable;
 
 /// One CPU's private area. GS points at it; `cpu`, `this`, `running` and
 /// `idle_recheck` are at fixed offsets so that [`this_cpu`], [`this`],
@@ -32,18 +34,6 @@ pub struct PerCpu {
 }
 
 impl PerCpu {
-    const fn new() -> Self {
-        PerCpu {
-            cpu: AtomicU32::new(0),
-            apic_id: AtomicU32::new(0),
-            this: AtomicU64::new(0),
-            running: AtomicUsize::new(0),
-            idle_recheck: AtomicU32::new(0),
-            host_requests: AtomicU64::new(0),
-            apic_errors: AtomicU64::new(0),
-        }
-    }
-
     /// This area's CPU's x2APIC id.
     pub fn apic_id(&self) -> ApicId {
         // Relaxed: written once by the BSP before the CPU is started; the
@@ -58,24 +48,31 @@ impl PerCpu {
     }
 }
 
-/// The per-CPU areas, a static array of `MAX_CPUS` rather than boot
-/// allocation for the present CPUs: `GS` points into it, and the IPI paths
-/// find other CPUs' areas at a link-time-constant base (a base loaded from
-/// memory costs instructions on the round trip, which the bench counts
-/// exactly). The price is BSS, `MAX_CPUS` x 64 bytes (64 KiB at 1024)
-/// whatever the CPU count, not ELF file size.
-static AREAS: [PerCpu; MAX_CPUS] = [const { PerCpu::new() }; MAX_CPUS];
+/// The per-CPU areas, a table of the per-CPU window: `GS` points into it,
+/// and the IPI paths find other CPUs' areas at its link-time-constant
+/// address (a base loaded from memory costs instructions on the round
+/// trip, which the bench counts exactly); only the CPUs that exist have
+/// memory behind their areas.
+static AREAS: CpuTable<PerCpu> = CpuTable::new(percpu_window::ARCH_AREAS);
 
-/// The area of `cpu` (CPU numbers are masked into range; callers check
-/// them against `nr_cpu_ids` first).
+// SAFETY: atomics and integers: all zero is an area not yet set up
+// (`init_area` fills it in).
+unsafe impl Zeroable for PerCpu {}
+
+/// The area of `cpu`, for reading (CPU numbers are masked into range;
+/// the area of a CPU that does not exist reads as zero).
 #[inline(always)]
 pub fn area(cpu: CpuId) -> &'static PerCpu {
-    &AREAS[cpu.index() % MAX_CPUS]
+    AREAS.get(cpu)
 }
 
 /// Records the identity of `cpu` (done by the BSP for every CPU at boot).
+/// A CPU without an area of its own (beyond the CPUs the window was
+/// mapped for) is left alone.
 pub fn init_area(cpu: CpuId, apic_id: ApicId) {
-    let a = area(cpu);
+    let Some(a) = AREAS.backed(cpu) else {
+        return;
+    };
     // Relaxed: see `PerCpu::apic_id`.
     a.cpu.store(cpu.0, Ordering::Relaxed);
     a.apic_id.store(apic_id.0, Ordering::Relaxed);
@@ -93,8 +90,9 @@ const _: () = assert!(core::mem::offset_of!(PerCpu, idle_recheck) == IDLE_RECHEC
 /// thing after entry.
 pub fn install(cpu: CpuId) {
     let base = area(cpu) as *const PerCpu as u64;
-    // SAFETY: GS_BASE takes any canonical address; this one is a static
-    // that lives forever, and nothing else uses GS in this kernel.
+    // SAFETY: GS_BASE takes any canonical address; this one is a slot of
+    // the per-CPU window, mapped for ever, and nothing else uses GS in
+    // this kernel.
     unsafe { msr::IA32_GS_BASE.write(base) };
 }
 
@@ -119,7 +117,7 @@ pub fn this() -> &'static PerCpu {
     unsafe {
         core::arch::asm!("mov {}, gs:[8]", out(reg) p, options(nostack, preserves_flags, readonly))
     };
-    // SAFETY: `p` is the address of an element of the static `AREAS`.
+    // SAFETY: `p` is the address of this CPU's slot of `AREAS`.
     unsafe { &*(p as *const PerCpu) }
 }
 

@@ -25,9 +25,11 @@
 
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use shared::{CpuId, MAX_CPUS};
+use shared::{CpuId, percpu_window};
 
+use super::cpu_table::CpuTable;
 use super::percpu;
+use crate::mem::Zeroable;
 
 /// A CPU's idle word is polled by itself and written by senders: each on
 /// its own cache line.
@@ -43,19 +45,16 @@ struct PollWord {
 /// The idle word: the CPU is spinning in its idle loop.
 const POLLING: u32 = 1 << 0;
 
-/// The poll words, static for the same reason as the per-CPU areas (the
-/// sender tests its target's word on the IPI path at a constant base):
-/// BSS of `MAX_CPUS` x 64 bytes (64 KiB at 1024), not file size.
-static POLL: [PollWord; MAX_CPUS] = [const {
-    PollWord {
-        state: AtomicU32::new(0),
-        skipped: AtomicU64::new(0),
-        polls: AtomicU64::new(0),
-    }
-}; MAX_CPUS];
+// SAFETY: atomics at 0: not polling, no counts.
+unsafe impl Zeroable for PollWord {}
+
+/// The poll words, a table of the per-CPU window for the same reason as
+/// the per-CPU areas (the sender tests its target's word on the IPI path,
+/// at a constant base). Only CPUs that exist write theirs (their own).
+static POLL: CpuTable<PollWord> = CpuTable::new(percpu_window::POLL_WORDS);
 
 fn poll_word(cpu: CpuId) -> &'static PollWord {
-    &POLL[cpu.index() % MAX_CPUS]
+    POLL.get(cpu)
 }
 
 /// Whether `cpu` is polling, so that the call this CPU has just queued to

@@ -3,13 +3,18 @@
 //! state of the arch value), `pushfq`/`cli` for interrupt state, `pause`,
 //! and the TSC.
 
-use shared::CpuId;
 use shared::vectors;
+use shared::{CpuId, MAX_CPUS, percpu_window};
 
+use super::cpu_table::CpuTable;
 use super::ipi::IpiDelivery;
 use super::x2apic;
-use super::{cpu, ipi_fault, percpu};
-use crate::smp::{Arch, CpuMask, Csd, Event, IrqFlags};
+use super::{cpu, ipi_fault, paging, percpu};
+use crate::smp::{Arch, CpuBlock, CpuMask, Csd, Event, IrqFlags};
+
+/// The smp core's per-CPU blocks: a table of the per-CPU window, at a
+/// link-time-constant address (see `Arch::cpu_blocks`).
+static BLOCKS: CpuTable<CpuBlock> = CpuTable::new(percpu_window::SMP_BLOCKS);
 use crate::{kprintln, report, time};
 
 /// x86_64 with the in-kernel x2APIC of KVM.
@@ -53,6 +58,15 @@ impl Arch for X86 {
     #[inline(always)]
     fn clear_running(&self) {
         percpu::clear_running();
+    }
+
+    #[inline(always)]
+    fn cpu_blocks(&self) -> &'static [CpuBlock; MAX_CPUS] {
+        BLOCKS.all()
+    }
+
+    fn cpu_blocks_backed(&self) -> usize {
+        paging::window_backed() as usize
     }
 
     fn alloc_cfd_row(&self, len: usize) -> Option<&'static [Csd]> {

@@ -88,7 +88,7 @@ fn dying_flush_runs_queued_calls_once_without_offline_warning() {
 
 #[test]
 fn prepare_failure_is_injectable() {
-    let smp = Smp::new(HostArch::new(0));
+    let smp = Smp::new(HostArch::new(8));
     assert!(!smp.cfd_prepared(CpuId(3)));
     smp.set_cfd_alloc_fail(CpuId(3), true);
     assert_eq!(smp.smpcfd_prepare_cpu(CpuId(3)), Err(SmpError::NoMem));
@@ -109,7 +109,7 @@ fn prepare_failure_is_injectable() {
 
 #[test]
 fn prepare_fails_when_the_cfd_row_cannot_be_allocated() {
-    let smp = Smp::new(HostArch::new(0));
+    let smp = Smp::new(HostArch::new(8));
     smp.set_nr_cpu_ids(5);
     smp.arch().cfd_alloc_fails.store(true, SeqCst);
     assert_eq!(smp.smpcfd_prepare_cpu(CpuId(3)), Err(SmpError::NoMem));
@@ -165,7 +165,7 @@ fn call_function_init_prepares_the_boot_cpu() {
 
 #[test]
 fn masks_and_nr_cpu_ids() {
-    let smp = Smp::new(HostArch::new(0));
+    let smp = Smp::new(HostArch::new(8));
     assert_eq!(smp.nr_cpu_ids(), MAX_CPUS as u32);
     assert_eq!(smp.online_mask(), CpuMask::EMPTY);
     for cpu in 0..6 {
@@ -222,21 +222,62 @@ fn masks_and_nr_cpu_ids() {
 }
 
 #[test]
+fn a_cpu_without_a_block_of_its_own_cannot_become_possible_or_online() {
+    let smp = Smp::new(HostArch::new(4));
+    let unbacked = CpuId(4);
+    assert!(smp.nr_cpu_ids() > unbacked.0);
+    assert_eq!(smp.set_cpu_possible(unbacked, true), Err(SmpError::Nxio));
+    assert_eq!(smp.set_cpu_present(unbacked, true), Err(SmpError::Nxio));
+    assert_eq!(smp.set_cpu_online(unbacked, true), Err(SmpError::Nxio));
+    assert!(!smp.cpu_online(unbacked) && !smp.cpu_possible(unbacked));
+    assert_eq!(smp.smpcfd_prepare_cpu(unbacked), Err(SmpError::Nxio));
+    smp.set_cfd_alloc_fail(unbacked, true); // ignored
+    assert!(!smp.cfd_prepared(unbacked));
+    assert_eq!(smp.set_cpu_online(CpuId(3), true), Ok(()));
+    assert!(smp.cpu_online(CpuId(3)));
+}
+
+#[test]
+fn a_zeroed_block_is_a_new_one_but_for_its_unwritten_csd() {
+    // Every host test runs on zeroed blocks (`HostArch`); this names what
+    // the zero bytes mean, field by field.
+    let new = crate::smp::CpuBlock::new();
+    // SAFETY: all-zero bytes are a `CpuBlock` (its `Zeroable` impl).
+    let zero: crate::smp::CpuBlock = unsafe { core::mem::zeroed() };
+    for b in [&new, &zero] {
+        assert!(!b.csd_data.0.is_locked());
+        assert!(b.irq_work.is_empty() && b.queue.0.is_empty());
+        assert_eq!(b.sending.load(SeqCst), 0);
+        assert_eq!(b.node.load(SeqCst), 0);
+        assert!(!b.online.load(SeqCst) && !b.cfd_prepared.load(SeqCst));
+        assert!(!b.cfd_alloc_fail.load(SeqCst));
+        assert_eq!(b.cfd_len.load(SeqCst), 0);
+        assert!(b.cfd_row.load(SeqCst).is_null());
+        assert_eq!(b.counters.calls_queued.load(SeqCst), 0);
+        assert_eq!(b.counters.lone_syncs_run.load(SeqCst), 0);
+    }
+}
+
+#[test]
 fn setup_nr_cpu_ids_without_possible_cpus_is_one() {
-    let smp = Smp::new(HostArch::new(0));
+    let smp = Smp::new(HostArch::new(8));
     smp.setup_nr_cpu_ids();
     assert_eq!(smp.nr_cpu_ids(), 1);
 }
 
 #[test]
 fn numa_node_map() {
-    let smp = Smp::new(HostArch::new(0));
+    let smp = Smp::new(HostArch::new(8));
     for cpu in 0..4 {
         smp.set_cpu_possible(CpuId(cpu), true).unwrap();
         smp.set_cpu_node(CpuId(cpu), cpu % 2);
     }
     let beyond = CpuId(MAX_CPUS as u32 + 6);
     smp.set_cpu_node(beyond, 5); // ignored
+    // A CPU number below MAX_CPUS without a block of its own (the arch has
+    // 8 CPUs): nothing is written, and it reads as a new block.
+    smp.set_cpu_node(CpuId(8), 5);
+    assert_eq!(smp.cpu_to_node(CpuId(8)), 0);
     assert_eq!(smp.cpu_to_node(CpuId(3)), 1);
     assert_eq!(smp.cpu_to_node(beyond), 0);
     assert_eq!(smp.cpumask_of_node(0), CpuMask::from_word0(0b0101));
@@ -265,6 +306,14 @@ fn smp_is_const_constructible_for_statics() {
         fn clear_running(&self) {}
         fn running(&self, _: CpuId) -> usize {
             0
+        }
+        fn cpu_blocks(&self) -> &'static [crate::smp::CpuBlock; MAX_CPUS] {
+            static BLOCKS: [crate::smp::CpuBlock; MAX_CPUS] =
+                [const { crate::smp::CpuBlock::new() }; MAX_CPUS];
+            &BLOCKS
+        }
+        fn cpu_blocks_backed(&self) -> usize {
+            MAX_CPUS
         }
         fn alloc_cfd_row(&self, len: usize) -> Option<&'static [Csd]> {
             Some(Vec::leak((0..len).map(|_| Csd::idle()).collect()))

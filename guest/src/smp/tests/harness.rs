@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::thread::{self, JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
-use crate::smp::{Arch, CpuId, CpuMask, Csd, Event, IrqFlags, Smp, WarnKind};
+use crate::smp::{Arch, CpuBlock, CpuId, CpuMask, Csd, Event, IrqFlags, MAX_CPUS, Smp, WarnKind};
 
 /// The smp core over host threads.
 pub type HostSmp = Smp<HostArch>;
@@ -95,6 +95,11 @@ pub struct Ipis {
 /// [`Arch`] for host threads.
 pub struct HostArch {
     cpus: Vec<HostCpu>,
+    /// The core's per-CPU blocks: all `MAX_CPUS` in memory (a guest maps
+    /// only those of its CPUs), of which the first `cpus.len()` are
+    /// reported writable; zeroed memory, as the guest's are, so that every
+    /// host test runs on blocks that were never constructed.
+    blocks: &'static [CpuBlock; MAX_CPUS],
     /// Every event with the CPU that reported it.
     events: Mutex<Vec<(CpuId, Event)>>,
     start: Instant,
@@ -110,11 +115,26 @@ pub struct HostArch {
     pub cfd_alloc_fails: AtomicBool,
 }
 
+/// `MAX_CPUS` blocks of zeroed memory, leaked (as the guest maps zeroed
+/// pages for them, see `CpuBlock`'s `Zeroable` impl).
+fn zeroed_blocks() -> &'static [CpuBlock; MAX_CPUS] {
+    let layout = std::alloc::Layout::new::<[CpuBlock; MAX_CPUS]>();
+    // SAFETY: a layout of non-zero size.
+    let p = unsafe { std::alloc::alloc_zeroed(layout) };
+    if p.is_null() {
+        std::alloc::handle_alloc_error(layout);
+    }
+    // SAFETY: `p` is aligned and sized for the array, zeroed, never freed;
+    // all-zero bytes are a `CpuBlock` (its `Zeroable` impl).
+    unsafe { &*p.cast::<[CpuBlock; MAX_CPUS]>() }
+}
+
 impl HostArch {
     /// An arch for `n` CPUs (no threads: see [`Machine`] for those).
     pub fn new(n: usize) -> Self {
         Self {
             cpus: (0..n).map(|_| HostCpu::default()).collect(),
+            blocks: zeroed_blocks(),
             events: Mutex::new(Vec::new()),
             start: Instant::now(),
             stop: AtomicBool::new(false),
@@ -242,6 +262,14 @@ impl Arch for HostArch {
 
     fn clear_running(&self) {
         self.cpu(this_cpu().0).running.store(0, SeqCst);
+    }
+
+    fn cpu_blocks(&self) -> &'static [CpuBlock; MAX_CPUS] {
+        self.blocks
+    }
+
+    fn cpu_blocks_backed(&self) -> usize {
+        self.cpus.len()
     }
 
     fn alloc_cfd_row(&self, len: usize) -> Option<&'static [Csd]> {
