@@ -13,9 +13,9 @@ use crate::mem::Zeroable;
 
 /// A table of `T`, one per CPU number below `MAX_CPUS`. The slots of the
 /// CPUs that exist are their own; every other slot reads as the all-zero
-/// `T` (hence `Zeroable`) and faults when written, so it must only be
-/// read, which holds for anything with interior mutability the callers
-/// only read ([`Self::get`]) or reach through [`Self::backed`].
+/// `T` (hence `Zeroable`) and faults when written. So a slot reached with
+/// [`Self::get`] may be written only for a CPU known to exist (this CPU,
+/// or one checked online); [`Self::backed`] checks.
 pub struct CpuTable<T: Zeroable + Sync + 'static> {
     start: u64,
     _slot: PhantomData<&'static T>,
