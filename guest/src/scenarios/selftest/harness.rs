@@ -174,14 +174,24 @@ impl Default for RunCounts {
     }
 }
 
-/// The csd-lock stall timeout a case lowers to provoke a stall report.
+/// The csd-lock stall timeout a case lowers to provoke a stall report,
+/// on the reference host with a few CPUs; scaled like every other wait
+/// ([`short_csd_timeout_ns`]): a kick to every other CPU waits for each
+/// in turn, and on a loaded host with hundreds of vCPUs one that is merely
+/// descheduled must not be taken for the parked one.
 pub const SHORT_CSD_TIMEOUT_NS: u64 = 20_000_000;
+
+/// [`SHORT_CSD_TIMEOUT_NS`] scaled for this machine and host
+/// (`time::scaled_ms`).
+pub fn short_csd_timeout_ns() -> u64 {
+    SHORT_CSD_TIMEOUT_NS.saturating_mul(crate::time::wait_scale_factor())
+}
 
 /// Stalls detected while some case had lowered the timeout on purpose
 /// (see [`ShortCsdTimeout`]); the runner reports the total to the VMM.
 pub static PROVOKED_STALLS: AtomicU32 = AtomicU32::new(0);
 
-/// Lowers the csd-lock stall timeout to [`SHORT_CSD_TIMEOUT_NS`] for a
+/// Lowers the csd-lock stall timeout to [`short_csd_timeout_ns`] for a
 /// case that provokes a stall report on purpose (announced on the
 /// console first); dropping it puts the previous timeout back and counts
 /// the stalls detected meanwhile in [`PROVOKED_STALLS`].
@@ -196,7 +206,7 @@ impl ShortCsdTimeout {
         crate::kprintln!("selftest: {case}: a csd-lock stall report follows on purpose");
         let prev = SMP.csd_lock_timeout_ns();
         let stalls = SMP.csd_stalls_detected();
-        SMP.set_csd_lock_timeout_ns(SHORT_CSD_TIMEOUT_NS);
+        SMP.set_csd_lock_timeout_ns(short_csd_timeout_ns());
         ShortCsdTimeout { prev, stalls }
     }
 }
