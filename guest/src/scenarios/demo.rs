@@ -7,18 +7,19 @@
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
+use shared::CpuId;
 use shared::status::GuestStatus;
-use shared::{CpuId, MAX_CPUS};
 
 use crate::arch::x86_64::percpu;
 use crate::kernel::{SMP, stats};
 use crate::kprintln;
+use crate::scenarios::percpu::PerCpu;
 use crate::smp::{CpuList, CpuMask, Csd, IrqWork};
 
 /// The demo's own callbacks (`say`) that ran, per CPU: local runs
 /// included, the core's internal ones (kick_all_cpus_sync's empty
 /// function) not. The summary line is their sum, the table shows each.
-static RAN: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+static RAN: PerCpu<AtomicU32> = PerCpu::new();
 
 /// CPUs that print their own lines (see the module docs).
 const LINES_CPUS: u32 = 64;
@@ -31,8 +32,7 @@ fn prints(cpu: CpuId) -> bool {
 fn ran_on(cpu: CpuId) -> u32 {
     // Relaxed: read after the waiting calls returned and the async ones
     // were seen done.
-    RAN.get(cpu.index())
-        .map_or(0, |c| c.load(Ordering::Relaxed))
+    RAN.get(cpu).map_or(0, |c| c.load(Ordering::Relaxed))
 }
 
 /// A callback that says where it runs. `info` is a static string's index
@@ -50,7 +50,7 @@ fn say(info: usize) {
         "irq_work_queue_on",
     ];
     let me = percpu::this_cpu();
-    if let Some(c) = RAN.get(me.index()) {
+    if let Some(c) = RAN.get(me) {
         // Relaxed: a count read after the waiting calls returned.
         c.fetch_add(1, Ordering::Relaxed);
     }
@@ -81,6 +81,15 @@ pub fn run() -> GuestStatus {
     let other = online.iter().find(|c| *c != me).unwrap_or(me);
     let last = online.iter().last().unwrap_or(me);
     let mut ok = true;
+    // Allocated here, before any callback counts into it.
+    if let Err(oom) = RAN.alloc() {
+        kprintln!(
+            "demo: no memory for the per-CPU run counts ({} bytes, {} left)",
+            oom.need,
+            oom.left
+        );
+        return GuestStatus::BadRequest;
+    }
 
     kprintln!("demo: {} CPUs online: {}", online.weight(), CpuList(online));
     // The traced build names its callbacks, to find them in the trace.

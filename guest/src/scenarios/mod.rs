@@ -6,6 +6,7 @@ pub mod bench;
 pub mod demo;
 pub mod hostile;
 pub mod hotplug_cases;
+pub mod percpu;
 pub mod selftest;
 pub mod torture;
 pub mod wait;

@@ -7,12 +7,13 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-use shared::{CpuId, MAX_CPUS};
+use shared::CpuId;
 
 use super::harness::{self, CpuList, PerCpuCount, as_task, this_cpu, wait_for};
 use super::harness::{CaseResult, others};
 use crate::kernel::SMP;
 use crate::mem::OnceSlice;
+use crate::scenarios::percpu::PerCpu;
 use crate::smp::CpuMask;
 
 static GO: AtomicBool = AtomicBool::new(false);
@@ -164,8 +165,7 @@ fn per_sender() -> usize {
 }
 
 /// SLOTS[sender][seq]: runs of that call.
-static SLOTS: [[AtomicU32; PER_SENDER]; MAX_CPUS] =
-    [const { [const { AtomicU32::new(0) }; PER_SENDER] }; MAX_CPUS];
+static SLOTS: PerCpu<[AtomicU32; PER_SENDER]> = PerCpu::new();
 static TARGET: AtomicU32 = AtomicU32::new(0);
 static WRONG_CPU: AtomicU32 = AtomicU32::new(0);
 static CALL_ERRORS: AtomicU32 = AtomicU32::new(0);
@@ -174,7 +174,7 @@ fn slot(info: usize) {
     if this_cpu().0 != TARGET.load(Ordering::SeqCst) {
         WRONG_CPU.fetch_add(1, Ordering::SeqCst);
     }
-    if let Some(s) = SLOTS.get(info >> 8).and_then(|row| row.get(info & 0xff)) {
+    if let Some(s) = SLOTS.at(info >> 8).and_then(|row| row.get(info & 0xff)) {
         s.fetch_add(1, Ordering::SeqCst);
     }
 }
@@ -222,7 +222,7 @@ pub fn many_to_one() -> CaseResult {
     WRONG_CPU.store(0, Ordering::SeqCst);
     CALL_ERRORS.store(0, Ordering::SeqCst);
     let nr = SMP.nr_cpu_ids() as usize;
-    for row in SLOTS.iter().take(nr) {
+    for row in SLOTS.table().iter().take(nr) {
         for s in row {
             s.store(0, Ordering::SeqCst);
         }
@@ -233,6 +233,7 @@ pub fn many_to_one() -> CaseResult {
     run_everywhere(senders.without(this_cpu()), burst_task, send_burst)?;
     let count = || {
         SLOTS
+            .table()
             .iter()
             .take(nr)
             .flatten()
@@ -247,7 +248,7 @@ pub fn many_to_one() -> CaseResult {
     );
     let errors = CALL_ERRORS.load(Ordering::SeqCst);
     ensure!(errors == 0, "{errors} calls to CPU {t} returned an error");
-    for (s, row) in SLOTS.iter().take(nr).enumerate() {
+    for (s, row) in SLOTS.table().iter().take(nr).enumerate() {
         for (seq, n) in row.iter().enumerate() {
             let got = n.load(Ordering::SeqCst);
             let want = u32::from(senders.test(CpuId(s as u32)) && seq < per_sender);

@@ -16,6 +16,7 @@ use shared::{CpuId, MAX_CPUS};
 use crate::arch::x86_64::{cpu, percpu};
 use crate::kernel::SMP;
 use crate::mem::{OnceSlice, Zeroable};
+use crate::scenarios::percpu::PerCpu;
 use crate::smp::{CpuMask, Csd, SmpCallFunc};
 use crate::time::{self, spin_until};
 
@@ -73,26 +74,27 @@ impl fmt::Write for Text {
     }
 }
 
-/// One counter per CPU, for "where did the callback run, how often".
+/// One counter per CPU, for "where did the callback run, how often",
+/// allocated for the CPUs that exist at first use ([`PerCpu`]).
 /// Every access is SeqCst: these are test observations, not hot paths.
-pub struct PerCpuCount([AtomicU32; MAX_CPUS]);
+pub struct PerCpuCount(PerCpu<AtomicU32>);
 
 impl PerCpuCount {
     /// All zero.
     pub const fn new() -> Self {
-        PerCpuCount([const { AtomicU32::new(0) }; MAX_CPUS])
+        PerCpuCount(PerCpu::new())
     }
 
     /// Sets every counter to 0.
     pub fn reset(&self) {
-        for c in &self.0 {
+        for c in self.0.table() {
             c.store(0, Ordering::SeqCst);
         }
     }
 
     /// Adds one for `cpu` (ignored if out of range).
     pub fn inc(&self, cpu: CpuId) {
-        if let Some(c) = self.0.get(cpu.index()) {
+        if let Some(c) = self.0.get(cpu) {
             c.fetch_add(1, Ordering::SeqCst);
         }
     }
@@ -104,17 +106,20 @@ impl PerCpuCount {
 
     /// The count of `cpu` (0 if out of range).
     pub fn get(&self, cpu: CpuId) -> u32 {
-        self.0
-            .get(cpu.index())
-            .map_or(0, |c| c.load(Ordering::SeqCst))
+        self.0.get(cpu).map_or(0, |c| c.load(Ordering::SeqCst))
     }
 
     /// Sum over all CPUs.
     pub fn total(&self) -> u32 {
-        self.0.iter().map(|c| c.load(Ordering::SeqCst)).sum()
+        self.0
+            .table()
+            .iter()
+            .map(|c| c.load(Ordering::SeqCst))
+            .sum()
     }
 
-    /// The first CPU whose count differs from `want(cpu)`, with its count.
+    /// The first CPU whose count differs from `want(cpu)`, with its count
+    /// (CPU numbers past the table count 0).
     pub fn mismatch(&self, want: impl Fn(CpuId) -> u32) -> Option<(CpuId, u32, u32)> {
         (0..MAX_CPUS as u32).map(CpuId).find_map(|c| {
             let (got, w) = (self.get(c), want(c));
@@ -299,15 +304,16 @@ pub fn invalid_cpus() -> CpuMask {
 
 // ---------------------------------------------------------------- tasks --
 
-fn nothing(_: usize) {}
-
-static TASK_CSD: [Csd; MAX_CPUS] = [const { Csd::new(nothing, 0) }; MAX_CPUS];
+/// Each CPU's task csd. Zero is an unlocked csd with no function yet:
+/// [`start_task`] writes its function under the csd lock ([`Csd::set`])
+/// before queueing it.
+static TASK_CSD: PerCpu<Csd> = PerCpu::new();
 
 /// Starts `func(info)` on the other CPU `cpu` through an async call;
 /// `func` normally wraps its body in [`as_task`].
 pub fn start_task(cpu: CpuId, func: SmpCallFunc, info: usize) -> Result<(), Text> {
     let csd = TASK_CSD
-        .get(cpu.index())
+        .get(cpu)
         .ok_or_else(|| crate::text!("no task slot for CPU {cpu}"))?;
     csd.set(func, info)
         .map_err(|e| crate::text!("CPU {cpu}: its task csd is still busy ({})", e.errno()))?;

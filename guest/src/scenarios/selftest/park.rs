@@ -11,11 +11,13 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
-use shared::{CpuId, MAX_CPUS};
+use shared::CpuId;
 
 use super::harness::{Text, this_cpu, wait_for, wait_ms};
 use crate::arch::x86_64::cpu;
 use crate::kernel::SMP;
+use crate::mem::Zeroable;
+use crate::scenarios::percpu::PerCpu;
 use crate::smp::{Csd, IrqWork};
 use crate::time::{self, Deadline, spin_until};
 
@@ -108,19 +110,17 @@ struct ParkSlot {
     end: AtomicU32,
 }
 
-static PARK: [ParkSlot; MAX_CPUS] = [const {
-    ParkSlot {
-        csd: Csd::new(park_cb, 0),
-        seq: AtomicU32::new(0),
-        entered: AtomicU32::new(0),
-        released: AtomicU32::new(0),
-        exited: AtomicU32::new(0),
-        mode: AtomicU32::new(0),
-        command: AtomicU32::new(0),
-        done: AtomicU32::new(0),
-        end: AtomicU32::new(0),
-    }
-}; MAX_CPUS];
+// SAFETY: every field is zeroable (`Csd`, atomics) and the struct has no
+// padding (a 32-byte csd and eight u32s). All zero is the slot never
+// parked: sequence numbers 0, no mode, command or end, and a csd with no
+// function yet, which `park` writes under the csd lock (`Csd::set`)
+// before it queues it.
+unsafe impl Zeroable for ParkSlot {}
+
+const _: () = assert!(core::mem::size_of::<ParkSlot>() == 64);
+
+/// Each CPU's park slot, for the CPUs that exist.
+static PARK: PerCpu<ParkSlot> = PerCpu::new();
 
 static SIGNAL: AtomicBool = AtomicBool::new(false);
 /// Parks that ended on their deadline, ever (the runner fails the case
@@ -135,7 +135,7 @@ pub fn signal() {
 /// The park callback: interrupts are off (IPI context) for all of it.
 fn park_cb(seq: usize) {
     let seq = seq as u32;
-    let Some(slot) = PARK.get(this_cpu().index()) else {
+    let Some(slot) = PARK.get(this_cpu()) else {
         return;
     };
     let deadline = Deadline::after_ms(park_max_ms());
@@ -186,6 +186,8 @@ fn park_cb(seq: usize) {
 /// offline), releases it and waits until it left the callback.
 pub struct Parked {
     cpu: CpuId,
+    /// The parked CPU's slot.
+    slot: &'static ParkSlot,
     seq: u32,
     offline: bool,
     done: bool,
@@ -195,7 +197,7 @@ pub struct Parked {
 /// it spins in the park callback with interrupts off.
 pub fn park(cpu: CpuId, until: Until) -> Result<Parked, Text> {
     let slot = PARK
-        .get(cpu.index())
+        .get(cpu)
         .ok_or_else(|| crate::text!("cannot park CPU {cpu}"))?;
     if cpu == this_cpu() {
         return Err(crate::text!("cannot park this CPU ({cpu})"));
@@ -225,6 +227,7 @@ pub fn park(cpu: CpuId, until: Until) -> Result<Parked, Text> {
     }
     Ok(Parked {
         cpu,
+        slot,
         seq,
         offline: false,
         done: false,
@@ -238,7 +241,7 @@ impl Parked {
     }
 
     fn slot(&self) -> &'static ParkSlot {
-        &PARK[self.cpu.index() % MAX_CPUS]
+        self.slot
     }
 
     /// Marks the parked CPU offline (test-only, see the module docs).

@@ -8,6 +8,7 @@ use shared::{CpuId, MAX_CPUS};
 use super::harness::{self, PerCpuCount, RunCounts, irqs_disabled, this_cpu, wait_for};
 use super::harness::{CaseResult, others};
 use crate::kernel::SMP;
+use crate::scenarios::percpu::PerCpu;
 use crate::smp::{CpuMask, Csd, SmpError};
 
 static CALLS: RunCounts = RunCounts::new();
@@ -179,8 +180,7 @@ const WORDS: usize = 8;
 const ROUNDS: usize = 16;
 
 /// Words each CPU's callback writes, one row per CPU.
-static OUT: [[AtomicU64; WORDS]; MAX_CPUS] =
-    [const { [const { AtomicU64::new(0) }; WORDS] }; MAX_CPUS];
+static OUT: PerCpu<[AtomicU64; WORDS]> = PerCpu::new();
 
 fn value(round: usize, word: usize) -> u64 {
     ((round as u64) << 32) | (word as u64 + 1)
@@ -190,7 +190,7 @@ fn write_row(round: usize) {
     // Slow on purpose: a caller that returns before the callback finished
     // (e.g. a csd unlocked before its function ran) sees stale words.
     harness::delay_us(20);
-    if let Some(row) = OUT.get(this_cpu().index()) {
+    if let Some(row) = OUT.get(this_cpu()) {
         for (i, w) in row.iter().enumerate() {
             // Relaxed on purpose: the visibility to the waiting caller must
             // come from the core (csd unlock Release / wait Acquire), which
@@ -201,7 +201,10 @@ fn write_row(round: usize) {
 }
 
 fn check_row(cpu: CpuId, round: usize) -> Result<(), harness::Text> {
-    for (i, w) in OUT[cpu.index() % MAX_CPUS].iter().enumerate() {
+    let row = OUT
+        .get(cpu)
+        .ok_or_else(|| crate::text!("no output row for CPU {cpu}"))?;
+    for (i, w) in row.iter().enumerate() {
         // Relaxed on purpose: see `write_row`.
         let v = w.load(Ordering::Relaxed);
         ensure!(

@@ -24,7 +24,8 @@ use shared::{CpuId, MAX_CPUS};
 
 use crate::arch::x86_64::{cpu, percpu};
 use crate::kernel::SMP;
-use crate::mem::{OnceSlice, OutOfMemory};
+use crate::mem::{OnceSlice, OutOfMemory, Zeroable};
+use crate::scenarios::percpu::PerCpu;
 use crate::smp::{CpuList, CpuMask};
 use crate::time;
 
@@ -106,14 +107,18 @@ pub mod e {
 #[repr(C, align(64))]
 pub struct Counters([AtomicU64; c::N]);
 
-static COUNTERS: [Counters; MAX_CPUS] =
-    [const { Counters([const { AtomicU64::new(0) }; c::N]) }; MAX_CPUS];
+// SAFETY: an array of atomics (zero is each counter at 0, the initial
+// value), padded to 64 bytes by the alignment: padding is never read.
+unsafe impl Zeroable for Counters {}
+
+/// Each CPU's counters (allocated by [`alloc`]).
+static COUNTERS: PerCpu<Counters> = PerCpu::new();
 static ERRORS: [AtomicU64; e::N] = [const { AtomicU64::new(0) }; e::N];
 
 /// Adds `n` to counter `i` of this CPU.
 pub fn count(i: usize, n: u64) {
     let me = percpu::this_cpu();
-    if let Some(ctr) = COUNTERS[me.index() % MAX_CPUS].0.get(i) {
+    if let Some(ctr) = COUNTERS.get(me).and_then(|p| p.0.get(i)) {
         // Relaxed: a statistic, summed by the leader for reports.
         ctr.fetch_add(n, Ordering::Relaxed);
     }
@@ -130,6 +135,7 @@ pub fn error(i: usize, n: u64) {
 /// Counter `i` summed over all CPUs.
 pub fn total(i: usize) -> u64 {
     COUNTERS
+        .table()
         .iter()
         .filter_map(|p| p.0.get(i))
         // Relaxed: a statistics snapshot.
@@ -161,25 +167,18 @@ pub struct Req {
     in_flag: AtomicBool,
     /// scftorture's `scfc_out`: cleared on handler entry, set at its end.
     out_flag: AtomicBool,
-    /// Not verified (counted) yet; false when never used, so that the
-    /// table is all zero (BSS, not the file).
+    /// Not verified (counted) yet; false when never used, so that a
+    /// never-used request is all zero (the table is allocated zeroed).
     unchecked: AtomicBool,
 }
 
-impl Req {
-    const fn new() -> Self {
-        Req {
-            id: AtomicU64::new(0),
-            remaining: AtomicU32::new(0),
-            want: AtomicU32::new(0),
-            in_flag: AtomicBool::new(false),
-            out_flag: AtomicBool::new(false),
-            unchecked: AtomicBool::new(false),
-        }
-    }
-}
+// SAFETY: atomics only; all zero is the request never used (id 0, nothing
+// remaining, flags false: see the fields). The padding to 64 bytes (the
+// alignment) is never read.
+unsafe impl Zeroable for Req {}
 
-static REQS: [[Req; SLOTS]; MAX_CPUS] = [const { [const { Req::new() }; SLOTS] }; MAX_CPUS];
+/// Each invoker's request slots (allocated by [`alloc`]).
+static REQS: PerCpu<[Req; SLOTS]> = PerCpu::new();
 
 /// The slots' CPU sets: for slot `s` of invoker `o`, `expected` at
 /// `((o * SLOTS + s) * 2) * WORDS` and `ran` right after, `WORDS` words
@@ -188,10 +187,14 @@ static SETS: OnceSlice<AtomicU64> = OnceSlice::new();
 /// Words in one CPU set: `nr_cpu_ids` bits rounded up to a word.
 static WORDS: AtomicUsize = AtomicUsize::new(0);
 
-/// Allocates the slots' CPU sets for `nr_cpu_ids` CPUs (the leader, before
+/// Allocates the per-CPU counters and request slots and the slots' CPU
+/// sets for `nr_cpu_ids` CPUs (the leader, before
 /// any invoker starts; they read them through `SETS`). Once per boot: a
 /// second call checks that the first one's are large enough.
 pub fn alloc(nr_cpu_ids: u32) -> Result<(), OutOfMemory> {
+    // The per-CPU counters and request slots, for `nr_cpu_ids` CPUs too.
+    COUNTERS.alloc()?;
+    REQS.alloc()?;
     let nr = (nr_cpu_ids as usize).min(MAX_CPUS);
     let words = nr.div_ceil(64).max(1);
     let len = nr * SLOTS * 2 * words;
@@ -297,7 +300,7 @@ impl Slot {
         let sets = SETS.get().get(base..base + 2 * words)?;
         let (expected, ran) = sets.split_at(words);
         Some(Slot {
-            req: &REQS.get(owner)?[slot % SLOTS],
+            req: &REQS.at(owner)?[slot % SLOTS],
             expected: Set(expected),
             ran: Set(ran),
         })

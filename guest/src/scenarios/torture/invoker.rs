@@ -14,6 +14,8 @@ use super::config::{Config, Op};
 use super::rand;
 use crate::arch::x86_64::{cpu, percpu};
 use crate::kernel::{SMP, cpu_down};
+use crate::mem::OutOfMemory;
+use crate::scenarios::percpu::PerCpu;
 use crate::smp::{AtomicCpuMask, CpuList, CpuMask, ScfFlags, SmpError};
 use crate::time;
 
@@ -26,14 +28,23 @@ static PARTICIPANTS: AtomicCpuMask = AtomicCpuMask::new();
 static ARRIVED: AtomicCpuMask = AtomicCpuMask::new();
 /// Per CPU: inside the loop, past the stop check (cleared at each poll
 /// point, where the CPU may go down).
-static IN_LOOP: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
-/// Per CPU: the next request number.
-static SEQ: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// Zero: not in the loop.
+static IN_LOOP: PerCpu<AtomicBool> = PerCpu::new();
+/// Per CPU: the next request number (from zero).
+static SEQ: PerCpu<AtomicU64> = PerCpu::new();
 /// The configuration, set by the leader before any invoker starts.
 static CONFIG: spin::Once<Config> = spin::Once::new();
 
 /// How long the start barrier waits for stragglers.
 const BARRIER_TIMEOUT_MS: u64 = 5_000;
+
+/// Allocates the invokers' per-CPU state (the leader, before starting
+/// anyone; once per boot, later calls find it allocated).
+pub fn alloc() -> Result<(), OutOfMemory> {
+    IN_LOOP.alloc()?;
+    SEQ.alloc()?;
+    Ok(())
+}
 
 /// Sets the configuration and the barrier's participants (leader, before
 /// starting anyone).
@@ -48,7 +59,11 @@ pub fn prepare(cfg: Config, participants: CpuMask) {
 /// A poll point: interrupts off, the host may take this CPU down here
 /// (never to return); then the stop check. True if the invoker must stop.
 fn poll_point(me: CpuId) -> bool {
-    let flag = &IN_LOOP[me.index() % MAX_CPUS];
+    // None: no table (see `alloc`), so the leader could not wait for this
+    // invoker: it stops.
+    let Some(flag) = IN_LOOP.get(me) else {
+        return true;
+    };
     // Release: pairs with the leader's SeqCst load in `all_stopped`.
     flag.store(false, Ordering::Release);
     cpu::cli();
@@ -69,7 +84,7 @@ fn poll_point(me: CpuId) -> bool {
 /// Whether no invoker is in its loop any more (leader, after STOP).
 pub fn all_stopped() -> bool {
     // SeqCst: see `poll_point`.
-    IN_LOOP.iter().all(|f| !f.load(Ordering::SeqCst))
+    IN_LOOP.table().iter().all(|f| !f.load(Ordering::SeqCst))
 }
 
 /// The start barrier: wait until every participant that is still online
@@ -126,7 +141,9 @@ pub fn run(me: CpuId, tick: &mut dyn FnMut() -> bool) {
         }
         if tick() {
             // Release: pairs with the leader's SeqCst load in `all_stopped`.
-            IN_LOOP[me.index() % MAX_CPUS].store(false, Ordering::Release);
+            if let Some(flag) = IN_LOOP.get(me) {
+                flag.store(false, Ordering::Release);
+            }
             return;
         }
         let r = rand::next(me);
@@ -167,7 +184,8 @@ fn random_mask(me: CpuId) -> CpuMask {
 /// Issues one operation; false if its request slot never freed.
 fn invoke_one(me: CpuId, op: Op, r: u64) -> bool {
     // Relaxed: this CPU's own request counter.
-    let seq = SEQ[me.index() % MAX_CPUS].fetch_add(1, Ordering::Relaxed);
+    // (0 past the table: none, it is allocated for every CPU number.)
+    let seq = SEQ.get(me).map_or(0, |s| s.fetch_add(1, Ordering::Relaxed));
     match op {
         Op::Single(wait) => single(me, seq, random_target(r), wait, false),
         Op::SingleRpc => single(me, seq, random_target(r), false, true),

@@ -34,12 +34,27 @@ const STOP_TIMEOUT_MS: u64 = 10_000;
 pub(crate) mod rand {
     use core::sync::atomic::{AtomicU64, Ordering};
 
-    use shared::{CpuId, MAX_CPUS};
+    use shared::CpuId;
 
-    static INVOKER: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
-    static HANDLER: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+    use crate::mem::OutOfMemory;
+    use crate::scenarios::percpu::PerCpu;
 
-    fn step(state: &AtomicU64, me: CpuId) -> u64 {
+    /// Each CPU's streams; zero is a stream not seeded yet (`step`).
+    static INVOKER: PerCpu<AtomicU64> = PerCpu::new();
+    static HANDLER: PerCpu<AtomicU64> = PerCpu::new();
+
+    /// Allocates the streams (the leader, before any invoker starts).
+    pub fn alloc() -> Result<(), OutOfMemory> {
+        INVOKER.alloc()?;
+        HANDLER.alloc()?;
+        Ok(())
+    }
+
+    /// A stream's next number; a CPU past the tables (none: they are
+    /// allocated for every CPU number) gets a one-off stream.
+    fn step(state: Option<&AtomicU64>, me: CpuId) -> u64 {
+        let spare = AtomicU64::new(0);
+        let state = state.unwrap_or(&spare);
         // Relaxed: each stream is used by one CPU only, never nested.
         let mut x = state.load(Ordering::Relaxed);
         if x == 0 {
@@ -56,12 +71,12 @@ pub(crate) mod rand {
 
     /// The next number of this CPU's invoker.
     pub fn next(me: CpuId) -> u64 {
-        step(&INVOKER[me.index() % MAX_CPUS], me)
+        step(INVOKER.get(me), me)
     }
 
     /// The next number of this CPU's handlers.
     pub fn next_handler(me: CpuId) -> u64 {
-        step(&HANDLER[me.index() % MAX_CPUS], me)
+        step(HANDLER.get(me), me)
     }
 }
 
@@ -259,10 +274,14 @@ pub fn run(cmdline: &str) -> GuestStatus {
             return GuestStatus::BadRequest;
         }
     };
-    // Each request's CPU sets, for nr_cpu_ids CPUs.
-    if let Err(oom) = account::alloc(SMP.nr_cpu_ids()) {
+    // The per-CPU state, the requests and their CPU sets, for nr_cpu_ids
+    // CPUs.
+    let allocated = account::alloc(SMP.nr_cpu_ids())
+        .and_then(|()| invoker::alloc())
+        .and_then(|()| rand::alloc());
+    if let Err(oom) = allocated {
         kprintln!(
-            "scftorture: no memory for the requests' CPU sets ({} bytes, {} left)",
+            "scftorture: no memory for the per-CPU state and requests ({} bytes, {} left)",
             oom.need,
             oom.left
         );
