@@ -100,7 +100,7 @@ pub struct CaseReport {
     pub idle_mode: IdleMode,
     /// The issuing CPU.
     pub sender: u32,
-    /// The other CPUs taking part (those below 64).
+    /// The CPUs taking part besides the sender, every one of them.
     pub targets: Vec<u32>,
     /// How many other CPUs take part.
     pub target_count: u32,
@@ -174,10 +174,6 @@ fn per_op(delta: &[u64], iterations: u64) -> Vec<f64> {
         .iter()
         .map(|&d| d as f64 / iterations.max(1) as f64)
         .collect()
-}
-
-fn cpus_of(mask: u64) -> Vec<u32> {
-    (0..64).filter(|c| mask & (1 << c) != 0).collect()
 }
 
 impl Report {
@@ -349,7 +345,7 @@ fn case_report(
     let cycles = Percentiles::of(&d.samples);
     let mut sorted_ns: Vec<f64> = d.samples.iter().map(|&c| c as f64 * ns_per_cycle).collect();
     sorted_ns.sort_by(f64::total_cmp);
-    let targets = cpus_of(h.targets);
+    let targets: Vec<u32> = h.targets.iter().collect();
     let target_count = h.target_count;
     let parts = d
         .round
@@ -374,7 +370,7 @@ fn case_report(
                             *p += k - bg;
                         }
                         "sender"
-                    } else if targets.contains(&cpu) {
+                    } else if h.targets.contains(cpu) {
                         "target"
                     } else {
                         "idle"
@@ -422,7 +418,7 @@ fn case_report(
 pub(crate) mod tests {
     use super::*;
     use crate::bench::collect::ProbeStats;
-    use shared::bench::ResultHeader;
+    use shared::bench::{ResultHeader, TargetSet};
 
     #[test]
     fn percentiles_are_nearest_rank() {
@@ -445,7 +441,7 @@ pub(crate) mod tests {
             ipi_mode: IpiMode::Phys,
             idle_mode: IdleMode::Halt,
             sender: 0,
-            targets: 0b10,
+            targets: TargetSet::from_words(|i| if i == 0 { 0b10 } else { 0 }),
             target_count: 1,
             iterations,
             total_cycles: iterations * 2000,
