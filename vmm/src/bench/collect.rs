@@ -26,7 +26,7 @@ pub const MAX_CASES: usize = 256;
 pub type Deltas = Vec<Vec<u64>>;
 
 /// Counter deltas of the section between a `Begin` and a `Probe` marker
-/// of one vCPU: minimum and maximum over the pairs seen.
+/// of one vCPU: minimum, maximum and sum over the pairs seen.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProbeStats {
     /// The vCPU that wrote the markers.
@@ -37,6 +37,8 @@ pub struct ProbeStats {
     pub min: Vec<u64>,
     /// Per counter, the largest delta.
     pub max: Vec<u64>,
+    /// Per counter, the sum of the deltas (for the mean over `count`).
+    pub sum: Vec<u64>,
 }
 
 /// One case as the guest reported it, with the KVM counters around it.
@@ -184,6 +186,7 @@ impl Collector {
                     count: 0,
                     min: vec![u64::MAX; d.len()],
                     max: vec![0; d.len()],
+                    sum: vec![0; d.len()],
                 });
                 if p.vcpu != cpu || p.min.len() != d.len() {
                     return Err(format!("bench: probes of {} from two vCPUs", m.case.name()));
@@ -192,6 +195,7 @@ impl Collector {
                 for (i, v) in d.iter().enumerate() {
                     p.min[i] = p.min[i].min(*v);
                     p.max[i] = p.max[i].max(*v);
+                    p.sum[i] = p.sum[i].saturating_add(*v);
                 }
             }
         }
