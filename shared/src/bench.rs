@@ -301,9 +301,9 @@ impl TargetSet {
 
 impl Wire<'_> for TargetSet {
     fn put(&self, w: &mut Writer<'_>) {
-        let n = self.used_words();
-        w.put(&(n as u16));
-        for word in &self.words[..n] {
+        let words = self.words.get(..self.used_words()).unwrap_or_default();
+        w.put(&(words.len() as u16));
+        for word in words {
             w.put(word);
         }
     }
@@ -312,14 +312,14 @@ impl Wire<'_> for TargetSet {
     /// set has one encoding); never panics.
     fn get(r: &mut Reader<'_>) -> Result<Self, WireError> {
         let n = r.get::<u16>()?;
-        if usize::from(n) > TARGET_WORDS {
-            return Err(WireError::BadValue(n.into()));
-        }
         let mut s = TargetSet::EMPTY;
-        for w in &mut s.words[..usize::from(n)] {
+        let Some(words) = s.words.get_mut(..usize::from(n)) else {
+            return Err(WireError::BadValue(n.into()));
+        };
+        for w in words.iter_mut() {
             *w = r.get()?;
         }
-        if n > 0 && s.words[usize::from(n) - 1] == 0 {
+        if words.last() == Some(&0) {
             return Err(WireError::BadValue(0));
         }
         Ok(s)
