@@ -14,7 +14,7 @@ cd "$(dirname "$0")"
 secs="${1:-10}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(record guest_io elf mailbox specs)
+[ ${#targets[@]} -gt 0 ] || targets=(record bench guest_io elf mailbox specs)
 triple="$(rustc -vV | sed -n 's/^host: //p')"
 export RUSTFLAGS="-C passes=sancov-module -C llvm-args=-sanitizer-coverage-level=4 \
 -C llvm-args=-sanitizer-coverage-inline-8bit-counters -C llvm-args=-sanitizer-coverage-pc-table \

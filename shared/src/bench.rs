@@ -11,6 +11,14 @@
 //!   points at the case's samples (`sample_count` little-endian u64 cycle
 //!   counts, one per operation, at most [`MAX_SAMPLES`]).
 //!
+//! An encoded result is [`RESULT_MIN_LEN`] to [`RESULT_MAX_LEN`] bytes:
+//! [`RESULT_MAGIC`], the fixed fields, and last the target CPUs
+//! ([`TargetSet`]: a u16 word count, at most [`TARGET_WORDS`], then that
+//! many little-endian u64 words of a bitmap, bit `n` of word `w` = CPU
+//! `64 w + n`, the last word non-zero). [`result_len`] says from the first
+//! [`RESULT_MIN_LEN`] bytes how long the whole result is, so that the host
+//! reads exactly it.
+//!
 //! The delivery modes the bench compares ([`IpiMode`], [`IdleMode`]) are
 //! defined here too, because both sides name them.
 //!
@@ -19,13 +27,20 @@
 //! is read and written with the protocol's one reader/writer
 //! ([`crate::wire`]).
 
-use crate::wire::{Reader, WireError, Writer};
+use crate::wire::{Reader, Wire, WireError, Writer};
 
 /// Most samples one case hands over (the last operations of its final
 /// round, when it ran more).
 pub const MAX_SAMPLES: usize = 4096;
-/// Bytes of an encoded [`ResultHeader`].
-pub const RESULT_LEN: usize = 74;
+/// Bytes of an encoded [`ResultHeader`] without target words (its fixed
+/// part and the targets' word count).
+pub const RESULT_MIN_LEN: usize = 68;
+/// 64-bit words of a full [`TargetSet`]: every CPU below
+/// [`crate::MAX_CPUS`].
+pub const TARGET_WORDS: usize = crate::MAX_CPUS / 64;
+/// Bytes of the longest encoded [`ResultHeader`] (every target word).
+pub const RESULT_MAX_LEN: usize = RESULT_MIN_LEN + 8 * TARGET_WORDS;
+const _: () = assert!(crate::MAX_CPUS.is_multiple_of(64) && TARGET_WORDS <= u16::MAX as usize);
 /// [`ResultHeader`] magic, "SBR1" little-endian.
 pub const RESULT_MAGIC: u32 = u32::from_le_bytes(*b"SBR1");
 /// Top byte of every marker value.
@@ -159,7 +174,7 @@ pub enum BenchDecodeError {
     UnknownCase(u8),
     /// Unknown marker phase.
     UnknownPhase(u8),
-    /// Fewer bytes than [`RESULT_LEN`].
+    /// Fewer bytes than the result (see [`result_len`]).
     Truncated,
     /// The result header does not start with [`RESULT_MAGIC`].
     BadMagic,
@@ -213,6 +228,124 @@ wire_enum! {
     }
 }
 
+/// The set of target CPUs of a result: a bitmap of every CPU below
+/// [`crate::MAX_CPUS`]. On the wire (see the module documentation) only
+/// the words up to the last non-zero one are sent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TargetSet {
+    words: [u64; TARGET_WORDS],
+}
+
+impl TargetSet {
+    /// No CPU.
+    pub const EMPTY: TargetSet = TargetSet {
+        words: [0; TARGET_WORDS],
+    };
+
+    /// The set whose word `i` (CPUs `64 i .. 64 i + 63`) is `word(i)`, for
+    /// every `i` below [`TARGET_WORDS`].
+    pub fn from_words(mut word: impl FnMut(usize) -> u64) -> TargetSet {
+        let mut s = TargetSet::EMPTY;
+        for (i, w) in s.words.iter_mut().enumerate() {
+            *w = word(i);
+        }
+        s
+    }
+
+    /// Adds `cpu`; false (and the set unchanged) if it is not below
+    /// [`crate::MAX_CPUS`].
+    pub fn insert(&mut self, cpu: u32) -> bool {
+        match self.words.get_mut(cpu as usize / 64) {
+            Some(w) => {
+                *w |= 1 << (cpu % 64);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether `cpu` is in the set.
+    pub fn contains(&self, cpu: u32) -> bool {
+        self.words
+            .get(cpu as usize / 64)
+            .is_some_and(|w| w & (1 << (cpu % 64)) != 0)
+    }
+
+    /// How many CPUs are in the set.
+    pub fn count(&self) -> u32 {
+        self.words.iter().map(|w| w.count_ones()).sum()
+    }
+
+    /// Word `i` (0 past the end).
+    pub fn word(&self, i: usize) -> u64 {
+        self.words.get(i).copied().unwrap_or(0)
+    }
+
+    /// The CPUs of the set, in increasing order.
+    pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        self.words.iter().enumerate().flat_map(|(i, &w)| {
+            (0..64u32)
+                .filter(move |b| w & (1 << b) != 0)
+                .map(move |b| i as u32 * 64 + b)
+        })
+    }
+
+    /// Words sent: up to the last non-zero one.
+    fn used_words(&self) -> usize {
+        self.words
+            .iter()
+            .rposition(|&w| w != 0)
+            .map_or(0, |i| i + 1)
+    }
+}
+
+impl Wire<'_> for TargetSet {
+    fn put(&self, w: &mut Writer<'_>) {
+        let words = self.words.get(..self.used_words()).unwrap_or_default();
+        w.put(&(words.len() as u16));
+        for word in words {
+            w.put(word);
+        }
+    }
+
+    /// At most [`TARGET_WORDS`] words, the last one non-zero (so that a
+    /// set has one encoding); never panics.
+    fn get(r: &mut Reader<'_>) -> Result<Self, WireError> {
+        let n = r.get::<u16>()?;
+        let mut s = TargetSet::EMPTY;
+        let Some(words) = s.words.get_mut(..usize::from(n)) else {
+            return Err(WireError::BadValue(n.into()));
+        };
+        for w in words.iter_mut() {
+            *w = r.get()?;
+        }
+        if words.last() == Some(&0) {
+            return Err(WireError::BadValue(0));
+        }
+        Ok(s)
+    }
+}
+
+/// The length of the encoded result that starts with `prefix` (at least
+/// [`RESULT_MIN_LEN`] bytes of it): [`RESULT_MIN_LEN`] to
+/// [`RESULT_MAX_LEN`]. Checks the magic and the targets' word count only
+/// ([`ResultHeader::decode`] checks the rest); never panics.
+pub fn result_len(prefix: &[u8]) -> Result<usize, BenchDecodeError> {
+    let Some(head) = prefix.get(..RESULT_MIN_LEN) else {
+        return Err(BenchDecodeError::Truncated);
+    };
+    let mut r = Reader::at(head, 0);
+    if r.get::<u32>() != Ok(RESULT_MAGIC) {
+        return Err(BenchDecodeError::BadMagic);
+    }
+    let mut r = Reader::at(head, RESULT_MIN_LEN - 2);
+    let n = usize::from(r.get::<u16>().map_err(|_| BenchDecodeError::Truncated)?);
+    if n > TARGET_WORDS {
+        return Err(BenchDecodeError::BadField("targets"));
+    }
+    Ok(RESULT_MIN_LEN + 8 * n)
+}
+
 wire_struct! {
     /// One case's result, as the guest reports it (all of it untrusted).
     /// Encoded after [`RESULT_MAGIC`], its fields in this order.
@@ -227,8 +360,6 @@ wire_struct! {
         pub idle_mode: IdleMode,
         /// The CPU that issued the operations.
         pub sender: u16,
-        /// The other CPUs taking part (bit n = CPU n; only CPUs below 64).
-        pub targets: u64,
         /// Operations in the final, measured round.
         pub iterations: u64,
         /// TSC cycles the final round took, from its first operation to the
@@ -244,11 +375,14 @@ wire_struct! {
         /// Per-operation cycle counts handed over (at most [`MAX_SAMPLES`]
         /// and at most `iterations`).
         pub sample_count: u32,
-        /// How many other CPUs take part (all of them, whatever their
-        /// number).
+        /// How many CPUs take part besides the sender (the sender itself
+        /// for a local case): exactly the number of `targets`.
         pub target_count: u32,
         /// Guest-physical address of the samples.
         pub samples_addr: u64,
+        /// The CPUs taking part besides the sender, every one of them
+        /// (variable length: last on the wire).
+        pub targets: TargetSet,
     }
 }
 
@@ -263,19 +397,23 @@ impl BenchDecodeError {
 }
 
 impl ResultHeader {
-    /// Encodes into exactly [`RESULT_LEN`] bytes.
-    pub fn encode(&self) -> [u8; RESULT_LEN] {
-        let mut b = [0u8; RESULT_LEN];
+    /// Encodes into the first `n` bytes of the buffer returned with `n`
+    /// ([`RESULT_MIN_LEN`] to [`RESULT_MAX_LEN`], see [`result_len`]); the
+    /// rest of the buffer is zero.
+    pub fn encode(&self) -> ([u8; RESULT_MAX_LEN], usize) {
+        let mut b = [0u8; RESULT_MAX_LEN];
         let mut w = Writer::at(&mut b, 0);
         w.put(&RESULT_MAGIC);
         self.put_fields(&mut w);
-        debug_assert_eq!(w.finish(), Ok(RESULT_LEN));
-        b
+        let n = w.pos();
+        debug_assert_eq!(w.finish(), Ok(n));
+        (b, n)
     }
 
-    /// Decodes and validates a header. Never panics.
+    /// Decodes and validates a result (longer input is fine: the rest is
+    /// ignored). Never panics.
     pub fn decode(b: &[u8]) -> Result<ResultHeader, BenchDecodeError> {
-        if b.len() < RESULT_LEN {
+        if b.len() < RESULT_MIN_LEN {
             return Err(BenchDecodeError::Truncated);
         }
         let mut r = Reader::at(b, 0);
@@ -298,7 +436,7 @@ impl ResultHeader {
         if usize::from(h.sender) >= crate::MAX_CPUS {
             return Err(BenchDecodeError::BadField("sender"));
         }
-        if h.target_count as usize >= crate::MAX_CPUS || h.targets.count_ones() > h.target_count {
+        if h.target_count as usize > crate::MAX_CPUS || h.targets.count() != h.target_count {
             return Err(BenchDecodeError::BadField("target_count"));
         }
         Ok(h)
@@ -308,6 +446,7 @@ impl ResultHeader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::vec::Vec;
 
     fn header() -> ResultHeader {
         ResultHeader {
@@ -316,7 +455,7 @@ mod tests {
             ipi_mode: IpiMode::Shorthand,
             idle_mode: IdleMode::Poll,
             sender: 3,
-            targets: 0b1010,
+            targets: TargetSet::from_words(|i| if i == 0 { 0b1010 } else { 0 }),
             target_count: 2,
             iterations: 1024,
             total_cycles: 123_456_789,
@@ -363,16 +502,27 @@ mod tests {
         assert_eq!(IpiMode::from_u8(4), None);
     }
 
+    /// A header whose targets are `cpus`.
+    fn with_targets(cpus: &[u32]) -> ResultHeader {
+        let mut h = header();
+        h.targets = TargetSet::EMPTY;
+        for &c in cpus {
+            assert!(h.targets.insert(c));
+        }
+        h.target_count = cpus.len() as u32;
+        h
+    }
+
     #[test]
     fn result_round_trips() {
         let h = header();
-        let b = h.encode();
+        let (b, n) = h.encode();
+        assert_eq!(n, RESULT_MIN_LEN + 8, "one target word");
+        assert_eq!(result_len(&b[..RESULT_MIN_LEN]), Ok(n));
+        assert_eq!(ResultHeader::decode(&b[..n]), Ok(h));
+        // Longer input is fine (the rest is ignored).
         assert_eq!(ResultHeader::decode(&b), Ok(h));
-        // Longer input is fine (the host reads a fixed window).
-        let mut long = [0u8; RESULT_LEN + 8];
-        long[..RESULT_LEN].copy_from_slice(&b);
-        assert_eq!(ResultHeader::decode(&long), Ok(h));
-        for cut in 0..RESULT_LEN {
+        for cut in 0..n {
             assert_eq!(
                 ResultHeader::decode(&b[..cut]),
                 Err(BenchDecodeError::Truncated)
@@ -381,8 +531,90 @@ mod tests {
     }
 
     #[test]
+    fn targets_above_63_round_trip() {
+        for cpus in [
+            &[][..],
+            &[64][..],
+            &[1, 63, 64, 65, 127, 128, 500, 1000][..],
+            &[1023][..],
+            &[0, 1023][..],
+        ] {
+            let h = with_targets(cpus);
+            let (b, n) = h.encode();
+            let words = cpus.iter().map(|&c| c as usize / 64 + 1).max().unwrap_or(0);
+            assert_eq!(n, RESULT_MIN_LEN + 8 * words, "{cpus:?}");
+            assert_eq!(result_len(&b), Ok(n));
+            let d = ResultHeader::decode(&b[..n]).unwrap();
+            assert_eq!(d, h);
+            assert_eq!(d.targets.iter().collect::<Vec<_>>(), cpus);
+            assert_eq!(d.targets.count(), cpus.len() as u32);
+            assert!(cpus.iter().all(|&c| d.targets.contains(c)));
+            assert!(!d.targets.contains(2) && !d.targets.contains(1024));
+        }
+        // Every CPU: the longest result.
+        let all: Vec<u32> = (0..crate::MAX_CPUS as u32).collect();
+        let h = with_targets(&all);
+        let (b, n) = h.encode();
+        assert_eq!(n, RESULT_MAX_LEN);
+        assert_eq!(ResultHeader::decode(&b), Ok(h));
+        assert_eq!(h.target_count, 1024);
+        let mut s = TargetSet::EMPTY;
+        assert!(!s.insert(crate::MAX_CPUS as u32), "beyond MAX_CPUS");
+        assert_eq!(s, TargetSet::EMPTY);
+    }
+
+    #[test]
+    fn inconsistent_targets_are_rejected() {
+        let h = with_targets(&[3, 70, 1023]);
+        let (good, n) = h.encode();
+        // The count must be exact, above 63 as below.
+        for count in [0, 2, 4, 1024, 1025, u32::MAX] {
+            let mut bad = h;
+            bad.target_count = count;
+            assert_eq!(
+                ResultHeader::decode(&bad.encode().0),
+                Err(BenchDecodeError::BadField("target_count")),
+                "{count}"
+            );
+        }
+        // A word count past MAX_CPUS.
+        let mut b = good;
+        b[RESULT_MIN_LEN - 2..RESULT_MIN_LEN].copy_from_slice(&17u16.to_le_bytes());
+        assert_eq!(result_len(&b), Err(BenchDecodeError::BadField("targets")));
+        assert_eq!(
+            ResultHeader::decode(&b),
+            Err(BenchDecodeError::BadField("targets"))
+        );
+        b[RESULT_MIN_LEN - 2..RESULT_MIN_LEN].copy_from_slice(&u16::MAX.to_le_bytes());
+        assert_eq!(
+            ResultHeader::decode(&b),
+            Err(BenchDecodeError::BadField("targets"))
+        );
+        // A trailing zero word (a second encoding of the same set).
+        let mut b = with_targets(&[3]).encode().0;
+        b[RESULT_MIN_LEN - 2] = 2;
+        assert_eq!(result_len(&b), Ok(RESULT_MIN_LEN + 16));
+        assert_eq!(
+            ResultHeader::decode(&b),
+            Err(BenchDecodeError::BadField("targets"))
+        );
+        // Words declared but not there.
+        assert_eq!(
+            ResultHeader::decode(&good[..n - 1]),
+            Err(BenchDecodeError::Truncated)
+        );
+        assert_eq!(
+            result_len(&good[..RESULT_MIN_LEN - 1]),
+            Err(BenchDecodeError::Truncated)
+        );
+        let mut b = good;
+        b[0] = 0;
+        assert_eq!(result_len(&b), Err(BenchDecodeError::BadMagic));
+    }
+
+    #[test]
     fn bad_results_are_rejected() {
-        let good = header().encode();
+        let good = header().encode().0;
         let with = |i: usize, v: u8| {
             let mut b = good;
             b[i] = v;
@@ -394,45 +626,55 @@ mod tests {
         assert_eq!(with(6, 7), Err(BenchDecodeError::BadField("ipi_mode")));
         assert_eq!(with(7, 7), Err(BenchDecodeError::BadField("idle_mode")));
         assert_eq!(with(9, 0xff), Err(BenchDecodeError::BadField("sender")));
-        assert_eq!(with(65, 1), Err(BenchDecodeError::BadField("target_count")));
+        assert_eq!(with(57, 1), Err(BenchDecodeError::BadField("target_count")));
         let mut h = header();
         h.sample_count = MAX_SAMPLES as u32 + 1;
         h.iterations = u64::MAX;
-        assert!(ResultHeader::decode(&h.encode()).is_err());
+        assert!(ResultHeader::decode(&h.encode().0).is_err());
         let mut h = header();
         h.sample_count = 10;
         h.iterations = 9;
-        assert!(ResultHeader::decode(&h.encode()).is_err());
+        assert!(ResultHeader::decode(&h.encode().0).is_err());
         let mut h = header();
         h.iterations = 0;
         h.sample_count = 0;
-        assert!(ResultHeader::decode(&h.encode()).is_err());
+        assert!(ResultHeader::decode(&h.encode().0).is_err());
         h.status = Status::Skipped;
-        assert!(ResultHeader::decode(&h.encode()).is_ok());
+        assert!(ResultHeader::decode(&h.encode().0).is_ok());
         let mut h = header();
         h.sender = crate::MAX_CPUS as u16;
         assert_eq!(
-            ResultHeader::decode(&h.encode()),
+            ResultHeader::decode(&h.encode().0),
             Err(BenchDecodeError::BadField("sender"))
         );
         let mut h = header();
         h.target_count = 1;
         assert_eq!(
-            ResultHeader::decode(&h.encode()),
+            ResultHeader::decode(&h.encode().0),
             Err(BenchDecodeError::BadField("target_count")),
-            "fewer than the mask holds"
+            "fewer than the set holds"
+        );
+        h.target_count = 3;
+        assert_eq!(
+            ResultHeader::decode(&h.encode().0),
+            Err(BenchDecodeError::BadField("target_count")),
+            "more than the set holds"
         );
     }
 
     #[test]
     fn garbage_never_panics() {
         let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-        let good = header().encode();
+        let (good, n) = with_targets(&[1, 64, 700]).encode();
         for _ in 0..20_000 {
             let seed = crate::xorshift64(&mut rng);
             let mut b = good;
-            b[(seed as usize) % RESULT_LEN] = (seed >> 32) as u8;
-            let _ = ResultHeader::decode(&b[..(seed >> 40) as usize % (RESULT_LEN + 1)]);
+            b[(seed as usize) % n] = (seed >> 32) as u8;
+            let cut = &b[..(seed >> 40) as usize % (RESULT_MAX_LEN + 1)];
+            let _ = result_len(cut);
+            if let Ok(h) = ResultHeader::decode(cut) {
+                assert_eq!(h.targets.count(), h.target_count);
+            }
             let _ = Marker::decode(seed as u32);
         }
     }

@@ -116,10 +116,26 @@ fn check_schema(v: &Value) {
             "mean_ns",
             "ipis_sent_per_op",
             "sender",
+            "sender_window",
+            "target_cpus",
             "targets_sum",
             "targets_mean",
         ] {
             assert!(p.get(k).is_some(), "fanout field {k}: {p:#}");
+        }
+        // Every target named, as many as counted.
+        assert_eq!(
+            p["target_cpus"].as_array().map(Vec::len),
+            p["targets"].as_u64().map(|n| n as usize),
+            "{p:#}"
+        );
+        // The send window: exact counts, never negative.
+        if p["status"] == "ok" && !counters.is_empty() {
+            let w = &p["sender_window"];
+            assert!(w["calls"].as_u64() > Some(0), "{p:#}");
+            for n in &counters {
+                assert!(w["per_call"][*n].as_f64() >= Some(0.0), "{n}: {p:#}");
+            }
         }
     }
     let modes: Vec<&str> = v["ipi_benchmark"]
@@ -221,6 +237,56 @@ fn bench_at_16_cpus_draws_the_fanout_curve_and_the_ipi_benchmark_table() {
     let svg = fanout_plot::svg(&r);
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
     assert!(svg.contains("cluster"));
+}
+
+#[test]
+fn bench_at_72_cpus_names_every_target_and_counts_the_send_window() {
+    let (o, r) = bench(72, "");
+    let text = serde_json::to_string_pretty(&r.json()).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    check_schema(&v);
+    let cpus = |c: &Value| -> Vec<u64> {
+        c.as_array()
+            .unwrap_or_else(|| panic!("not a list: {c}"))
+            .iter()
+            .map(|t| t.as_u64().unwrap())
+            .collect()
+    };
+    // Targets above 63 are named, in the cases and the fan-out curve.
+    let others: Vec<u64> = (1..72).collect();
+    for name in ["many-wait/phys", "many-wait/cluster", "many-wait/lock"] {
+        let c = case(&v, name);
+        assert_eq!(c["status"], "ok", "{c:#}\n{}", explain(&o));
+        assert_eq!(cpus(&c["targets"]), others, "{name}");
+        assert_eq!(c["target_count"], 71);
+        let roles = c["vcpus"].as_array().unwrap();
+        if !roles.is_empty() {
+            let targets = roles.iter().filter(|p| p["role"] == "target").count();
+            assert_eq!(targets, 71, "{name}");
+        }
+    }
+    assert_eq!(
+        cpus(&case(&v, "on-each-cpu")["targets"]),
+        (0..72).collect::<Vec<u64>>()
+    );
+    let points = v["fanout"].as_array().unwrap();
+    for mode in ["phys", "shorthand", "cluster"] {
+        let last = points
+            .iter()
+            .rfind(|p| p["mode"] == mode)
+            .unwrap_or_else(|| panic!("no {mode} point: {v:#}"));
+        assert_eq!(last["status"], "ok", "{last:#}");
+        assert_eq!(last["targets"], 71);
+        assert_eq!(cpus(&last["target_cpus"]), others, "{mode}");
+        if v["host"]["emulated"] == true && !v["kvm_counters"].as_array().unwrap().is_empty() {
+            // The window holds the call itself: its instructions.
+            let w = &last["sender_window"];
+            assert!(
+                w["per_call"]["insn_emulation"].as_f64() > Some(0.0),
+                "{w:#}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -19,8 +19,9 @@ use crate::io::{Action, GuestIo, VecMemory};
 pub type Target = (&'static str, fn(&[u8]));
 
 /// Every target.
-pub const TARGETS: [Target; 5] = [
+pub const TARGETS: [Target; 6] = [
     ("record", record),
+    ("bench", bench),
     ("guest_io", guest_io),
     ("elf", elf),
     ("mailbox", mailbox),
@@ -44,6 +45,47 @@ pub fn record(data: &[u8]) {
         let n = rec.encode(&mut buf).expect("a decoded record re-encodes");
         assert_eq!(&buf[..n], data, "decode then encode changed the bytes");
         assert_eq!(header.map(|h| record::declared_len(&h)), Some(Ok(n)));
+    }
+}
+
+/// vCPUs of the VM [`bench`] pretends to run in: more than 64, so that
+/// targets above CPU 63 are accepted and those past the VM refused.
+const BENCH_CPUS: usize = 72;
+
+/// `shared::bench` and the VMM's bench collector: `result_len`,
+/// `ResultHeader::decode` (a result that decodes re-encodes to exactly its
+/// bytes, `result_len` says its length, its targets are exactly
+/// `target_count` CPUs below `MAX_CPUS`), `Marker::decode` on the first 4
+/// bytes, and `Collector::result` on a fake guest memory holding the
+/// input at 0 (a result it keeps names only CPUs of the VM).
+pub fn bench(data: &[u8]) {
+    use shared::bench::{Marker, RESULT_MAX_LEN, RESULT_MIN_LEN, ResultHeader, result_len};
+    let len = result_len(data);
+    if let Ok(n) = len {
+        assert!(
+            (RESULT_MIN_LEN..=RESULT_MAX_LEN).contains(&n),
+            "result_len {n}"
+        );
+    }
+    if let Ok(h) = ResultHeader::decode(data) {
+        let (b, n) = h.encode();
+        assert_eq!(len, Ok(n), "result_len disagrees with the decoded length");
+        assert_eq!(&b[..n], &data[..n], "decode then encode changed the bytes");
+        assert_eq!(h.targets.count(), h.target_count);
+        assert!(h.targets.iter().all(|c| (c as usize) < shared::MAX_CPUS));
+    }
+    if let Some(b) = data.get(..4) {
+        let _ = Marker::decode(u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    }
+    let collector = crate::bench::Collector::without_stats(BENCH_CPUS, "fuzz");
+    let mem = VecMemory::new(data.to_vec());
+    let sender = data.get(8).map_or(0, |&c| u32::from(c) % BENCH_CPUS as u32);
+    if collector.result(sender, 0, &mem).is_ok() {
+        let run = collector.take();
+        assert_eq!(run.cases.len(), 1);
+        let h = &run.cases[0].header;
+        assert!(h.targets.iter().all(|c| (c as usize) < BENCH_CPUS));
+        assert!(run.cases[0].samples.len() <= shared::bench::MAX_SAMPLES);
     }
 }
 

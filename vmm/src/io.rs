@@ -573,7 +573,9 @@ mod tests {
 
     #[test]
     fn bench_ports_reach_the_collector_and_garbage_is_refused() {
-        use shared::bench::{Case, IdleMode, IpiMode, Marker, Phase, ResultHeader, Status};
+        use shared::bench::{
+            Case, IdleMode, IpiMode, Marker, Phase, ResultHeader, Status, TargetSet,
+        };
         let (mem, io) = setup(2);
         // Without a collector every bench write is a protocol error.
         let start = Marker {
@@ -597,7 +599,7 @@ mod tests {
             ipi_mode: IpiMode::Phys,
             idle_mode: IdleMode::Halt,
             sender: 0,
-            targets: 2,
+            targets: TargetSet::from_words(|i| u64::from(i == 0) << 1),
             target_count: 1,
             iterations: 2,
             total_cycles: 10,
@@ -607,7 +609,8 @@ mod tests {
             sample_count: 2,
             samples_addr: 0x5100,
         };
-        put(&mem, 0x5000, &h.encode());
+        let (b, n) = h.encode();
+        put(&mem, 0x5000, &b[..n]);
         let samples: Vec<u8> = [4u64, 6].iter().flat_map(|v| v.to_le_bytes()).collect();
         put(&mem, 0x5100, &samples);
         io.port_out(0, Port::BenchResult as u16, &0x5000u32.to_le_bytes());

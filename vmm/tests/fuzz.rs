@@ -137,6 +137,40 @@ fn builtin_seeds(target: &str) -> Vec<Vec<u8>> {
     ];
     match target {
         "record" => records,
+        "bench" => {
+            use shared::bench::{Case, IdleMode, IpiMode, ResultHeader, Status, TargetSet};
+            // Results with targets below 64, above it and at 1023, each
+            // with its samples right after it.
+            [&[1u32][..], &[1, 63, 64, 71][..], &[5, 1023][..]]
+                .iter()
+                .map(|cpus| {
+                    let mut targets = TargetSet::EMPTY;
+                    for &c in *cpus {
+                        assert!(targets.insert(c));
+                    }
+                    let h = ResultHeader {
+                        case: Case::FanoutCluster,
+                        status: Status::Ok,
+                        ipi_mode: IpiMode::Cluster,
+                        idle_mode: IdleMode::Halt,
+                        sender: 0,
+                        iterations: 2,
+                        total_cycles: 100,
+                        tsc_khz: 1000,
+                        ipis_sent: 8,
+                        ipis_skipped: 0,
+                        sample_count: 2,
+                        target_count: cpus.len() as u32,
+                        samples_addr: shared::bench::RESULT_MAX_LEN as u64,
+                        targets,
+                    };
+                    let (b, _) = h.encode();
+                    let mut v = b.to_vec();
+                    v.extend_from_slice(&[7; 16]);
+                    v
+                })
+                .collect()
+        }
         "guest_io" => {
             // A console buffer and a record in memory, then writes of
             // their addresses to the console and record ports.
@@ -228,6 +262,11 @@ fn fuzz(name: &str) {
 #[test]
 fn fuzz_record_decoder() {
     fuzz("record");
+}
+
+#[test]
+fn fuzz_bench_result_decoder() {
+    fuzz("bench");
 }
 
 #[test]

@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use shared::bench::{Case, MAX_SAMPLES, Marker, Phase, RESULT_LEN, ResultHeader};
+use shared::bench::{Case, MAX_SAMPLES, Marker, Phase, RESULT_MIN_LEN, ResultHeader, result_len};
 
 use crate::io::GuestRead;
 use crate::kvm_stats::{self, VcpuStats};
@@ -26,7 +26,7 @@ pub const MAX_CASES: usize = 256;
 pub type Deltas = Vec<Vec<u64>>;
 
 /// Counter deltas of the section between a `Begin` and a `Probe` marker
-/// of one vCPU: minimum and maximum over the pairs seen.
+/// of one vCPU: minimum, maximum and sum over the pairs seen.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProbeStats {
     /// The vCPU that wrote the markers.
@@ -37,6 +37,8 @@ pub struct ProbeStats {
     pub min: Vec<u64>,
     /// Per counter, the largest delta.
     pub max: Vec<u64>,
+    /// Per counter, the sum of the deltas (for the mean over `count`).
+    pub sum: Vec<u64>,
 }
 
 /// One case as the guest reported it, with the KVM counters around it.
@@ -82,6 +84,8 @@ pub struct Collector {
     /// Per vCPU, the byte offset of each of `names`.
     offsets: Vec<Vec<usize>>,
     stats_error: Option<String>,
+    /// vCPUs of the VM (every CPU a result names is below).
+    cpus: u32,
     state: Mutex<State>,
 }
 
@@ -112,6 +116,7 @@ impl Collector {
             names,
             offsets,
             stats_error,
+            cpus: u32::try_from(cpus).unwrap_or(u32::MAX),
             state: Mutex::new(State {
                 pinning: vec![None; cpus],
                 ..State::default()
@@ -181,6 +186,7 @@ impl Collector {
                     count: 0,
                     min: vec![u64::MAX; d.len()],
                     max: vec![0; d.len()],
+                    sum: vec![0; d.len()],
                 });
                 if p.vcpu != cpu || p.min.len() != d.len() {
                     return Err(format!("bench: probes of {} from two vCPUs", m.case.name()));
@@ -189,6 +195,7 @@ impl Collector {
                 for (i, v) in d.iter().enumerate() {
                     p.min[i] = p.min[i].min(*v);
                     p.max[i] = p.max[i].max(*v);
+                    p.sum[i] = p.sum[i].saturating_add(*v);
                 }
             }
         }
@@ -198,11 +205,27 @@ impl Collector {
     /// Handles a result block at guest-physical `addr`, written by vCPU
     /// `cpu`; an error is a protocol error.
     pub fn result(&self, cpu: u32, addr: u64, mem: &dyn GuestRead) -> Result<(), String> {
-        let mut raw = [0u8; RESULT_LEN];
-        if !mem.read(addr, &mut raw) {
+        let mut head = [0u8; RESULT_MIN_LEN];
+        if !mem.read(addr, &mut head) {
             return Err(format!("bench result at {addr:#x} is outside guest memory"));
         }
+        // The fixed part says how many target words follow (bounded by
+        // `shared::MAX_CPUS`); read exactly those.
+        let len = result_len(&head).map_err(|e| e.to_string())?;
+        let mut raw = vec![0u8; len];
+        if !mem.read(addr, &mut raw) {
+            return Err(format!(
+                "bench result at {addr:#x}+{len} is outside guest memory"
+            ));
+        }
         let header = ResultHeader::decode(&raw).map_err(|e| e.to_string())?;
+        if let Some(t) = header.targets.iter().find(|&t| t >= self.cpus) {
+            return Err(format!(
+                "bench result of {} names target CPU {t} of a {}-vCPU VM",
+                header.case.name(),
+                self.cpus
+            ));
+        }
         if u32::from(header.sender) != cpu {
             return Err(format!(
                 "bench result of {} claims sender CPU {} but came from vCPU {cpu}",
@@ -261,7 +284,15 @@ impl Collector {
 mod tests {
     use super::*;
     use crate::io::VecMemory;
-    use shared::bench::{IdleMode, IpiMode, Status};
+    use shared::bench::{IdleMode, IpiMode, Status, TargetSet};
+
+    fn set_of(cpus: &[u32]) -> TargetSet {
+        let mut s = TargetSet::EMPTY;
+        for &c in cpus {
+            assert!(s.insert(c));
+        }
+        s
+    }
 
     fn header(case: Case, samples: u32, addr: u64) -> ResultHeader {
         ResultHeader {
@@ -270,7 +301,7 @@ mod tests {
             ipi_mode: IpiMode::Phys,
             idle_mode: IdleMode::Halt,
             sender: 0,
-            targets: 2,
+            targets: set_of(&[1]),
             target_count: 1,
             iterations: 8,
             total_cycles: 800,
@@ -284,7 +315,8 @@ mod tests {
 
     fn mem_with(h: &ResultHeader, samples: &[u64]) -> VecMemory {
         let mut m = vec![0u8; 0x1000];
-        m[..RESULT_LEN].copy_from_slice(&h.encode());
+        let (b, n) = h.encode();
+        m[..n].copy_from_slice(&b[..n]);
         for (i, s) in samples.iter().enumerate() {
             let at = 0x100 + i * 8;
             m[at..at + 8].copy_from_slice(&s.to_le_bytes());
@@ -341,16 +373,42 @@ mod tests {
             c.result(0, 0, &mem_with(&far, &[])).is_err(),
             "samples outside"
         );
-        let mut garbage = h.encode();
+        let mut garbage = h.encode().0;
         garbage[0] = 0;
         let m = VecMemory::new(garbage.to_vec());
         assert!(c.result(0, 0, &m).is_err());
+        // A target beyond the VM's vCPUs.
+        let mut beyond = header(Case::SingleWait, 0, 0);
+        beyond.targets = set_of(&[1, 2]);
+        beyond.target_count = 2;
+        assert!(c.result(0, 0, &mem_with(&beyond, &[])).is_err());
+        // Target words running past the end of guest memory.
+        let mut wide = header(Case::SingleWait, 0, 0);
+        wide.targets = set_of(&[1023]);
+        let (b, n) = wide.encode();
+        let end = VecMemory::new(b[..n - 1].to_vec());
+        assert!(c.result(0, 0, &end).is_err(), "words outside memory");
         assert!(c.take().cases.is_empty());
     }
 
     #[test]
+    fn every_target_is_kept_above_63() {
+        let c = Collector::without_stats(1024, "test");
+        let cpus = [1, 63, 64, 71, 700, 1023];
+        let mut h = header(Case::FanoutPhys, 0, 0);
+        h.targets = set_of(&cpus);
+        h.target_count = cpus.len() as u32;
+        c.result(0, 0, &mem_with(&h, &[])).unwrap();
+        let run = c.take();
+        assert_eq!(run.cases[0].header.targets.iter().collect::<Vec<_>>(), cpus);
+        // A count that disagrees with the set is refused.
+        h.target_count = 5;
+        assert!(c.result(0, 0, &mem_with(&h, &[])).is_err());
+    }
+
+    #[test]
     fn results_are_capped() {
-        let c = Collector::without_stats(1, "test");
+        let c = Collector::without_stats(2, "test");
         let h = header(Case::RawPing, 0, 0);
         let mem = mem_with(&h, &[]);
         for _ in 0..MAX_CASES {

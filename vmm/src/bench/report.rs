@@ -100,7 +100,7 @@ pub struct CaseReport {
     pub idle_mode: IdleMode,
     /// The issuing CPU.
     pub sender: u32,
-    /// The other CPUs taking part (those below 64).
+    /// The CPUs taking part besides the sender, every one of them.
     pub targets: Vec<u32>,
     /// How many other CPUs take part.
     pub target_count: u32,
@@ -127,6 +127,12 @@ pub struct CaseReport {
     pub probe: Option<Vec<f64>>,
     /// Probe pairs measured.
     pub probe_pairs: u64,
+    /// The send window of a fan-out point: the sender's counter deltas
+    /// from the call of `smp_call_function_many(wait)` to its return, per
+    /// call (mean over `probe_pairs` calls, each with the probe's own cost
+    /// subtracted and never below 0), if the case has probe pairs. Exact
+    /// counts of the window, no background estimate.
+    pub window: Option<Vec<f64>>,
     /// Sorted per-operation latencies in ns (for the plot).
     pub sorted_ns: Vec<f64>,
 }
@@ -174,10 +180,6 @@ fn per_op(delta: &[u64], iterations: u64) -> Vec<f64> {
         .iter()
         .map(|&d| d as f64 / iterations.max(1) as f64)
         .collect()
-}
-
-fn cpus_of(mask: u64) -> Vec<u32> {
-    (0..64).filter(|c| mask & (1 << c) != 0).collect()
 }
 
 impl Report {
@@ -349,7 +351,7 @@ fn case_report(
     let cycles = Percentiles::of(&d.samples);
     let mut sorted_ns: Vec<f64> = d.samples.iter().map(|&c| c as f64 * ns_per_cycle).collect();
     sorted_ns.sort_by(f64::total_cmp);
-    let targets = cpus_of(h.targets);
+    let targets: Vec<u32> = h.targets.iter().collect();
     let target_count = h.target_count;
     let parts = d
         .round
@@ -374,7 +376,7 @@ fn case_report(
                             *p += k - bg;
                         }
                         "sender"
-                    } else if targets.contains(&cpu) {
+                    } else if h.targets.contains(cpu) {
                         "target"
                     } else {
                         "idle"
@@ -393,6 +395,14 @@ fn case_report(
             .iter()
             .zip(probe_cost.iter().chain(std::iter::repeat(&0.0)))
             .map(|(&v, &k)| v as f64 - k)
+            .collect()
+    });
+    // Per call: the pairs' sum less the probe's cost for each pair.
+    let window = d.probe.as_ref().filter(|p| p.count > 0).map(|p| {
+        p.sum
+            .iter()
+            .zip(probe_cost.iter().chain(std::iter::repeat(&0.0)))
+            .map(|(&v, &k)| (v as f64 / p.count as f64 - k).max(0.0))
             .collect()
     });
     CaseReport {
@@ -414,6 +424,7 @@ fn case_report(
         vcpus: parts,
         probe,
         probe_pairs: d.probe.as_ref().map_or(0, |p| p.count),
+        window,
         sorted_ns,
     }
 }
@@ -422,7 +433,7 @@ fn case_report(
 pub(crate) mod tests {
     use super::*;
     use crate::bench::collect::ProbeStats;
-    use shared::bench::ResultHeader;
+    use shared::bench::{ResultHeader, TargetSet};
 
     #[test]
     fn percentiles_are_nearest_rank() {
@@ -445,7 +456,7 @@ pub(crate) mod tests {
             ipi_mode: IpiMode::Phys,
             idle_mode: IdleMode::Halt,
             sender: 0,
-            targets: 0b10,
+            targets: TargetSet::from_words(|i| if i == 0 { 0b10 } else { 0 }),
             target_count: 1,
             iterations,
             total_cycles: iterations * 2000,
@@ -475,6 +486,7 @@ pub(crate) mod tests {
                         count: 4,
                         min: vec![1, 3],
                         max: vec![1, 3],
+                        sum: vec![4, 12],
                     }),
                 },
                 CaseData {
@@ -486,6 +498,7 @@ pub(crate) mod tests {
                         count: 4,
                         min: vec![2, 40],
                         max: vec![2, 50],
+                        sum: vec![8, 180],
                     }),
                 },
             ],
@@ -554,5 +567,48 @@ pub(crate) mod tests {
         let r = Report::new(sample_info(), &run);
         assert_eq!(r.background_exits_per_s, None);
         assert_eq!(r.cases[0].vcpus[0].per_op, [9.0, 100.0]);
+    }
+
+    #[test]
+    fn fanout_send_window_is_exact_per_call_and_never_negative() {
+        let mut run = sample_run();
+        let mut h = run.cases[2].header;
+        h.case = Case::FanoutCluster;
+        // 72 vCPUs: targets above 63 are named.
+        h.targets = TargetSet::EMPTY;
+        for cpu in 1..72 {
+            assert!(h.targets.insert(cpu));
+        }
+        h.target_count = 71;
+        run.cases.push(CaseData {
+            header: h,
+            samples: vec![2000; 4],
+            round: Some(vec![vec![1, 400]; 72]),
+            // 4 calls: 1 + 2 + 2 + 3 exits with the probe's 1 each, so 4
+            // in the windows; instructions 100 each with the probe's 3.
+            probe: Some(ProbeStats {
+                vcpu: 0,
+                count: 4,
+                min: vec![1, 103],
+                max: vec![3, 103],
+                sum: vec![8, 412],
+            }),
+        });
+        let mut info = sample_info();
+        info.vcpus = 72;
+        let r = Report::new(info, &run);
+        let f = &r.fanout[0];
+        assert_eq!(f.targets, (1..72).collect::<Vec<u32>>());
+        assert_eq!(f.vcpus.iter().filter(|v| v.role == "target").count(), 71);
+        assert_eq!(f.window.as_deref(), Some(&[1.0, 100.0][..]));
+        // The background estimate can go negative; the window cannot.
+        assert!(f.sender_part().unwrap().per_op[0] < 0.0);
+        run.cases[3].probe.as_mut().unwrap().sum = vec![4, 0];
+        let r = Report::new(sample_info(), &run);
+        assert_eq!(r.fanout[0].window.as_deref(), Some(&[0.0, 0.0][..]));
+        let j = r.json();
+        assert_eq!(j["fanout"][0]["sender_window"]["calls"], 4);
+        assert_eq!(j["fanout"][0]["sender_window"]["per_call"]["exits"], 0.0);
+        assert_eq!(j["fanout"][0]["target_cpus"].as_array().unwrap().len(), 71);
     }
 }

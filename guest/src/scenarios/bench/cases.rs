@@ -107,6 +107,19 @@ pub fn many_wait_to(targets: CpuMask) -> Result<(), Fail> {
     Ok(())
 }
 
+/// The send windows of a fan-out point: `calls` times a `Begin` marker,
+/// `smp_call_function_many(targets, wait)`, a `Probe` marker, so that the
+/// VMM counts the sender's VM exits (and instructions) from the call to
+/// its return, and nothing else (the probe pair's own cost is
+/// `probe-calibrate`'s: the same two marker writes).
+pub fn send_windows(case: Case, targets: CpuMask, calls: u32) {
+    for _ in 0..calls {
+        marker(case, Phase::Begin);
+        SMP.smp_call_function_many(targets, nop, 0, true);
+        marker(case, Phase::Probe);
+    }
+}
+
 /// The lock every `many-wait/lock` callback takes (ipi_benchmark's
 /// `POKE_ALL_LOCK`: the targets contend for one lock), with a count so
 /// that the critical section is not empty.

@@ -8,7 +8,7 @@
 use core::cell::UnsafeCell;
 
 use shared::CpuId;
-use shared::bench::{Case, IdleMode, MAX_SAMPLES, Marker, Phase, ResultHeader, Status};
+use shared::bench::{Case, IdleMode, MAX_SAMPLES, Marker, Phase, ResultHeader, Status, TargetSet};
 use shared::ports::Port;
 
 use crate::arch::x86_64::{cpu, percpu, poll_idle};
@@ -175,7 +175,7 @@ pub fn send_result(case: Case, status: Status, targets: CpuMask, m: Option<&Meas
         ipi_mode: ipi().mask_mode(),
         idle_mode: idle_mode_of(targets),
         sender: percpu::this_cpu().0 as u16,
-        targets: targets.word(0),
+        targets: TargetSet::from_words(|i| targets.word(i)),
         target_count: targets.weight(),
         iterations: m.iterations,
         total_cycles: m.cycles,
@@ -185,7 +185,8 @@ pub fn send_result(case: Case, status: Status, targets: CpuMask, m: Option<&Meas
         sample_count: m.samples,
         samples_addr: SAMPLES.0.get() as u64,
     };
-    let buf = h.encode();
+    // The VMM reads the length the header declares (`result_len`).
+    let (buf, _) = h.encode();
     // Identity-mapped: the buffer's address is its guest-physical one.
     cpu::out_buffer(Port::BenchResult as u16, &buf);
 }

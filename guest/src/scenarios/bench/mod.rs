@@ -9,7 +9,8 @@
 //! `many-wait` to all others under every IPI delivery mode available, and
 //! with a contended lock in the callback; `on-each-cpu`; the fan-out curve
 //! (`fanout/*`: `smp_call_function_many(wait)` to 1, 2, 4, ... and all
-//! other CPUs, one result per point); `send-path` (guest instructions from
+//! other CPUs, one result per point, each with probed send windows for the
+//! sender's exact VM exits per call); `send-path` (guest instructions from
 //! the call to the ICR write, from probe markers). `dry-run`, `single-local`,
 //! `single-wait`, `many-wait` and `many-wait/lock` are Yury Norov's
 //! ipi_benchmark cases. Each runs until one round takes `bench_ms=`
@@ -43,6 +44,9 @@ const PROBE_PAIRS: u32 = 32;
 /// A fan-out point's time goal is the case goal divided by this (there
 /// are a dozen points per mode).
 const FANOUT_GOAL_DIVISOR: u64 = 4;
+/// Probed calls per fan-out point after its timed round: each bracketed by
+/// probe markers, for the sender's exact VM exits in the send window.
+const FANOUT_WINDOW_CALLS: u32 = 16;
 
 /// Runs one case and reports it; false if it failed.
 fn run_case(
@@ -336,13 +340,22 @@ fn fanout(others: CpuMask, goal: u64) -> bool {
                 targets.set(cpu);
             }
             ok &= with_mode(mode, || {
-                run_case(
+                // The timed round, then the probed send windows (outside
+                // it, so that their markers do not disturb its timing);
+                // the VMM attaches the windows to this point's result.
+                match measure(
                     case,
-                    targets,
                     Rounds::Goal(goal),
                     |_| cases::many_wait_to(targets),
                     || Ok(()),
-                )
+                ) {
+                    Ok(m) => {
+                        cases::send_windows(case, targets, FANOUT_WINDOW_CALLS);
+                        report_ok(case, targets, &m);
+                        true
+                    }
+                    Err(why) => fail(case, targets, why),
+                }
             });
         }
     }
