@@ -85,6 +85,9 @@ impl VmBuilder {
         // Before any vCPU runs: the guest TSC and CLOCK_BOOTTIME together.
         let clock = crate::trace::clock::Calibration::read(&vcpus[0], tsc_khz);
         set_cpuid(&vcpus, &apic_ids, &supported, tsc_khz)?;
+        for (cpu, vcpu) in vcpus.iter().enumerate().skip(1) {
+            regs::preset_ap_x2apic(vcpu, cpu as u32)?;
+        }
         boot_info::write(&mem, config, &apic_ids, tsc_khz, &supported, trace)?;
         regs::setup_bsp(&vcpus[0], kernel.image.entry, layout::BOOT_INFO.start.0)?;
         log::info!(
