@@ -1,6 +1,6 @@
 //! Reliability on real vCPUs: the scftorture-style torture with
 //! exactly-once accounting at 2, 4 and 8 vCPUs with and without hotplug
-//! churn (and with churn at 64 and 96 vCPUs), the csd-lock stall detector
+//! churn (and with churn at 64 and 128 vCPUs), the csd-lock stall detector
 //! under faults the VMM injects (a stalled vCPU, spurious IPIs, dropped
 //! IPIs), and a hostile guest.
 //!
@@ -159,13 +159,13 @@ fn torture_64_cpus_with_hotplug_churn() {
     let _ = torture_with_churn(64);
 }
 
-/// 96 vCPUs (two words of CPU set per request) with CPUs going off and
+/// 128 vCPUs (two words of CPU set per request) with CPUs going off and
 /// on: every request still runs exactly once on each CPU it names, CPUs
 /// 64 and up included (a run on a CPU outside a request's set is an error),
 /// and more than 64 invokers ran.
 #[test]
-fn torture_96_cpus_with_hotplug_churn() {
-    let o = torture_with_churn(96);
+fn torture_128_cpus_with_hotplug_churn() {
+    let o = torture_with_churn(128);
     assert!(counter(&o, "scf.invoker_starts") > 64, "{}", explain(&o));
 }
 

@@ -1,7 +1,7 @@
 //! The BSP's register state for a direct 64-bit entry at the ELF entry
 //! point: long mode, paging on the VMM's identity map, the boot GDT.
 
-use kvm_bindings::{kvm_fpu, kvm_regs, kvm_segment, kvm_sregs};
+use kvm_bindings::{Msrs, kvm_fpu, kvm_msr_entry, kvm_regs, kvm_segment, kvm_sregs};
 use kvm_ioctls::VcpuFd;
 use shared::layout;
 
@@ -90,6 +90,54 @@ pub fn setup_bsp(vcpu: &VcpuFd, entry: u64, arg: u64) -> Result<()> {
         ..Default::default()
     };
     vcpu.set_fpu(&fpu).map_err(err("KVM_SET_FPU"))
+}
+
+/// IA32_APIC_BASE (KVM_SET_MSRS index).
+const MSR_IA32_APIC_BASE: u32 = 0x1b;
+/// The architectural default APIC base address (SDM Vol. 3A §11.4.4).
+const APIC_BASE_ADDRESS: u64 = 0xfee0_0000;
+/// IA32_APIC_BASE: x2APIC mode (EXTD).
+const APIC_BASE_EXTD: u64 = 1 << 10;
+/// IA32_APIC_BASE: APIC globally enabled (EN).
+const APIC_BASE_EN: u64 = 1 << 11;
+/// An application processor's IA32_APIC_BASE as firmware leaves it on
+/// machines with x2APIC ids: enabled, in x2APIC mode, not the BSP.
+pub const AP_APIC_BASE: u64 = APIC_BASE_ADDRESS | APIC_BASE_EN | APIC_BASE_EXTD;
+
+/// Hands application processor `cpu` its local APIC already in x2APIC
+/// mode ([`AP_APIC_BASE`], with `KVM_SET_MSRS`), as firmware does on
+/// machines with APIC ids above 255, so that the AP's own enable finds
+/// it done and makes no write. INIT keeps the APIC's mode and base
+/// (SDM Vol. 3A, x2APIC state transitions: only a reset returns it to
+/// xAPIC mode), so a CPU brought back online finds it too. Call after
+/// `KVM_SET_CPUID2` (EXTD needs x2APIC in CPUID).
+///
+/// Why: KVM rebuilds its APIC map over every vCPU, and asks each vCPU to
+/// rescan, whenever an APIC's mode changes; done by the host before any
+/// vCPU runs, the N mode changes cost host time once, not guest boot
+/// time per AP.
+pub fn preset_ap_x2apic(vcpu: &VcpuFd, cpu: u32) -> Result<()> {
+    let op = "KVM_SET_MSRS (IA32_APIC_BASE)";
+    let msrs = Msrs::from_entries(&[kvm_msr_entry {
+        index: MSR_IA32_APIC_BASE,
+        data: AP_APIC_BASE,
+        ..Default::default()
+    }])
+    .map_err(|_| Error::Vcpu {
+        cpu,
+        op,
+        source: kvm_ioctls::Error::new(libc::E2BIG),
+    })?;
+    match vcpu.set_msrs(&msrs) {
+        Ok(1) => Ok(()),
+        // KVM set none: it refused the value.
+        Ok(_) => Err(Error::Vcpu {
+            cpu,
+            op,
+            source: kvm_ioctls::Error::new(libc::EINVAL),
+        }),
+        Err(source) => Err(Error::Vcpu { cpu, op, source }),
+    }
 }
 
 #[cfg(test)]

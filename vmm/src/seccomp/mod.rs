@@ -29,6 +29,7 @@
 //! `PR_SET_NO_NEW_PRIVS` is set in every mode (seccompiler sets it before
 //! each filter, [`Startup::enter`] also without one).
 
+mod origin;
 mod rules;
 
 use std::cell::Cell;
@@ -208,6 +209,7 @@ impl Filters {
         let Some((_, program)) = self.programs.iter().find(|(k, _)| *k == kind) else {
             return no_new_privs().map_err(|e| err(e.to_string()));
         };
+        origin::note_stack();
         seccompiler::apply_filter(program).map_err(|e| err(e.to_string()))?;
         KIND.with(|k| k.set(kind.name()));
         Ok(())
@@ -215,13 +217,26 @@ impl Filters {
 }
 
 /// Settles what glibc's malloc would otherwise look up lazily inside a
-/// filtered thread: the arena limit. Without `M_ARENA_MAX`, the thread
-/// that first needs a ninth arena calls `get_nprocs()`, which opens
-/// `/sys/devices/system/cpu/online` — a syscall no thread kind but the
-/// VMM's allows (seen under `cargo test`, and due with many vCPUs). Setting
-/// the limit to glibc's own default (8 arenas per online CPU) up front, on
-/// the unfiltered VMM thread, keeps malloc's behaviour and makes it never
-/// look. Call before starting filtered threads.
+/// filtered thread, each once per process, by opening a file (`openat`,
+/// which only the VMM thread's list allows):
+///
+/// * The arena limit. Without `M_ARENA_MAX`, the thread that first needs
+///   a ninth arena calls `get_nprocs()`, which opens
+///   `/sys/devices/system/cpu/online` (seen under `cargo test`, and due
+///   with many vCPUs). Setting the limit to glibc's own default (8 arenas
+///   per online CPU) up front keeps malloc's behaviour and makes it never
+///   look.
+/// * Whether heaps may be unmapped when they shrink. The first `free()`
+///   that shrinks the heap of a thread arena (any arena but the main one:
+///   a chunk of 64 KiB or more merged into a top chunk above the trim
+///   threshold; a growing `Vec` or `String` of records or console text
+///   on a vCPU thread does it) opens `/proc/sys/vm/overcommit_memory`
+///   (`check_may_shrink_heap`) and keeps the answer for the process.
+///   [`prime_heap_shrink`] makes a helper thread, unfiltered, do such a
+///   free first.
+///
+/// Call on an unfiltered thread before starting filtered threads (the
+/// first call does the work; later ones return at once).
 pub fn settle_malloc() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
@@ -232,7 +247,50 @@ pub fn settle_malloc() {
         if unsafe { libc::mallopt(libc::M_ARENA_MAX, arenas) } != 1 {
             log::warn!("seccomp: mallopt(M_ARENA_MAX, {arenas}) failed");
         }
+        prime_heap_shrink();
     });
+}
+
+/// Each block [`prime_heap_shrink`] allocates: below glibc's smallest
+/// mmap threshold (128 KiB), so it comes from the thread's arena.
+const PRIME_BLOCK: usize = 120 * 1024;
+/// How much it allocates in all: more than a thread arena's heap holds
+/// (64 MiB), so that freeing it shrinks a full heap, whatever trim
+/// threshold glibc's dynamic threshold has reached in this process (at
+/// most 64 MiB; a top that large is one no heap can have, so then no
+/// heap ever shrinks, in a vCPU thread either).
+const PRIME_TOTAL: usize = 72 << 20;
+
+/// Makes glibc look up `/proc/sys/vm/overcommit_memory` now, on an
+/// unfiltered thread: a new thread (which malloc gives a thread arena of
+/// its own, or one from the free list of arenas whose threads ended)
+/// allocates [`PRIME_TOTAL`] in blocks its arena serves and frees them,
+/// last first, which shrinks that arena's heap. If the thread cannot
+/// start or an allocation fails, nothing is primed (a warning says so).
+fn prime_heap_shrink() {
+    let spawned = std::thread::Builder::new()
+        .name("malloc-settle".into())
+        .spawn(|| {
+            let mut blocks = Vec::with_capacity(PRIME_TOTAL / PRIME_BLOCK);
+            while blocks.len() < PRIME_TOTAL / PRIME_BLOCK {
+                // SAFETY: malloc takes a size; a null result is checked.
+                let b = unsafe { libc::malloc(PRIME_BLOCK) };
+                if b.is_null() {
+                    break;
+                }
+                blocks.push(b);
+            }
+            let complete = blocks.len() == PRIME_TOTAL / PRIME_BLOCK;
+            for b in blocks.into_iter().rev() {
+                // SAFETY: each block came from malloc above, freed once.
+                unsafe { libc::free(b) };
+            }
+            complete
+        });
+    match spawned.map(|t| t.join()) {
+        Ok(Ok(true)) => {}
+        _ => log::warn!("seccomp: could not settle glibc's heap-shrink check"),
+    }
 }
 
 /// `PR_SET_NO_NEW_PRIVS` on the calling thread (inherited by the threads
@@ -251,6 +309,10 @@ pub fn no_new_privs() -> std::io::Result<()> {
 /// (`si_signo, si_errno, si_code`, padding, then `_sigsys { void
 /// *_call_addr; int _syscall; unsigned _arch; }`), as Firecracker reads it.
 const SI_OFF_SYSCALL: usize = 6;
+/// The offset of `si_call_addr` (`_sigsys._call_addr`, the address of the
+/// `syscall` instruction) in a SIGSYS `siginfo_t`, in pointers: right
+/// after the three ints and their padding.
+const SI_OFF_CALL_ADDR: usize = 2;
 /// `si_code` of a SIGSYS sent by seccomp.
 const SYS_SECCOMP: libc::c_int = 1;
 
@@ -267,7 +329,7 @@ fn decimal(mut n: u64, buf: &mut [u8; 20]) -> usize {
     }
 }
 
-extern "C" fn on_sigsys(num: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+extern "C" fn on_sigsys(num: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
     if num != libc::SIGSYS || info.is_null() {
         return;
     }
@@ -279,7 +341,17 @@ extern "C" fn on_sigsys(num: libc::c_int, info: *mut libc::siginfo_t, _: *mut li
     // SAFETY: for a seccomp SIGSYS the siginfo holds `_sigsys`, whose
     // `_syscall` is the int at SI_OFF_SYSCALL (see the constant).
     let nr = unsafe { info.cast::<libc::c_int>().add(SI_OFF_SYSCALL).read() };
-    // Only async-signal-safe work: a stack buffer, one write, _exit.
+    // SAFETY: likewise, `_call_addr` is the pointer at SI_OFF_CALL_ADDR.
+    let call = unsafe { info.cast::<usize>().add(SI_OFF_CALL_ADDR).read() };
+    let rsp = if context.is_null() {
+        0
+    } else {
+        // SAFETY: an SA_SIGINFO handler's third argument is the
+        // interrupted thread's ucontext_t.
+        let uc = unsafe { &*context.cast::<libc::ucontext_t>() };
+        uc.uc_mcontext.gregs[libc::REG_RSP as usize] as usize
+    };
+    // Only async-signal-safe work: stack buffers, writes, _exit.
     let mut digits = [0u8; 20];
     let start = decimal(u64::from(nr.unsigned_abs()), &mut digits);
     let kind = KIND.with(Cell::get);
@@ -302,13 +374,19 @@ extern "C" fn on_sigsys(num: libc::c_int, info: *mut libc::siginfo_t, _: *mut li
     }
     // SAFETY: writes `len` initialized bytes of `line` to stderr.
     let _ = unsafe { libc::write(libc::STDERR_FILENO, line.as_ptr().cast(), len) };
+    origin::report(call, rsp);
     // SAFETY: _exit ends the process at once; nothing is unwound.
     unsafe { libc::_exit(ExitCode::BadSyscall as libc::c_int) };
 }
 
 /// Installs the SIGSYS handler (process-wide) that turns a trapped
-/// syscall into one line and [`ExitCode::BadSyscall`].
+/// syscall into one line and [`ExitCode::BadSyscall`], followed by where
+/// the call came from (the object and address of the `syscall`
+/// instruction and the code addresses on the thread's stack, for
+/// `addr2line`; see `origin.rs`). Call unfiltered: it records the loaded
+/// objects the report names.
 pub fn install_sigsys() -> std::io::Result<()> {
+    origin::record_objects();
     // SAFETY: sigaction is plain data; zeroed is an empty mask, no flags.
     let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
     act.sa_sigaction = on_sigsys as *const () as usize;

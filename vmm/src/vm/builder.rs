@@ -80,11 +80,9 @@ impl VmBuilder {
         let supported = kvm
             .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
-        let vcpus = create_vcpus(&vm, &apic_ids)?;
-        let tsc_khz = vcpus[0].get_tsc_khz().unwrap_or(0);
+        let (vcpus, tsc_khz) = create_vcpus(&vm, &apic_ids, &supported)?;
         // Before any vCPU runs: the guest TSC and CLOCK_BOOTTIME together.
         let clock = crate::trace::clock::Calibration::read(&vcpus[0], tsc_khz);
-        set_cpuid(&vcpus, &apic_ids, &supported, tsc_khz)?;
         boot_info::write(&mem, config, &apic_ids, tsc_khz, &supported, trace)?;
         regs::setup_bsp(&vcpus[0], kernel.image.entry, layout::BOOT_INFO.start.0)?;
         log::info!(
@@ -244,29 +242,33 @@ fn load_kernel(mem: &GuestMemoryMmap, kernel: &GuestKernel) -> Result<()> {
     Ok(())
 }
 
-fn create_vcpus(vm: &VmFd, apic_ids: &[ApicId]) -> Result<Vec<VcpuFd>> {
-    let create = |(cpu, id): (usize, &ApicId)| {
-        vm.create_vcpu(u64::from(id.0))
-            .map_err(|source| Error::Vcpu {
-                cpu: cpu as u32,
-                op: "KVM_CREATE_VCPU",
-                source,
-            })
-    };
-    apic_ids.iter().enumerate().map(create).collect()
-}
-
-fn set_cpuid(vcpus: &[VcpuFd], apic_ids: &[ApicId], supported: &CpuId, tsc_khz: u32) -> Result<()> {
-    let count = vcpus.len() as u32;
-    for (cpu, (vcpu, id)) in vcpus.iter().zip(apic_ids).enumerate() {
+/// Creates the vCPUs, each set up before the next is created: its CPUID
+/// and, for an AP, its x2APIC preset (`regs::preset_ap_x2apic`). KVM
+/// rebuilds its APIC map over the vCPUs that exist at every APIC base
+/// change, so presetting each as it is created costs half of presetting
+/// all of them afterwards. Returns them with the TSC frequency (kHz, 0 if
+/// KVM does not say), read from the first.
+fn create_vcpus(vm: &VmFd, apic_ids: &[ApicId], supported: &CpuId) -> Result<(Vec<VcpuFd>, u32)> {
+    let count = apic_ids.len() as u32;
+    let mut vcpus = Vec::with_capacity(apic_ids.len());
+    let mut tsc_khz = 0;
+    for (cpu, id) in apic_ids.iter().enumerate() {
+        let cpu = cpu as u32;
+        let err = |op| move |source| Error::Vcpu { cpu, op, source };
+        let vcpu = vm
+            .create_vcpu(u64::from(id.0))
+            .map_err(err("KVM_CREATE_VCPU"))?;
+        if cpu == 0 {
+            tsc_khz = vcpu.get_tsc_khz().unwrap_or(0);
+        }
         let c = cpuid::for_vcpu(supported, *id, count, tsc_khz);
-        vcpu.set_cpuid2(&c).map_err(|source| Error::Vcpu {
-            cpu: cpu as u32,
-            op: "KVM_SET_CPUID2",
-            source,
-        })?;
+        vcpu.set_cpuid2(&c).map_err(err("KVM_SET_CPUID2"))?;
+        if cpu > 0 {
+            regs::preset_ap_x2apic(&vcpu, cpu)?;
+        }
+        vcpus.push(vcpu);
     }
-    Ok(())
+    Ok((vcpus, tsc_khz))
 }
 
 #[cfg(test)]

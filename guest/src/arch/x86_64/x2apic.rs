@@ -71,15 +71,19 @@ impl Icr {
     }
 }
 
-/// Puts this CPU's local APIC in x2APIC mode, software-enables it with
+/// Puts this CPU's local APIC in x2APIC mode (unless firmware, here the
+/// VMM for the APs, left it so: no write then), software-enables it with
 /// the spurious vector, and accepts every priority.
 pub fn enable() {
+    let x2apic = APIC_BASE_EN | APIC_BASE_EXTD;
     // SAFETY: IA32_APIC_BASE exists on every CPU whose CPUID reports x2APIC
     // (the VMM sets that bit); going xAPIC-enabled -> x2APIC is the legal
     // transition, setting EN and EXTD together from either state.
     unsafe {
         let base = msr::IA32_APIC_BASE.read();
-        msr::IA32_APIC_BASE.write(base | APIC_BASE_EN | APIC_BASE_EXTD);
+        if base & x2apic != x2apic {
+            msr::IA32_APIC_BASE.write(base | x2apic);
+        }
     }
     // SAFETY: x2APIC registers exist once x2APIC mode is on; a TPR of 0
     // accepts every vector.
