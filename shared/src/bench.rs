@@ -5,7 +5,9 @@
 //!   value. The VMM handles the exit synchronously: before the writing vCPU
 //!   runs again it has read every vCPU's KVM statistics, so a case is
 //!   bracketed exactly by its `Start` and `End` markers, and a `Begin` /
-//!   `Probe` pair measures the instructions between two points of one CPU.
+//!   `Probe` pair measures the instructions between two points of one CPU
+//!   (a `SendBegin` / `Probe` pair the same, for a fan-out call's send
+//!   part).
 //! - [`crate::ports::Port::BenchResult`]: one 32-bit write of the
 //!   guest-physical address of an encoded [`ResultHeader`]; the header
 //!   points at the case's samples (`sample_count` little-endian u64 cycle
@@ -153,6 +155,13 @@ wire_enum! {
         Begin = 3 => "begin",
         /// A probed section ends (on the marking CPU only).
         Probe = 4 => "probe",
+        /// A fan-out call's send part starts (on the marking CPU only): the
+        /// section from the call of `smp_call_function_many(wait)` to the
+        /// `Probe` the arch writes right after the send's last ICR write.
+        /// The section counts for this marker's case; the `Probe` ending it
+        /// names that case, or `send-path` when the call's one IPI went
+        /// through the single-target path (whose marker is a constant).
+        SendBegin = 5 => "send-begin",
     }
 }
 
@@ -487,6 +496,17 @@ mod tests {
         assert_eq!(
             Marker::decode(MARKER_MAGIC | 1 << 8 | 9),
             Err(BenchDecodeError::UnknownPhase(9))
+        );
+        assert_eq!(
+            Marker::decode(MARKER_MAGIC | 20 << 8 | 5),
+            Ok(Marker {
+                case: Case::FanoutCluster,
+                phase: Phase::SendBegin
+            })
+        );
+        assert_eq!(
+            Marker::decode(MARKER_MAGIC | 1 << 8 | 6),
+            Err(BenchDecodeError::UnknownPhase(6))
         );
     }
 

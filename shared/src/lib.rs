@@ -40,7 +40,7 @@ pub use scenario::Scenario;
 
 /// Version of the host/guest protocol. Bump on every change to the layout,
 /// the boot information block, the ports or the record formats.
-pub const PROTOCOL_VERSION: u32 = 9;
+pub const PROTOCOL_VERSION: u32 = 10;
 
 /// Most CPUs the guest supports: its per-CPU tables
 /// ([`percpu_window`]) have this many slots.

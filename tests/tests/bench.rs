@@ -117,6 +117,7 @@ fn check_schema(v: &Value) {
             "ipis_sent_per_op",
             "sender",
             "sender_window",
+            "sender_send",
             "target_cpus",
             "targets_sum",
             "targets_mean",
@@ -135,6 +136,15 @@ fn check_schema(v: &Value) {
             assert!(w["calls"].as_u64() > Some(0), "{p:#}");
             for n in &counters {
                 assert!(w["per_call"][*n].as_f64() >= Some(0.0), "{n}: {p:#}");
+            }
+        }
+        // The send part, when measured (a call that sends no IPI has none):
+        // the same, never negative.
+        let sp = &p["sender_send"];
+        if !sp.is_null() {
+            assert!(sp["calls"].as_u64() > Some(0), "{p:#}");
+            for n in &counters {
+                assert!(sp["per_call"][*n].as_f64() >= Some(0.0), "{n}: {p:#}");
             }
         }
     }
@@ -166,12 +176,40 @@ fn check_schema(v: &Value) {
     assert!(v.get("boot").is_some());
 }
 
+/// Every measured fan-out point (halted targets: every call sends its IPI)
+/// has its send part, over as many probed calls as its send window, never
+/// negative, and with fewer sender instructions than the whole call.
+fn check_send_parts(v: &Value) {
+    let counters: Vec<&str> = v["kvm_counters"]
+        .as_array()
+        .expect("kvm_counters")
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    for p in v["fanout"].as_array().expect("fanout") {
+        if p["status"] != "ok" || counters.is_empty() {
+            continue;
+        }
+        let (w, sp) = (&p["sender_window"], &p["sender_send"]);
+        assert!(sp.is_object(), "no send part: {p:#}");
+        assert_eq!(sp["calls"], w["calls"], "{p:#}");
+        for n in &counters {
+            assert!(sp["per_call"][*n].as_f64() >= Some(0.0), "{n}: {p:#}");
+        }
+        if counters.contains(&"insn_emulation") && v["host"]["emulated"] == true {
+            let insn = |x: &Value| x["per_call"]["insn_emulation"].as_f64().unwrap();
+            assert!(insn(sp) < insn(w), "send part not inside the call: {p:#}");
+        }
+    }
+}
+
 #[test]
 fn bench_at_16_cpus_draws_the_fanout_curve_and_the_ipi_benchmark_table() {
     let (o, r) = bench(16, "");
     let text = serde_json::to_string_pretty(&r.json()).unwrap();
     let v: Value = serde_json::from_str(&text).unwrap();
     check_schema(&v);
+    check_send_parts(&v);
     let points = v["fanout"].as_array().unwrap();
     let curve = |mode: &str| -> Vec<u64> {
         points
@@ -245,6 +283,7 @@ fn bench_at_72_cpus_names_every_target_and_counts_the_send_window() {
     let text = serde_json::to_string_pretty(&r.json()).unwrap();
     let v: Value = serde_json::from_str(&text).unwrap();
     check_schema(&v);
+    check_send_parts(&v);
     let cpus = |c: &Value| -> Vec<u64> {
         c.as_array()
             .unwrap_or_else(|| panic!("not a list: {c}"))

@@ -56,8 +56,11 @@ const BENCH_CPUS: usize = 72;
 /// `ResultHeader::decode` (a result that decodes re-encodes to exactly its
 /// bytes, `result_len` says its length, its targets are exactly
 /// `target_count` CPUs below `MAX_CPUS`), `Marker::decode` on the first 4
-/// bytes, and `Collector::result` on a fake guest memory holding the
-/// input at 0 (a result it keeps names only CPUs of the VM).
+/// bytes, `Collector::marker` on every 5-byte chunk (a vCPU, a marker
+/// value: any order of `Begin`, `SendBegin`, `Probe`, `Start`, `End`), and
+/// `Collector::result` on a fake guest memory holding the input at 0 (a
+/// result it keeps names only CPUs of the VM, and counts no more probed
+/// sections than there were `Probe` markers).
 pub fn bench(data: &[u8]) {
     use shared::bench::{Marker, RESULT_MAX_LEN, RESULT_MIN_LEN, ResultHeader, result_len};
     let len = result_len(data);
@@ -78,14 +81,33 @@ pub fn bench(data: &[u8]) {
         let _ = Marker::decode(u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
     }
     let collector = crate::bench::Collector::without_stats(BENCH_CPUS, "fuzz");
+    let mut probes = 0u64;
+    for c in data.chunks_exact(5) {
+        let cpu = u32::from(c[0]) % BENCH_CPUS as u32;
+        let value = u32::from_le_bytes([c[1], c[2], c[3], c[4]]);
+        let _ = collector.marker(cpu, value);
+        probes += u64::from(matches!(
+            Marker::decode(value),
+            Ok(m) if m.phase == shared::bench::Phase::Probe
+        ));
+    }
     let mem = VecMemory::new(data.to_vec());
     let sender = data.get(8).map_or(0, |&c| u32::from(c) % BENCH_CPUS as u32);
     if collector.result(sender, 0, &mem).is_ok() {
         let run = collector.take();
         assert_eq!(run.cases.len(), 1);
-        let h = &run.cases[0].header;
+        let d = &run.cases[0];
+        let h = &d.header;
         assert!(h.targets.iter().all(|c| (c as usize) < BENCH_CPUS));
-        assert!(run.cases[0].samples.len() <= shared::bench::MAX_SAMPLES);
+        assert!(d.samples.len() <= shared::bench::MAX_SAMPLES);
+        let sections = [&d.probe, &d.send_probe]
+            .iter()
+            .filter_map(|p| p.as_ref().map(|p| p.count))
+            .sum::<u64>();
+        assert!(
+            sections <= probes,
+            "{sections} sections from {probes} probes"
+        );
     }
 }
 

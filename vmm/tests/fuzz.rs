@@ -92,6 +92,33 @@ fn encoded(body: Body<&str>) -> Vec<u8> {
     buf[..n].to_vec()
 }
 
+/// Marker writes of a fan-out point's window and send parts (5 bytes each:
+/// vCPU, marker value), as `vmm::fuzzing::bench` reads them: `Begin` /
+/// `Probe`, `SendBegin` / `Probe`, `SendBegin` / `send-path`'s `Probe`, a
+/// `Probe` without a begin, two `SendBegin`s, and one from another vCPU.
+fn send_part_markers() -> Vec<u8> {
+    use shared::bench::{Case, Marker, Phase};
+    let fan = Case::FanoutShorthand;
+    let mut v = Vec::new();
+    for (cpu, case, phase) in [
+        (0u8, fan, Phase::Begin),
+        (0, fan, Phase::Probe),
+        (0, fan, Phase::SendBegin),
+        (0, fan, Phase::Probe),
+        (0, fan, Phase::SendBegin),
+        (0, Case::SendPath, Phase::Probe),
+        (0, fan, Phase::Probe),
+        (0, fan, Phase::SendBegin),
+        (0, fan, Phase::SendBegin),
+        (1, fan, Phase::Probe),
+        (0, fan, Phase::Probe),
+    ] {
+        v.push(cpu);
+        v.extend_from_slice(&Marker { case, phase }.value().to_le_bytes());
+    }
+    v
+}
+
 fn builtin_seeds(target: &str) -> Vec<Vec<u8>> {
     let records = vec![
         encoded(Body::CpuOnline {
@@ -169,6 +196,7 @@ fn builtin_seeds(target: &str) -> Vec<Vec<u8>> {
                     v.extend_from_slice(&[7; 16]);
                     v
                 })
+                .chain([send_part_markers()])
                 .collect()
         }
         "guest_io" => {

@@ -6,7 +6,13 @@
 //! latest complete pair of a case is attached to the case's result when it
 //! arrives. A `Begin` / `Probe` pair measures one section on the marking
 //! vCPU only; the minimum over all pairs of a case is kept (the section is
-//! deterministic, so the minimum is the section without interference).
+//! deterministic, so the minimum is the section without interference),
+//! with the maximum and the sum. A `SendBegin` / `Probe` pair (a fan-out
+//! call's send part) is kept the same way, apart, under the `SendBegin`'s
+//! case: its `Probe` names that case or `send-path` (the single-target
+//! path's constant marker). A vCPU has one open section: a second
+//! `Begin` or `SendBegin` replaces the first, and a `Probe` without one is
+//! a protocol error.
 //!
 //! Everything is bounded: the guest chooses how many markers it writes, but
 //! state is kept per case id, and at most [`MAX_CASES`] results are kept.
@@ -52,6 +58,8 @@ pub struct CaseData {
     pub round: Option<Deltas>,
     /// Probe sections of this case, if it had any.
     pub probe: Option<ProbeStats>,
+    /// Send-part sections of this case (`SendBegin` / `Probe`), if any.
+    pub send_probe: Option<ProbeStats>,
 }
 
 /// What a run's benchmark produced.
@@ -67,12 +75,20 @@ pub struct BenchRun {
     pub cases: Vec<CaseData>,
 }
 
+/// A vCPU's open probed section: its snapshot at the `Begin`, and for a
+/// `SendBegin` the case the send part counts for.
+struct Open {
+    send: Option<Case>,
+    snap: Vec<u64>,
+}
+
 #[derive(Default)]
 struct State {
     open: BTreeMap<Case, Vec<Vec<u64>>>,
     rounds: BTreeMap<Case, Deltas>,
-    begin: BTreeMap<u32, Vec<u64>>,
+    begin: BTreeMap<u32, Open>,
     probes: BTreeMap<Case, ProbeStats>,
+    send_probes: BTreeMap<Case, ProbeStats>,
     cases: Vec<CaseData>,
     pinning: Vec<Option<usize>>,
 }
@@ -91,6 +107,33 @@ pub struct Collector {
 
 fn sub(a: &[u64], b: &[u64]) -> Vec<u64> {
     a.iter().zip(b).map(|(x, y)| x.wrapping_sub(*y)).collect()
+}
+
+/// Adds section `d` of vCPU `cpu` to `case`'s stats in `map`; an error if
+/// the case's sections came from another vCPU.
+fn add_section(
+    map: &mut BTreeMap<Case, ProbeStats>,
+    case: Case,
+    cpu: u32,
+    d: &[u64],
+) -> Result<(), String> {
+    let p = map.entry(case).or_insert_with(|| ProbeStats {
+        vcpu: cpu,
+        count: 0,
+        min: vec![u64::MAX; d.len()],
+        max: vec![0; d.len()],
+        sum: vec![0; d.len()],
+    });
+    if p.vcpu != cpu || p.min.len() != d.len() {
+        return Err(format!("bench: probes of {} from two vCPUs", case.name()));
+    }
+    p.count += 1;
+    for (i, v) in d.iter().enumerate() {
+        p.min[i] = p.min[i].min(*v);
+        p.max[i] = p.max[i].max(*v);
+        p.sum[i] = p.sum[i].saturating_add(*v);
+    }
+    Ok(())
 }
 
 impl Collector {
@@ -170,32 +213,30 @@ impl Collector {
                 let deltas = snap.iter().zip(&start).map(|(e, s)| sub(e, s)).collect();
                 st.rounds.insert(m.case, deltas);
             }
-            Phase::Begin => {
+            Phase::Begin | Phase::SendBegin => {
                 let snap = self.read_one(cpu as usize);
-                self.lock().begin.insert(cpu, snap);
+                let send = (m.phase == Phase::SendBegin).then_some(m.case);
+                self.lock().begin.insert(cpu, Open { send, snap });
             }
             Phase::Probe => {
                 let snap = self.read_one(cpu as usize);
                 let mut st = self.lock();
-                let Some(begin) = st.begin.remove(&cpu) else {
+                let Some(open) = st.begin.remove(&cpu) else {
                     return Err(format!("bench: probe of {} without a begin", m.case.name()));
                 };
-                let d = sub(&snap, &begin);
-                let p = st.probes.entry(m.case).or_insert_with(|| ProbeStats {
-                    vcpu: cpu,
-                    count: 0,
-                    min: vec![u64::MAX; d.len()],
-                    max: vec![0; d.len()],
-                    sum: vec![0; d.len()],
-                });
-                if p.vcpu != cpu || p.min.len() != d.len() {
-                    return Err(format!("bench: probes of {} from two vCPUs", m.case.name()));
-                }
-                p.count += 1;
-                for (i, v) in d.iter().enumerate() {
-                    p.min[i] = p.min[i].min(*v);
-                    p.max[i] = p.max[i].max(*v);
-                    p.sum[i] = p.sum[i].saturating_add(*v);
+                let d = sub(&snap, &open.snap);
+                match open.send {
+                    None => add_section(&mut st.probes, m.case, cpu, &d)?,
+                    Some(case) if m.case == case || m.case == Case::SendPath => {
+                        add_section(&mut st.send_probes, case, cpu, &d)?
+                    }
+                    Some(case) => {
+                        return Err(format!(
+                            "bench: probe of {} ends the send part of {}",
+                            m.case.name(),
+                            case.name()
+                        ));
+                    }
                 }
             }
         }
@@ -253,11 +294,13 @@ impl Collector {
         }
         let round = st.rounds.remove(&header.case);
         let probe = st.probes.remove(&header.case);
+        let send_probe = st.send_probes.remove(&header.case);
         st.cases.push(CaseData {
             header,
             samples,
             round,
             probe,
+            send_probe,
         });
         Ok(())
     }
@@ -404,6 +447,48 @@ mod tests {
         // A count that disagrees with the set is refused.
         h.target_count = 5;
         assert!(c.result(0, 0, &mem_with(&h, &[])).is_err());
+    }
+
+    #[test]
+    fn send_parts_pair_apart_from_windows_and_hostile_order_is_safe() {
+        let c = Collector::without_stats(72, "test");
+        let m = |case, phase| Marker { case, phase }.value();
+        let fan = Case::FanoutCluster;
+        // Two whole-call windows.
+        for _ in 0..2 {
+            c.marker(0, m(fan, Phase::Begin)).unwrap();
+            c.marker(0, m(fan, Phase::Probe)).unwrap();
+        }
+        // Send parts: ended by the case's own probe, or by send-path's (the
+        // single-target path's marker).
+        c.marker(0, m(fan, Phase::SendBegin)).unwrap();
+        c.marker(0, m(fan, Phase::Probe)).unwrap();
+        c.marker(0, m(fan, Phase::SendBegin)).unwrap();
+        c.marker(0, m(Case::SendPath, Phase::Probe)).unwrap();
+        // Two begins: the later one counts, once.
+        c.marker(0, m(fan, Phase::Begin)).unwrap();
+        c.marker(0, m(fan, Phase::SendBegin)).unwrap();
+        c.marker(0, m(fan, Phase::Probe)).unwrap();
+        // A probe without a begin, and one of another case ending a send
+        // part: refused, nothing counted.
+        assert!(c.marker(0, m(fan, Phase::Probe)).is_err());
+        c.marker(0, m(fan, Phase::SendBegin)).unwrap();
+        assert!(c.marker(0, m(Case::RawPing, Phase::Probe)).is_err());
+        assert!(c.marker(0, m(fan, Phase::Probe)).is_err(), "consumed");
+        // A send part of one vCPU, ended by another vCPU's probe: refused.
+        c.marker(0, m(fan, Phase::SendBegin)).unwrap();
+        assert!(c.marker(1, m(fan, Phase::Probe)).is_err());
+        // A send part from a second vCPU: refused, as for windows.
+        c.marker(1, m(fan, Phase::SendBegin)).unwrap();
+        assert!(c.marker(1, m(fan, Phase::Probe)).is_err());
+        // An open section left at the result counts nothing.
+        let h = header(fan, 0, 0);
+        c.result(0, 0, &mem_with(&h, &[])).unwrap();
+        let run = c.take();
+        let d = &run.cases[0];
+        assert_eq!(d.probe.as_ref().map(|p| p.count), Some(2));
+        assert_eq!(d.send_probe.as_ref().map(|p| p.count), Some(3));
+        assert_eq!(d.send_probe.as_ref().map(|p| p.vcpu), Some(0));
     }
 
     #[test]

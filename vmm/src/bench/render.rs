@@ -220,8 +220,18 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "fan-out: smp_call_function_many(wait) to the first N other CPUs\n{:<18} {:>4} {:>9} {:>9} {:>10} {:>7} {:>7} {:>7} {:>5}",
-            "mode", "N", "p50 ns", "p99 ns", "snd insn", "win ex", "snd ex", "tgt ex", "IPIs"
+            "fan-out: smp_call_function_many(wait) to the first N other CPUs\n{:<18} {:>4} {:>9} {:>9} {:>10} {:>9} {:>7} {:>7} {:>7} {:>7} {:>5}",
+            "mode",
+            "N",
+            "p50 ns",
+            "p99 ns",
+            "snd insn",
+            "send insn",
+            "send ex",
+            "win ex",
+            "snd ex",
+            "tgt ex",
+            "IPIs"
         );
         let at = |v: &[f64], i: Option<usize>| match i.and_then(|i| v.get(i)) {
             Some(x) => format!("{:.1}", (x * 10.0).round() / 10.0 + 0.0),
@@ -238,14 +248,17 @@ impl Report {
                 .unwrap_or_default();
             let (sum, _) = c.target_sum_and_mean();
             let win = c.window.clone().unwrap_or_default();
+            let send = c.send_part.clone().unwrap_or_default();
             let _ = writeln!(
                 s,
-                "{:<18} {:>4} {:>9.0} {:>9.0} {:>10} {:>7} {:>7} {:>7} {:>5.2}",
+                "{:<18} {:>4} {:>9.0} {:>9.0} {:>10} {:>9} {:>7} {:>7} {:>7} {:>7} {:>5.2}",
                 c.case.name(),
                 c.target_count,
                 c.ns.p50,
                 c.ns.p99,
                 at(&snd, insn),
+                at(&send, insn),
+                at(&send, exits),
                 at(&win, exits),
                 at(&snd, exits),
                 at(&sum, exits),
@@ -253,10 +266,13 @@ impl Report {
             );
         }
         let calls = self.fanout.iter().map(|c| c.probe_pairs).max().unwrap_or(0);
+        let sends = self.fanout.iter().map(|c| c.send_pairs).max().unwrap_or(0);
         let _ = writeln!(
             s,
-            "  (win ex: the sender's VM exits from the call to its return, exact, mean of {calls} \
-             probed calls per point; snd ex: over the timed round less the background estimate; \
+            "  (send insn, send ex: the sender's guest instructions and VM exits from the call to \
+             the end of its IPI send (the probe after the last ICR write), exact, mean of {sends} \
+             probed calls per point; win ex: the sender's VM exits from the call to its return, \
+             exact, mean of {calls} probed calls per point; snd ex: over the timed round less the background estimate; \
              tgt ex: summed over the N targets)"
         );
     }
@@ -353,6 +369,9 @@ impl Report {
                     "sender": c.sender_part().map(|v| named(&v.per_op)),
                     "sender_window": c.window.as_ref().map(|w| json!({
                         "calls": c.probe_pairs, "per_call": named(w)
+                    })),
+                    "sender_send": c.send_part.as_ref().map(|w| json!({
+                        "calls": c.send_pairs, "per_call": named(w)
                     })),
                     "target_cpus": c.targets,
                     "targets_sum": (!sum.is_empty()).then(|| named(&sum)),

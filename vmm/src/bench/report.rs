@@ -4,7 +4,7 @@
 
 use shared::bench::{Case, IdleMode, IpiMode, Status};
 
-use super::collect::{BenchRun, CaseData};
+use super::collect::{BenchRun, CaseData, ProbeStats};
 use crate::host::HostInfo;
 
 /// What the report says about the machine.
@@ -133,6 +133,14 @@ pub struct CaseReport {
     /// subtracted and never below 0), if the case has probe pairs. Exact
     /// counts of the window, no background estimate.
     pub window: Option<Vec<f64>>,
+    /// The send part of a fan-out point: the sender's counter deltas from
+    /// the call of `smp_call_function_many(wait)` to the end of its IPI
+    /// send (the probe the arch writes after the last ICR write), per
+    /// call, as `window` (mean over `send_pairs` calls less the probe's
+    /// cost, never below 0).
+    pub send_part: Option<Vec<f64>>,
+    /// Send-part sections measured.
+    pub send_pairs: u64,
     /// Sorted per-operation latencies in ns (for the plot).
     pub sorted_ns: Vec<f64>,
 }
@@ -398,13 +406,15 @@ fn case_report(
             .collect()
     });
     // Per call: the pairs' sum less the probe's cost for each pair.
-    let window = d.probe.as_ref().filter(|p| p.count > 0).map(|p| {
+    let per_call = |p: &ProbeStats| -> Vec<f64> {
         p.sum
             .iter()
             .zip(probe_cost.iter().chain(std::iter::repeat(&0.0)))
             .map(|(&v, &k)| (v as f64 / p.count as f64 - k).max(0.0))
             .collect()
-    });
+    };
+    let window = d.probe.as_ref().filter(|p| p.count > 0).map(per_call);
+    let send_part = d.send_probe.as_ref().filter(|p| p.count > 0).map(per_call);
     CaseReport {
         case: h.case,
         status: h.status,
@@ -425,6 +435,8 @@ fn case_report(
         probe,
         probe_pairs: d.probe.as_ref().map_or(0, |p| p.count),
         window,
+        send_part,
+        send_pairs: d.send_probe.as_ref().map_or(0, |p| p.count),
         sorted_ns,
     }
 }
@@ -432,7 +444,6 @@ fn case_report(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::bench::collect::ProbeStats;
     use shared::bench::{ResultHeader, TargetSet};
 
     #[test]
@@ -476,6 +487,7 @@ pub(crate) mod tests {
                     samples: vec![],
                     round: Some(vec![vec![10, 200], vec![0, 0]]),
                     probe: None,
+                    send_probe: None,
                 },
                 CaseData {
                     header: header(Case::ProbeCalibrate, 4, 0),
@@ -488,6 +500,7 @@ pub(crate) mod tests {
                         max: vec![1, 3],
                         sum: vec![4, 12],
                     }),
+                    send_probe: None,
                 },
                 CaseData {
                     header: header(Case::SingleWait, 4, 4),
@@ -500,6 +513,7 @@ pub(crate) mod tests {
                         max: vec![2, 50],
                         sum: vec![8, 180],
                     }),
+                    send_probe: None,
                 },
             ],
         }
@@ -593,6 +607,15 @@ pub(crate) mod tests {
                 max: vec![3, 103],
                 sum: vec![8, 412],
             }),
+            // 2 send parts: 2 + 4 exits with the probe's 1 each, so 2 per
+            // call; instructions 43 and 53 with the probe's 3 each: 45.
+            send_probe: Some(ProbeStats {
+                vcpu: 0,
+                count: 2,
+                min: vec![2, 43],
+                max: vec![4, 53],
+                sum: vec![6, 96],
+            }),
         });
         let mut info = sample_info();
         info.vcpus = 72;
@@ -601,12 +624,22 @@ pub(crate) mod tests {
         assert_eq!(f.targets, (1..72).collect::<Vec<u32>>());
         assert_eq!(f.vcpus.iter().filter(|v| v.role == "target").count(), 71);
         assert_eq!(f.window.as_deref(), Some(&[1.0, 100.0][..]));
+        assert_eq!(f.send_part.as_deref(), Some(&[2.0, 45.0][..]));
+        assert_eq!((f.probe_pairs, f.send_pairs), (4, 2));
         // The background estimate can go negative; the window cannot.
         assert!(f.sender_part().unwrap().per_op[0] < 0.0);
         run.cases[3].probe.as_mut().unwrap().sum = vec![4, 0];
+        run.cases[3].send_probe.as_mut().unwrap().sum = vec![0, 0];
         let r = Report::new(sample_info(), &run);
         assert_eq!(r.fanout[0].window.as_deref(), Some(&[0.0, 0.0][..]));
+        assert_eq!(r.fanout[0].send_part.as_deref(), Some(&[0.0, 0.0][..]));
         let j = r.json();
+        assert_eq!(j["fanout"][0]["sender_send"]["calls"], 2);
+        assert_eq!(j["fanout"][0]["sender_send"]["per_call"]["exits"], 0.0);
+        assert_eq!(
+            j["fanout"][0]["sender_send"]["per_call"]["insn_emulation"],
+            0.0
+        );
         assert_eq!(j["fanout"][0]["sender_window"]["calls"], 4);
         assert_eq!(j["fanout"][0]["sender_window"]["per_call"]["exits"], 0.0);
         assert_eq!(j["fanout"][0]["target_cpus"].as_array().unwrap().len(), 71);

@@ -53,6 +53,10 @@ pub struct IpiDelivery {
     single_flags: AtomicU32,
     /// The [`IpiMode`] of mask IPIs.
     mask_mode: AtomicU8,
+    /// Benchmark only: the [`Case`] id whose `Probe` marker the mask send
+    /// writes after its last ICR write (0: none). Kept apart from
+    /// `single_flags`, so that the single-target path does not change.
+    mask_probe: AtomicU8,
     /// The CPUs that poll when idle ([`IdleMode::Poll`]; the benchmark may
     /// make just one CPU poll).
     poll_cpus: AtomicCpuMask,
@@ -107,6 +111,7 @@ impl IpiDelivery {
         IpiDelivery {
             single_flags: AtomicU32::new(0),
             mask_mode: AtomicU8::new(IpiMode::Phys as u8),
+            mask_probe: AtomicU8::new(0),
             poll_cpus: AtomicCpuMask::new(),
             pv_status: AtomicU8::new(PvStatus::NotProbed as u8),
             pv_vmmcall: AtomicBool::new(false),
@@ -316,6 +321,17 @@ impl IpiDelivery {
             .store(f | if on { SINGLE_PROBE } else { 0 }, Ordering::Relaxed);
     }
 
+    /// Benchmark only: after each mask send (every mode, the shorthand's
+    /// `phys` fallback included), write the `Probe` marker of `case` right
+    /// after the send's last ICR write (or hypercall); `None` stops it. The
+    /// fan-out's send part (`SendBegin` ... this `Probe`).
+    pub fn set_mask_probe(&self, case: Option<Case>) {
+        // Relaxed: the bench sets it on the sending CPU itself, and only
+        // that CPU sends meanwhile (as `set_probe`).
+        self.mask_probe
+            .store(case.map_or(0, |c| c as u8), Ordering::Relaxed);
+    }
+
     /// The CALL_FUNCTION_SINGLE IPI to `cpu` (never this CPU), unless the
     /// fault injection (`ipi_drop=`) drops it.
     ///
@@ -359,8 +375,20 @@ impl IpiDelivery {
     }
 
     /// The CALL_FUNCTION IPI to every CPU of `mask` (never this CPU);
-    /// `online` is the online mask (for the shorthand's check).
+    /// `online` is the online mask (for the shorthand's check). Then the
+    /// benchmark's probe marker, if [`Self::set_mask_probe`] asked for one
+    /// (one load and test when not).
     pub fn send_call_function_mask(&self, mask: CpuMask, online: CpuMask) {
+        self.send_mask(mask, online);
+        // Relaxed: see `set_mask_probe`.
+        let probe = self.mask_probe.load(Ordering::Relaxed);
+        if probe != 0 {
+            mask_probe_marker(probe);
+        }
+    }
+
+    #[inline(always)]
+    fn send_mask(&self, mask: CpuMask, online: CpuMask) {
         match self.mask_mode() {
             IpiMode::Phys => send_mask_phys(mask),
             IpiMode::Shorthand => {
@@ -433,6 +461,16 @@ pub fn probe_marker(case: Case) {
         phase: Phase::Probe,
     };
     cpu::outl(Port::BenchMarker as u16, m.value());
+}
+
+/// The mask send's `Probe` marker of case id `case` (see
+/// [`IpiDelivery::set_mask_probe`]; an id that is no case writes nothing).
+#[cold]
+#[inline(never)]
+fn mask_probe_marker(case: u8) {
+    if let Some(case) = Case::from_u8(case) {
+        probe_marker(case);
+    }
 }
 
 fn send_mask_phys(mask: CpuMask) {

@@ -120,6 +120,27 @@ pub fn send_windows(case: Case, targets: CpuMask, calls: u32) {
     }
 }
 
+/// The send parts of a fan-out point: `calls` times a `SendBegin` marker
+/// and `smp_call_function_many(targets, wait)` with the arch's probe on:
+/// the mask send writes the `Probe` marker of `case` right after its last
+/// ICR write (`IpiDelivery::set_mask_probe`), or, when the call's one IPI
+/// goes through the single-target path (one target), that path writes
+/// `send-path`'s (`IpiDelivery::set_probe`). So the VMM counts the sender
+/// from the call to the end of its IPI send; the wait is outside. No
+/// marker follows the call: a call that sent no IPI (every target already
+/// had work queued) leaves its `SendBegin` open, and the next one replaces
+/// it (the VMM counts the sections that ended).
+pub fn send_parts(case: Case, targets: CpuMask, calls: u32) {
+    delivery().set_mask_probe(Some(case));
+    delivery().set_probe(true);
+    for _ in 0..calls {
+        marker(case, Phase::SendBegin);
+        SMP.smp_call_function_many(targets, nop, 0, true);
+    }
+    delivery().set_probe(false);
+    delivery().set_mask_probe(None);
+}
+
 /// The lock every `many-wait/lock` callback takes (ipi_benchmark's
 /// `POKE_ALL_LOCK`: the targets contend for one lock), with a count so
 /// that the critical section is not empty.

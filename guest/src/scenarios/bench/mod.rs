@@ -9,8 +9,8 @@
 //! `many-wait` to all others under every IPI delivery mode available, and
 //! with a contended lock in the callback; `on-each-cpu`; the fan-out curve
 //! (`fanout/*`: `smp_call_function_many(wait)` to 1, 2, 4, ... and all
-//! other CPUs, one result per point, each with probed send windows for the
-//! sender's exact VM exits per call); `send-path` (guest instructions from
+//! other CPUs, one result per point, each with probed send windows and
+//! send parts for the sender's exact VM exits per call); `send-path` (guest instructions from
 //! the call to the ICR write, from probe markers). `dry-run`, `single-local`,
 //! `single-wait`, `many-wait` and `many-wait/lock` are Yury Norov's
 //! ipi_benchmark cases. Each runs until one round takes `bench_ms=`
@@ -45,7 +45,8 @@ const PROBE_PAIRS: u32 = 32;
 /// are a dozen points per mode).
 const FANOUT_GOAL_DIVISOR: u64 = 4;
 /// Probed calls per fan-out point after its timed round: each bracketed by
-/// probe markers, for the sender's exact VM exits in the send window.
+/// probe markers, for the sender's exact VM exits in the send window; then
+/// as many with the probe after the IPI send, for the send part.
 const FANOUT_WINDOW_CALLS: u32 = 16;
 
 /// Runs one case and reports it; false if it failed.
@@ -340,9 +341,10 @@ fn fanout(others: CpuMask, goal: u64) -> bool {
                 targets.set(cpu);
             }
             ok &= with_mode(mode, || {
-                // The timed round, then the probed send windows (outside
-                // it, so that their markers do not disturb its timing);
-                // the VMM attaches the windows to this point's result.
+                // The timed round, then the probed send windows and send
+                // parts (outside it, so that their markers do not disturb
+                // its timing); the VMM attaches both to this point's
+                // result.
                 match measure(
                     case,
                     Rounds::Goal(goal),
@@ -351,6 +353,7 @@ fn fanout(others: CpuMask, goal: u64) -> bool {
                 ) {
                     Ok(m) => {
                         cases::send_windows(case, targets, FANOUT_WINDOW_CALLS);
+                        cases::send_parts(case, targets, FANOUT_WINDOW_CALLS);
                         report_ok(case, targets, &m);
                         true
                     }
