@@ -13,6 +13,7 @@ use shared::mailbox::Op;
 use super::mailroom::Mailroom;
 use super::request::{self, Request, refusal};
 use super::{Guest, LINE_MAX, Options, TICK, WRITE_TIMEOUT, socket};
+use crate::mailbox::RequestError;
 
 /// What every client thread shares.
 struct Shared<'a> {
@@ -141,6 +142,7 @@ fn serve_client(stream: UnixStream, shared: &Shared<'_>) {
                 return;
             }
             Line::Closed => return,
+            Line::Stopped => return refuse_pending(&mut reader, &mut writer),
         };
         if write_reply(&mut writer, &reply).is_err() {
             return;
@@ -173,8 +175,37 @@ enum Line {
     TooLong,
     /// No complete line by the deadline.
     Idle,
-    /// End of stream, a read error, or the VM stopped.
+    /// End of stream or a read error.
     Closed,
+    /// The VM stopped.
+    Stopped,
+}
+
+/// Most bytes a client's connection is drained of once the VM stopped.
+const DRAIN_MAX: usize = 4 * LINE_MAX;
+
+/// Once the VM stopped: answers each complete request the client sent and
+/// this thread had not read yet with the refusal a queued request gets,
+/// reading what it sent (at most [`DRAIN_MAX`] bytes, waiting at most a
+/// [`TICK`] for more), so that closing does not reset the connection: a
+/// Unix socket closed with unread data makes the peer's next read fail
+/// with ECONNRESET, answers already sent included.
+fn refuse_pending(reader: &mut BufReader<UnixStream>, writer: &mut UnixStream) {
+    let stopped = refusal(&RequestError::Stopped.to_string());
+    let mut drained = 0;
+    while drained < DRAIN_MAX {
+        let (n, lines) = match reader.fill_buf() {
+            Ok([]) | Err(_) => return,
+            Ok(c) => (c.len(), c.iter().filter(|&&b| b == b'\n').count()),
+        };
+        reader.consume(n);
+        drained += n;
+        for _ in 0..lines {
+            if write_reply(writer, &stopped).is_err() {
+                return;
+            }
+        }
+    }
 }
 
 /// Reads one line of at most [`LINE_MAX`] bytes by `deadline`. The reader's
@@ -191,7 +222,7 @@ fn read_line(r: &mut BufReader<UnixStream>, deadline: Instant, stopped: &dyn Fn(
     };
     loop {
         if stopped() {
-            return Line::Closed;
+            return Line::Stopped;
         }
         if Instant::now() >= deadline {
             return Line::Idle;
