@@ -5,10 +5,10 @@
 
 use shared::{CpuId, MAX_CPUS};
 
+use super::block::CpuBlock;
 use super::cpumask::CpuMask;
 use super::csd::Csd;
 use super::event::Event;
-use super::state::CpuBlock;
 
 /// Interrupt state saved by [`Arch::irq_save`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -21,9 +21,10 @@ use shared::{CpuId, MAX_CPUS};
 
 use super::api::SmpError;
 use super::arch::Arch;
+use super::block::CpuBlock;
 use super::cpumask::CpuMask;
 use super::flush::OfflineCalls;
-use super::state::{CpuBlock, Smp};
+use super::state::Smp;
 use super::sync::Ordering;
 use shared::record::WarnKind;
 

@@ -14,9 +14,10 @@ use core::ptr::NonNull;
 use shared::CpuId;
 
 use super::arch::Arch;
+use super::block::CpuBlock;
 use super::csd::{CSD_TYPE_IRQ_WORK, CallSingleNode};
 use super::llist::{self, LlistNode};
-use super::state::{CpuBlock, Smp};
+use super::state::Smp;
 use super::stats::bump;
 use super::sync::{Ordering, fence};
 use shared::record::WarnKind;

@@ -48,6 +48,8 @@ mod arch;
 #[cfg(not(loom))]
 mod bitmap;
 #[cfg(not(loom))]
+mod block;
+#[cfg(not(loom))]
 mod call;
 #[cfg(not(loom))]
 mod cpuhp;
@@ -79,6 +81,8 @@ pub use api::{ScfFlags, SmpCallFunc, SmpCondFunc, SmpError};
 #[cfg(not(loom))]
 pub use arch::{Arch, IrqFlags};
 #[cfg(not(loom))]
+pub use block::CpuBlock;
+#[cfg(not(loom))]
 pub use cpumask::{AtomicCpuMask, CpuList, CpuMask, CpuMaskIter, set_nr_cpumask_bits};
 pub use csd::Csd;
 #[cfg(not(loom))]
@@ -87,8 +91,7 @@ pub use event::Event;
 pub use irq_work::{IrqWork, IrqWorkFunc};
 pub use shared::record::WarnKind;
 pub use shared::{CpuId, MAX_CPUS};
-#[cfg(not(loom))]
-pub use state::{CSD_LOCK_TIMEOUT_DEFAULT_NS, CpuBlock, Smp};
+pub use state::{CSD_LOCK_TIMEOUT_DEFAULT_NS, Smp};
 #[cfg(not(loom))]
 pub use stats::CpuStats;
 
