@@ -3,9 +3,9 @@
 //! counters, in one 256-byte block that the architecture places
 //! ([`super::Arch::cpu_blocks`]).
 
+use super::counters::Counters;
 use super::csd::Csd;
 use super::llist::LlistHead;
-use super::stats::Counters;
 use super::sync::{AtomicBool, AtomicPtr, AtomicU32};
 
 /// A value on a cache line of its own (Linux's `____cacheline_aligned`).

@@ -15,11 +15,11 @@ use shared::CpuId;
 
 use super::api::{ScfFlags, SmpCallFunc, SmpCondFunc, SmpError};
 use super::arch::Arch;
+use super::counters::bump;
 use super::cpumask::CpuMask;
 use super::csd::{CSD_TYPE_ASYNC, CallSingleNode, Csd};
 use super::stall::{StackCsdGuard, csd_type_for};
 use super::state::Smp;
-use super::stats::bump;
 use super::sync::{Ordering, fence};
 use shared::record::WarnKind;
 

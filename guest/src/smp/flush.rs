@@ -30,11 +30,11 @@ use shared::CpuId;
 use super::api::SmpCallFunc;
 use super::arch::Arch;
 use super::block::CpuBlock;
+use super::counters::bump;
 use super::csd::{CSD_FLAG_LOCK, CSD_TYPE_IRQ_WORK, CSD_TYPE_SYNC, CallSingleNode, Csd};
 use super::irq_work::IrqWork;
 use super::llist::{self, LlistNode};
 use super::state::Smp;
-use super::stats::bump;
 use super::sync::Ordering;
 use shared::record::WarnKind;
 

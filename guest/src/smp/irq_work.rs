@@ -15,10 +15,10 @@ use shared::CpuId;
 
 use super::arch::Arch;
 use super::block::CpuBlock;
+use super::counters::bump;
 use super::csd::{CSD_TYPE_IRQ_WORK, CallSingleNode};
 use super::llist::{self, LlistNode};
 use super::state::Smp;
-use super::stats::bump;
 use super::sync::{Ordering, fence};
 use shared::record::WarnKind;
 

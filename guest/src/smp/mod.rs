@@ -52,6 +52,8 @@ mod block;
 #[cfg(not(loom))]
 mod call;
 #[cfg(not(loom))]
+mod counters;
+#[cfg(not(loom))]
 mod cpuhp;
 #[cfg(not(loom))]
 mod cpumask;
