@@ -93,6 +93,7 @@ pub use event::Event;
 pub use irq_work::{IrqWork, IrqWorkFunc};
 pub use shared::record::WarnKind;
 pub use shared::{CpuId, MAX_CPUS};
+#[cfg(not(loom))]
 pub use state::{CSD_LOCK_TIMEOUT_DEFAULT_NS, Smp};
 #[cfg(not(loom))]
 pub use stats::CpuStats;
